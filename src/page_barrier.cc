@@ -1,0 +1,135 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include <llbitmap/detail/check.h>
+#include <llbitmap/page_barrier.h>
+
+#include <algorithm>
+
+#include "switch_worker.h"
+
+namespace llbitmap {
+
+namespace {
+
+Clock::duration tick_resolution(std::chrono::milliseconds idle) {
+  return std::max<Clock::duration>(std::chrono::milliseconds(1), idle / 8);
+}
+
+}  // namespace
+
+PageBarrier::PageBarrier(Clock& clock, std::chrono::milliseconds barrier_idle)
+    : clock_(clock),
+      tick_(clock.subscribe(tick_resolution(barrier_idle))),
+      // active_release: wake whoever waits for the page to drain.
+      active_([this] { wait_.wake_up(); }, RefFlags::kAllowReinit),
+      idle_ns_(std::chrono::duration_cast<Clock::duration>(barrier_idle).count()) {}
+
+PageBarrier::~PageBarrier() {
+  LLBM_CHECK(!active_.is_dying() || active_.is_zero(),
+             "PageBarrier %p: destroyed while a suspend is draining it", static_cast<void*>(this));
+  LLBM_CHECK(wait_.waiters() == 0, "PageBarrier %p: destroyed with %u writers waiting in raise()",
+             static_cast<void*>(this), wait_.waiters());
+}
+
+void PageBarrier::raise() noexcept {
+  if (LLBM_LIKELY(active_.tryget_live())) {
+    note_used();
+    return;
+  }
+  raise_slow();
+}
+
+void PageBarrier::raise_slow() noexcept {
+  raise_waits_.fetch_add(1, std::memory_order_relaxed);
+  for (;;) {
+    wait_.wait([this] { return !active_.is_dying(); });
+    if (active_.tryget_live()) {
+      note_used();
+      return;
+    }
+  }
+}
+
+void PageBarrier::release() noexcept { active_.put(); }
+
+bool PageBarrier::finish_suspend(std::chrono::steady_clock::time_point deadline) {
+  if (!active_.is_zero()) suspend_waits_.fetch_add(1, std::memory_order_relaxed);
+  const auto left = deadline - std::chrono::steady_clock::now();
+  if (wait_.wait_for([this] { return active_.is_zero(); },
+                     std::max(left, std::chrono::steady_clock::duration::zero()))) {
+    suspends_.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  // A holder outlived the timeout: reopen the page (upstream d119bd2e1643) and wake the
+  // writers that queued on it meanwhile (upstream still misses this wake-up).
+  active_.resurrect();
+  wait_.wake_up();
+  suspend_timeouts_.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
+
+bool PageBarrier::suspend(std::chrono::milliseconds timeout) {
+  PageBarrier* self = this;
+  bool ok = false;
+  suspend_many(std::span<PageBarrier* const>(&self, 1), timeout, std::span<bool>(&ok, 1));
+  return ok;
+}
+
+std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
+                                      std::chrono::milliseconds timeout,
+                                      std::span<bool> suspended) {
+  LLBM_CHECK(pages.size() == suspended.size(),
+             "PageBarrier::suspend_many: %zu pages but %zu result slots", pages.size(),
+             suspended.size());
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  {
+    detail::SwitchBatch batch;  // one grace period for every kill below
+    for (PageBarrier* p : pages) {
+      LLBM_CHECK(!p->active_.is_dying(), "PageBarrier %p: suspend() of a page already suspended",
+                 static_cast<void*>(p));
+      p->active_.kill();
+    }
+  }
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < pages.size(); ++i) {
+    suspended[i] = pages[i]->finish_suspend(deadline);
+    n += suspended[i] ? 1 : 0;
+  }
+  return n;
+}
+
+void PageBarrier::resume() noexcept {
+  LLBM_CHECK(active_.is_dying(), "PageBarrier %p: resume() of a page that is not suspended",
+             static_cast<void*>(this));
+  expire_.store(kNever, std::memory_order_relaxed);
+  active_.resurrect();
+  wait_.wake_up();
+}
+
+bool PageBarrier::expired(Clock::time_point now) const noexcept {
+  return now.time_since_epoch().count() >= expire_.load(std::memory_order_relaxed);
+}
+
+void PageBarrier::expire_now() noexcept {
+  expire_.store(INT64_MIN, std::memory_order_relaxed);
+}
+
+void PageBarrier::set_barrier_idle(std::chrono::milliseconds idle) {
+  idle_ns_.store(std::chrono::duration_cast<Clock::duration>(idle).count(),
+                 std::memory_order_relaxed);
+  // Keep the coarse word fine enough for the new idle time.
+  tick_ = clock_.subscribe(tick_resolution(idle));
+}
+
+std::chrono::milliseconds PageBarrier::barrier_idle() const noexcept {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+      Clock::duration(idle_ns_.load(std::memory_order_relaxed)));
+}
+
+PageBarrier::Stats PageBarrier::stats() const noexcept {
+  return Stats{raise_waits_.load(std::memory_order_relaxed),
+               suspends_.load(std::memory_order_relaxed),
+               suspend_waits_.load(std::memory_order_relaxed),
+               suspend_timeouts_.load(std::memory_order_relaxed)};
+}
+
+}  // namespace llbitmap

@@ -1,0 +1,168 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include "percpu_area.h"
+
+#include <llbitmap/detail/check.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "rcu.h"
+
+namespace llbitmap::detail {
+
+thread_local constinit CounterArea* tls_counter_area = nullptr;
+
+namespace {
+
+enum class AreaState : unsigned char { kNone, kLive, kGone };
+thread_local constinit AreaState tls_area_state = AreaState::kNone;
+
+// Its destructor runs when the thread exits (before liburcu-bp's own pthread-key
+// destructor unregisters the thread) and hands the area back.
+struct AreaReaper {
+  ~AreaReaper() {
+    CounterArea* area = tls_counter_area;
+    tls_counter_area = nullptr;
+    tls_area_state = AreaState::kGone;
+    if (area != nullptr) PercpuRegistry::instance().detach(area);
+  }
+};
+thread_local AreaReaper tls_area_reaper;
+
+CounterBlock* new_block() {
+  auto* blk = new CounterBlock;
+  for (auto& s : blk->slot) s.store(0, std::memory_order_relaxed);
+  return blk;
+}
+
+}  // namespace
+
+PercpuRegistry& PercpuRegistry::instance() noexcept {
+  // Leaked on purpose: areas of threads that outlive static destruction still detach.
+  static PercpuRegistry* registry = new PercpuRegistry;
+  return *registry;
+}
+
+std::uint32_t PercpuRegistry::alloc_slot(std::atomic<std::uint64_t>* orphan) {
+  std::lock_guard lk(mu_);
+  std::uint32_t slot;
+  if (!free_slots_.empty()) {
+    slot = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    LLBM_CHECK(orphans_.size() < UINT32_MAX, "PercpuRef: out of slots (%zu refs alive)",
+               orphans_.size());
+    slot = static_cast<std::uint32_t>(orphans_.size());
+    orphans_.push_back(nullptr);
+  }
+  orphans_[slot] = orphan;
+  const std::uint32_t b = slot / kSlotsPerBlock;
+  for (CounterArea* a = areas_; a != nullptr; a = a->next_) {
+    if (b < a->nblocks_ && a->dir_[b] != nullptr)
+      a->dir_[b]->slot[slot % kSlotsPerBlock].store(0, std::memory_order_relaxed);
+  }
+  return slot;
+}
+
+void PercpuRegistry::free_slot(std::uint32_t slot) noexcept {
+  std::lock_guard lk(mu_);
+  orphans_[slot] = nullptr;
+  free_slots_.push_back(slot);
+}
+
+std::uint64_t PercpuRegistry::sum(std::uint32_t slot) noexcept {
+  std::lock_guard lk(mu_);
+  const std::uint32_t b = slot / kSlotsPerBlock;
+  std::uint64_t total = orphans_[slot]->load(std::memory_order_relaxed);
+  for (CounterArea* a = areas_; a != nullptr; a = a->next_) {
+    if (b < a->nblocks_ && a->dir_[b] != nullptr)
+      total += a->dir_[b]->slot[slot % kSlotsPerBlock].load(std::memory_order_relaxed);
+  }
+  return total;
+}
+
+void PercpuRegistry::zero(std::uint32_t slot) noexcept {
+  std::lock_guard lk(mu_);
+  const std::uint32_t b = slot / kSlotsPerBlock;
+  orphans_[slot]->store(0, std::memory_order_relaxed);
+  for (CounterArea* a = areas_; a != nullptr; a = a->next_) {
+    if (b < a->nblocks_ && a->dir_[b] != nullptr)
+      a->dir_[b]->slot[slot % kSlotsPerBlock].store(0, std::memory_order_relaxed);
+  }
+}
+
+CounterArea* PercpuRegistry::attach_current_thread() {
+  // Register with liburcu-bp now, so that the fast path never reaches its register call.
+  RcuReader::lock();
+  RcuReader::unlock();
+  (void)&tls_area_reaper;  // odr-use: registers the reaper's destructor for this thread
+  auto* area = new CounterArea;
+  {
+    std::lock_guard lk(mu_);
+    area->next_ = areas_;
+    if (areas_ != nullptr) areas_->prev_ = area;
+    areas_ = area;
+    ++nareas_;
+  }
+  tls_counter_area = area;
+  tls_area_state = AreaState::kLive;
+  return area;
+}
+
+std::atomic<std::uint64_t>* PercpuRegistry::counter_for_current_thread(std::uint32_t slot) {
+  CounterArea* area = tls_counter_area;
+  if (area == nullptr) {
+    if (tls_area_state == AreaState::kGone) return nullptr;
+    area = attach_current_thread();
+  }
+  if (auto* c = area->find(slot)) return c;
+  const std::uint32_t b = slot / kSlotsPerBlock;
+  CounterBlock* blk = new_block();
+  std::lock_guard lk(mu_);
+  if (b >= area->nblocks_) {
+    std::uint32_t n = area->nblocks_ == 0 ? 4 : area->nblocks_;
+    while (n <= b) n *= 2;
+    auto** dir = new CounterBlock*[n];
+    for (std::uint32_t i = 0; i < n; ++i) dir[i] = i < area->nblocks_ ? area->dir_[i] : nullptr;
+    delete[] area->dir_;
+    dir_bytes_ += (n - area->nblocks_) * sizeof(CounterBlock*);
+    area->dir_ = dir;
+    area->nblocks_ = n;
+  }
+  area->dir_[b] = blk;
+  ++nblocks_;
+  return &blk->slot[slot % kSlotsPerBlock];
+}
+
+void PercpuRegistry::detach(CounterArea* area) noexcept {
+  std::lock_guard lk(mu_);
+  for (std::uint32_t b = 0; b < area->nblocks_; ++b) {
+    CounterBlock* blk = area->dir_[b];
+    if (blk == nullptr) continue;
+    for (std::uint32_t i = 0; i < kSlotsPerBlock; ++i) {
+      const std::uint64_t v = blk->slot[i].load(std::memory_order_relaxed);
+      const std::size_t slot = std::size_t{b} * kSlotsPerBlock + i;
+      // A slot without an owner belongs to a destroyed ref; it is zeroed on reuse.
+      if (v != 0 && slot < orphans_.size() && orphans_[slot] != nullptr)
+        orphans_[slot]->fetch_add(v, std::memory_order_relaxed);
+    }
+    delete blk;
+    --nblocks_;
+  }
+  dir_bytes_ -= area->nblocks_ * sizeof(CounterBlock*);
+  delete[] area->dir_;
+  if (area->prev_ != nullptr) area->prev_->next_ = area->next_;
+  else areas_ = area->next_;
+  if (area->next_ != nullptr) area->next_->prev_ = area->prev_;
+  --nareas_;
+  delete area;
+}
+
+AreaStats PercpuRegistry::stats() noexcept {
+  std::lock_guard lk(mu_);
+  return AreaStats{nareas_, nblocks_,
+                   nblocks_ * sizeof(CounterBlock) + dir_bytes_ + nareas_ * sizeof(CounterArea)};
+}
+
+}  // namespace llbitmap::detail

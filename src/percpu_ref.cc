@@ -1,0 +1,359 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// PercpuRef: kernel percpu_ref semantics (lib/percpu-refcount.c), written for user
+// space. The fast paths below are leaf functions: the calling thread's counter area
+// and its liburcu-bp registration are checked first, and anything unusual (no area
+// yet, an exiting thread, atomic mode) tail-calls an out-of-line slow path that redoes
+// the whole operation with the full read lock.
+#include <llbitmap/detail/check.h>
+#include <llbitmap/percpu_ref.h>
+
+#include <thread>
+#include <utility>
+
+#include "percpu_area.h"
+#include "rcu.h"
+#include "switch_worker.h"
+
+namespace llbitmap {
+
+using detail::CounterArea;
+using detail::PercpuRegistry;
+using detail::RcuReader;
+using detail::SwitchWorker;
+
+namespace {
+
+// Kernel PERCPU_COUNT_BIAS: keeps the atomic count away from zero while the per-thread
+// counters are not yet folded in.
+constexpr std::uint64_t kBias = std::uint64_t{1} << 63;
+
+// Owner-only update of the calling thread's counter: a relaxed load and a relaxed
+// store, no locked instruction. Ordered against the fold by the RCU grace period.
+inline void add_own(std::atomic<std::uint64_t>* c, std::uint64_t v) noexcept {
+  c->store(c->load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+}
+
+// The counter of the calling thread if it can take the fast path, else null.
+inline std::atomic<std::uint64_t>* fast_counter(std::uint32_t slot) noexcept {
+  CounterArea* area = detail::tls_counter_area;
+  if (LLBM_UNLIKELY(area == nullptr || !RcuReader::registered())) return nullptr;
+  return area->find(slot);
+}
+
+// atomic_long_add_unless(count, nr, 0) / atomic_long_inc_not_zero.
+inline bool add_unless_zero(std::atomic<std::uint64_t>& count, std::uint64_t nr) noexcept {
+  std::uint64_t v = count.load(std::memory_order_relaxed);
+  do {
+    if (v == 0) return false;
+    // acquire on success pairs with the release half of the put that set v.
+  } while (!count.compare_exchange_weak(v, v + nr, std::memory_order_acquire,
+                                        std::memory_order_relaxed));
+  return true;
+}
+
+}  // namespace
+
+PercpuRef::PercpuRef(std::function<void()> release, RefFlags flags)
+    : mode_(0), slot_(0), count_(1), release_(std::move(release)) {
+  allow_reinit_ = has_flag(flags, RefFlags::kAllowReinit) ||
+                  has_flag(flags, RefFlags::kInitAtomic) || has_flag(flags, RefFlags::kInitDead);
+  std::uintptr_t mode = 0;
+  std::uint64_t count = 1;
+  if (has_flag(flags, RefFlags::kInitAtomic) || has_flag(flags, RefFlags::kInitDead)) {
+    mode |= kAtomic;
+  } else {
+    count += kBias;
+  }
+  if (has_flag(flags, RefFlags::kInitDead)) {
+    mode |= kDead;
+    count = 0;
+  }
+  slot_ = PercpuRegistry::instance().alloc_slot(&orphan_);
+  count_.store(count, std::memory_order_relaxed);
+  mode_.store(mode, std::memory_order_release);
+}
+
+PercpuRef::~PercpuRef() {
+  {
+    std::lock_guard lk(detail::switch_lock());
+    LLBM_CHECK(!switch_pending_,
+               "PercpuRef %p: destroyed while a switch to atomic mode is pending "
+               "(wait for is_zero() or switch_to_atomic_sync() first)",
+               static_cast<void*>(this));
+  }
+  // A switch thread or a last put may still be finishing its release callback.
+  while (in_flight_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  const std::uintptr_t mode = mode_.load(std::memory_order_acquire);
+  std::uint64_t held = count_.load(std::memory_order_acquire);
+  if ((mode & kAtomic) == 0) held += sum_percpu_counts() - kBias;
+  if (mode & kDead) {
+    LLBM_CHECK(held == 0,
+               "PercpuRef %p: destroyed while dying with %lld references still held "
+               "(wait for is_zero() first)",
+               static_cast<void*>(this), static_cast<long long>(held));
+  } else {
+    LLBM_CHECK(held <= 1,
+               "PercpuRef %p: destroyed with %lld references beyond the initial one",
+               static_cast<void*>(this), static_cast<long long>(held) - 1);
+  }
+  PercpuRegistry::instance().free_slot(slot_);
+}
+
+// ---------------------------------------------------------------- fast paths
+
+bool PercpuRef::tryget_live() noexcept {
+  std::atomic<std::uint64_t>* c = fast_counter(slot_);
+  if (LLBM_UNLIKELY(c == nullptr)) return tryget_live_slow();
+  RcuReader::lock_registered();
+  // acquire: pairs with the release store that publishes percpu mode (resurrect), so
+  // the zeroed counter is what we add to.
+  if (LLBM_LIKELY(mode_.load(std::memory_order_acquire) == 0)) {
+    add_own(c, 1);
+    RcuReader::unlock();
+    return true;
+  }
+  RcuReader::unlock();
+  return tryget_live_slow();
+}
+
+bool PercpuRef::tryget(std::uint64_t nr) noexcept {
+  std::atomic<std::uint64_t>* c = fast_counter(slot_);
+  if (LLBM_UNLIKELY(c == nullptr)) return tryget_slow(nr);
+  RcuReader::lock_registered();
+  if (LLBM_LIKELY(mode_.load(std::memory_order_acquire) == 0)) {
+    add_own(c, nr);
+    RcuReader::unlock();
+    return true;
+  }
+  RcuReader::unlock();
+  return tryget_slow(nr);
+}
+
+void PercpuRef::get(std::uint64_t nr) noexcept {
+  std::atomic<std::uint64_t>* c = fast_counter(slot_);
+  if (LLBM_UNLIKELY(c == nullptr)) return get_slow(nr);
+  RcuReader::lock_registered();
+  if (LLBM_LIKELY(mode_.load(std::memory_order_acquire) == 0)) {
+    add_own(c, nr);
+    RcuReader::unlock();
+    return;
+  }
+  RcuReader::unlock();
+  get_slow(nr);
+}
+
+void PercpuRef::put(std::uint64_t nr) noexcept {
+  std::atomic<std::uint64_t>* c = fast_counter(slot_);
+  if (LLBM_UNLIKELY(c == nullptr)) return put_slow(nr);
+  RcuReader::lock_registered();
+  if (LLBM_LIKELY(mode_.load(std::memory_order_acquire) == 0)) {
+    add_own(c, 0 - nr);
+    RcuReader::unlock();
+    return;
+  }
+  RcuReader::unlock();
+  put_slow(nr);
+}
+
+// ---------------------------------------------------------------- slow paths
+//
+// Each redoes the operation under the full read lock. In percpu mode the count goes to
+// the thread's counter (created here if needed) or, for a thread that is exiting, to the
+// ref's orphan counter; both are folded after the grace period.
+
+bool PercpuRef::tryget_live_slow() noexcept {
+  std::atomic<std::uint64_t>* c = PercpuRegistry::instance().counter_for_current_thread(slot_);
+  RcuReader::lock();
+  bool ok;
+  const std::uintptr_t mode = mode_.load(std::memory_order_acquire);
+  if (mode == 0) {
+    if (c != nullptr) add_own(c, 1);
+    else orphan_.fetch_add(1, std::memory_order_relaxed);
+    ok = true;
+  } else if (mode & kDead) {
+    ok = false;
+  } else {
+    ok = add_unless_zero(count_, 1);
+  }
+  RcuReader::unlock();
+  return ok;
+}
+
+bool PercpuRef::tryget_slow(std::uint64_t nr) noexcept {
+  std::atomic<std::uint64_t>* c = PercpuRegistry::instance().counter_for_current_thread(slot_);
+  RcuReader::lock();
+  bool ok;
+  if (mode_.load(std::memory_order_acquire) == 0) {
+    if (c != nullptr) add_own(c, nr);
+    else orphan_.fetch_add(nr, std::memory_order_relaxed);
+    ok = true;
+  } else {
+    ok = add_unless_zero(count_, nr);
+  }
+  RcuReader::unlock();
+  return ok;
+}
+
+void PercpuRef::get_slow(std::uint64_t nr) noexcept {
+  std::atomic<std::uint64_t>* c = PercpuRegistry::instance().counter_for_current_thread(slot_);
+  RcuReader::lock();
+  if (mode_.load(std::memory_order_acquire) == 0) {
+    if (c != nullptr) add_own(c, nr);
+    else orphan_.fetch_add(nr, std::memory_order_relaxed);
+  } else {
+    count_.fetch_add(nr, std::memory_order_relaxed);
+  }
+  RcuReader::unlock();
+}
+
+void PercpuRef::put_slow(std::uint64_t nr) noexcept {
+  std::atomic<std::uint64_t>* c = PercpuRegistry::instance().counter_for_current_thread(slot_);
+  RcuReader::lock();
+  if (mode_.load(std::memory_order_acquire) == 0) {
+    if (c != nullptr) add_own(c, 0 - nr);
+    else orphan_.fetch_sub(nr, std::memory_order_relaxed);
+    RcuReader::unlock();
+    return;
+  }
+  RcuReader::unlock();
+  put_atomic(nr);
+}
+
+void PercpuRef::put_atomic(std::uint64_t nr) noexcept {
+  in_flight_.fetch_add(1, std::memory_order_relaxed);
+  // acq_rel: the release half publishes this thread's work to whoever sees zero; the
+  // acquire half orders release_() after every other thread's put.
+  const std::uint64_t old = count_.fetch_sub(nr, std::memory_order_acq_rel);
+  LLBM_CHECK(old >= nr,
+             "PercpuRef %p: put(%llu) below zero (count was %llu): more puts than gets",
+             static_cast<void*>(this), static_cast<unsigned long long>(nr),
+             static_cast<unsigned long long>(old));
+  if (old == nr && release_) release_();
+  in_flight_.fetch_sub(1, std::memory_order_release);
+}
+
+// ---------------------------------------------------------------- mode switching
+
+std::uint64_t PercpuRef::sum_percpu_counts() const noexcept {
+  return PercpuRegistry::instance().sum(slot_);
+}
+
+// Runs on the switch thread after a grace period: no thread is inside a percpu-mode
+// get or put any more, so the sum is stable.
+void PercpuRef::fold_percpu_counts() noexcept {
+  const std::uint64_t sum = sum_percpu_counts();
+  const std::uint64_t now =
+      count_.fetch_add(sum - kBias, std::memory_order_acq_rel) + (sum - kBias);
+  LLBM_CHECK(static_cast<std::int64_t>(now) > 0,
+             "PercpuRef %p: count %lld <= 0 after switching to atomic mode: put below zero",
+             static_cast<void*>(this), static_cast<long long>(now));
+}
+
+// Requires switch_lock. Kernel __percpu_ref_switch_mode: wait for a pending switch,
+// then go to atomic mode if dying or forced, else to percpu mode.
+void PercpuRef::switch_mode_locked() {
+  std::unique_lock lk(detail::switch_lock(), std::adopt_lock);
+  detail::switch_waitq().wait(lk, [this] { return !switch_pending_; });
+  lk.release();
+  const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);
+  if (force_atomic_ || (mode & kDead)) {
+    if (mode & kAtomic) {
+      if (confirm_switch_) std::exchange(confirm_switch_, nullptr)();
+      return;
+    }
+    mode_.store(mode | kAtomic, std::memory_order_release);
+    switch_pending_ = true;
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    // The reference held across the switch: mode is atomic now, so it goes to count_.
+    count_.fetch_add(1, std::memory_order_relaxed);
+    SwitchWorker::instance().enqueue(this);
+  } else {
+    switch_to_percpu_locked();
+  }
+}
+
+void PercpuRef::switch_to_percpu_locked() {
+  const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);
+  if ((mode & kAtomic) == 0) return;
+  LLBM_CHECK(allow_reinit_,
+             "PercpuRef %p: switch back to percpu mode needs RefFlags::kAllowReinit",
+             static_cast<void*>(this));
+  count_.fetch_add(kBias, std::memory_order_relaxed);
+  PercpuRegistry::instance().zero(slot_);
+  // release: the zeroed counters are visible to every get that sees percpu mode.
+  mode_.store(mode & ~kAtomic, std::memory_order_release);
+}
+
+void PercpuRef::start_kill(std::function<void()> confirm) {
+  detail::switch_lock().lock();
+  const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);
+  LLBM_CHECK((mode & kDead) == 0, "PercpuRef %p: kill() called more than once",
+             static_cast<void*>(this));
+  // Dying is visible to tryget_live at once; atomic mode follows after the wait below.
+  mode_.store(mode | kDead, std::memory_order_release);
+  confirm_switch_ = std::move(confirm);
+  switch_mode_locked();
+  detail::switch_lock().unlock();
+}
+
+void PercpuRef::kill() noexcept {
+  start_kill(nullptr);
+  put(1);  // the initial reference; the bias keeps it from reaching zero early
+}
+
+void PercpuRef::kill_and_confirm(std::function<void()> confirm_kill) {
+  start_kill(std::move(confirm_kill));
+  put(1);
+}
+
+void PercpuRef::resurrect() noexcept {
+  detail::switch_lock().lock();
+  const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);
+  LLBM_CHECK(mode & kDead, "PercpuRef %p: resurrect() of a ref that is not dying",
+             static_cast<void*>(this));
+  LLBM_CHECK(allow_reinit_, "PercpuRef %p: resurrect() needs RefFlags::kAllowReinit",
+             static_cast<void*>(this));
+  mode_.store(mode & ~kDead, std::memory_order_release);
+  count_.fetch_add(1, std::memory_order_relaxed);  // the initial reference, back
+  switch_mode_locked();
+  detail::switch_lock().unlock();
+}
+
+void PercpuRef::reinit() noexcept {
+  LLBM_CHECK(is_zero(), "PercpuRef %p: reinit() of a ref that is not zero",
+             static_cast<void*>(this));
+  resurrect();
+}
+
+void PercpuRef::switch_to_atomic() {
+  detail::switch_lock().lock();
+  force_atomic_ = true;
+  switch_mode_locked();
+  detail::switch_lock().unlock();
+}
+
+void PercpuRef::switch_to_atomic_sync() {
+  switch_to_atomic();
+  std::unique_lock lk(detail::switch_lock());
+  detail::switch_waitq().wait(lk, [this] { return !switch_pending_; });
+}
+
+void PercpuRef::switch_to_percpu() {
+  detail::switch_lock().lock();
+  force_atomic_ = false;
+  switch_mode_locked();
+  detail::switch_lock().unlock();
+}
+
+bool PercpuRef::is_zero() const noexcept {
+  if ((mode_.load(std::memory_order_acquire) & kAtomic) == 0) return false;
+  // acquire: pairs with the last put's release, so the caller sees the holders' work.
+  return count_.load(std::memory_order_acquire) == 0;
+}
+
+bool PercpuRef::is_dying() const noexcept {
+  return (mode_.load(std::memory_order_acquire) & kDead) != 0;
+}
+
+}  // namespace llbitmap
