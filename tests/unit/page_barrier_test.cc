@@ -1,0 +1,222 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// PageBarrier: raise / release / suspend / resume / expired (SPEC §4), including the
+// two upstream barrier bugs: a suspend timeout must resurrect the page (d119bd2e1643,
+// CVE-2026-45955) and wake the writers that queued meanwhile (still missing upstream).
+#include <gtest/gtest.h>
+#include <llbitmap/page_barrier.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "start_gate.h"
+#include "switch_worker.h"
+
+namespace llbitmap {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Joins `t`, failing (and aborting, since the thread cannot be abandoned) if it does not
+// finish: a watchdog for "this writer must not hang", never an ordering tool.
+void join_or_die(std::thread& t, test::Flag& done, const char* what) {
+  if (!done.wait_for(60s)) {
+    ADD_FAILURE() << what;
+    std::fprintf(stderr, "hang: %s\n", what);
+    std::abort();
+  }
+  t.join();
+}
+
+TEST(PageBarrierTest, RaiseReleaseAndSuspendAnIdlePage) {
+  FakeClock clock;
+  PageBarrier page(clock, 5000ms);
+  page.raise();
+  page.release();
+  ASSERT_TRUE(page.suspend(1000ms));
+  EXPECT_TRUE(page.is_suspended());
+  page.resume();
+  EXPECT_FALSE(page.is_suspended());
+  page.raise();
+  page.release();
+  EXPECT_EQ(page.stats().suspends, 1u);
+  EXPECT_EQ(page.stats().suspend_timeouts, 0u);
+}
+
+TEST(PageBarrierTest, SuspendWaitsForTheHolderToRelease) {
+  FakeClock clock;
+  PageBarrier page(clock);
+  page.raise();  // an in-flight write
+  test::Flag done;
+  bool suspended = false;
+  std::thread daemon([&] {
+    suspended = page.suspend(60s);
+    done.set();
+  });
+  test::spin_until([&] { return page.stats().suspend_waits == 1; });
+  EXPECT_FALSE(done.is_set());  // it cannot finish while the write is in flight
+  page.release();
+  join_or_die(daemon, done, "suspend did not end after the last release");
+  EXPECT_TRUE(suspended);
+  page.resume();
+}
+
+TEST(PageBarrierTest, ResumeWakesWritersBlockedOnASuspendedPage) {
+  FakeClock clock;
+  PageBarrier page(clock);
+  ASSERT_TRUE(page.suspend(1000ms));
+  constexpr int kWriters = 3;
+  std::atomic<int> entered{0};
+  std::vector<std::thread> writers;
+  std::vector<std::unique_ptr<test::Flag>> done;
+  for (int i = 0; i < kWriters; ++i) {
+    done.push_back(std::make_unique<test::Flag>());
+    writers.emplace_back([&, i] {
+      page.raise();
+      entered.fetch_add(1);
+      page.release();
+      done[static_cast<std::size_t>(i)]->set();
+    });
+  }
+  test::spin_until([&] { return page.stats().raise_waits == kWriters; });
+  EXPECT_EQ(entered.load(), 0);
+  page.resume();
+  for (int i = 0; i < kWriters; ++i)
+    join_or_die(writers[static_cast<std::size_t>(i)], *done[static_cast<std::size_t>(i)],
+                "a writer slept through resume() (lost wake-up)");
+  EXPECT_EQ(entered.load(), kWriters);
+}
+
+TEST(PageBarrierTest, SuspendTimeoutReopensThePage) {
+  // Upstream d119bd2e1643 (CVE-2026-45955): a timed-out suspend left the page killed and
+  // every later writer hung.
+  FakeClock clock;
+  PageBarrier page(clock);
+  page.raise();  // a write that outlives the daemon's patience
+  EXPECT_FALSE(page.suspend(10ms));
+  EXPECT_FALSE(page.is_suspended());
+  EXPECT_EQ(page.stats().suspend_timeouts, 1u);
+  test::Flag done;
+  std::thread writer([&] {
+    page.raise();
+    page.release();
+    done.set();
+  });
+  join_or_die(writer, done, "a writer hung on a page left killed after a suspend timeout");
+  page.release();
+  // The next pass succeeds once the slow write is gone.
+  ASSERT_TRUE(page.suspend(1000ms));
+  page.resume();
+}
+
+TEST(PageBarrierTest, SuspendTimeoutWakesWritersThatQueuedMeanwhile) {
+  // Upstream still misses this: writers that blocked on the dying page while the suspend
+  // waited must be woken when the suspend gives up, not only at a later resume().
+  FakeClock clock;
+  PageBarrier page(clock);
+  page.raise();  // the slow write that makes the suspend time out
+  test::Flag suspend_done;
+  bool suspended = true;
+  std::thread daemon([&] {
+    suspended = page.suspend(500ms);
+    suspend_done.set();
+  });
+  test::spin_until([&] { return page.is_suspended(); });  // killed, draining
+  test::Flag writer_done;
+  std::thread writer([&] {
+    page.raise();  // blocks: the page is dying
+    page.release();
+    writer_done.set();
+  });
+  test::spin_until([&] { return page.stats().raise_waits == 1; });
+  join_or_die(daemon, suspend_done, "suspend did not time out");
+  EXPECT_FALSE(suspended);
+  join_or_die(writer, writer_done,
+              "a writer queued during a timed-out suspend was never woken");
+  page.release();
+}
+
+TEST(PageBarrierTest, ExpiresBarrierIdleAfterTheLastRaise) {
+  FakeClock clock;
+  PageBarrier page(clock, 5000ms);
+  EXPECT_FALSE(page.expired(clock.now())) << "a page never raised does not expire";
+  page.raise();
+  page.release();
+  const auto t0 = clock.now();
+  EXPECT_FALSE(page.expired(t0));
+  EXPECT_FALSE(page.expired(t0 + 4999ms));
+  EXPECT_TRUE(page.expired(t0 + 5000ms));
+  clock.advance(3000ms);
+  page.raise();  // a new write pushes the expiry out
+  page.release();
+  EXPECT_FALSE(page.expired(t0 + 5000ms));
+  EXPECT_TRUE(page.expired(t0 + 8000ms));
+}
+
+TEST(PageBarrierTest, ResumedPageNeverExpiresUntilTheNextRaise) {
+  FakeClock clock;
+  PageBarrier page(clock, 5000ms);
+  page.raise();
+  page.release();
+  ASSERT_TRUE(page.suspend(1000ms));
+  page.resume();
+  clock.advance(std::chrono::hours(1000));
+  EXPECT_FALSE(page.expired(clock.now()));
+  page.expire_now();
+  EXPECT_TRUE(page.expired(clock.now()));
+  page.raise();
+  page.release();
+  EXPECT_FALSE(page.expired(clock.now()));
+}
+
+TEST(PageBarrierTest, BarrierIdleIsAdjustable) {
+  FakeClock clock;
+  PageBarrier page(clock, 5000ms);
+  page.set_barrier_idle(100ms);
+  EXPECT_EQ(page.barrier_idle(), 100ms);
+  page.raise();
+  page.release();
+  EXPECT_TRUE(page.expired(clock.now() + 100ms));
+}
+
+TEST(PageBarrierTest, SuspendManySharesOneGracePeriod) {
+  FakeClock clock;
+  std::vector<std::unique_ptr<PageBarrier>> pages;
+  std::vector<PageBarrier*> ptrs;
+  for (int i = 0; i < 32; ++i) {
+    pages.push_back(std::make_unique<PageBarrier>(clock));
+    ptrs.push_back(pages.back().get());
+    ptrs.back()->raise();
+    ptrs.back()->release();
+  }
+  std::array<bool, 32> ok{};
+  const auto gp_before = detail::SwitchWorker::instance().grace_periods();
+  EXPECT_EQ(PageBarrier::suspend_many(ptrs, 5000ms, ok), 32u);
+  const auto gp_after = detail::SwitchWorker::instance().grace_periods();
+  for (bool b : ok) EXPECT_TRUE(b);
+  // One batch: the kills were queued before the switch thread was woken.
+  EXPECT_LE(gp_after - gp_before, 2u) << "each page paid its own grace period";
+  for (auto* p : ptrs) p->resume();
+}
+
+TEST(PageBarrierTest, SuspendManyReopensOnlyThePagesThatTimedOut) {
+  FakeClock clock;
+  PageBarrier a(clock), b(clock);
+  b.raise();  // b has a stuck write
+  std::array<PageBarrier*, 2> ptrs{&a, &b};
+  std::array<bool, 2> ok{};
+  EXPECT_EQ(PageBarrier::suspend_many(ptrs, 20ms, ok), 1u);
+  EXPECT_TRUE(ok[0]);
+  EXPECT_FALSE(ok[1]);
+  EXPECT_TRUE(a.is_suspended());
+  EXPECT_FALSE(b.is_suspended());
+  a.resume();
+  b.release();
+}
+
+}  // namespace
+}  // namespace llbitmap
