@@ -1,0 +1,47 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+#include <llbitmap/error.h>
+
+namespace llbitmap {
+namespace {
+
+class LlbitmapCategory final : public std::error_category {
+ public:
+  const char* name() const noexcept override { return "llbitmap"; }
+
+  std::string message(int value) const override {
+    switch (static_cast<Errc>(value)) {
+      case Errc::not_a_bitmap:
+        return "not an llbitmap file (bad magic number)";
+      case Errc::unsupported_version:
+        return "unsupported bitmap version or format revision";
+      case Errc::bad_superblock:
+        return "corrupt bitmap superblock (checksum mismatch or invalid field)";
+      case Errc::bad_geometry:
+        return "invalid bitmap geometry (chunk size, space, block size or sizes do not fit)";
+      case Errc::size_mismatch:
+        return "bitmap file size does not match its superblock";
+      case Errc::busy:
+        return "bitmap busy: writes are still in flight";
+      case Errc::bitmap_failed:
+        return "bitmap failed: an earlier sync failed, a full resync is required";
+      case Errc::short_io:
+        return "short read or write: not every byte could be transferred";
+    }
+    return "unknown llbitmap error " + std::to_string(value);
+  }
+};
+
+}  // namespace
+
+const std::error_category& llbitmap_category() noexcept {
+  // Function-local static: constant-initialised in practice (trivial constructor),
+  // never destroyed before any user, safe from any thread.
+  static const LlbitmapCategory category;
+  return category;
+}
+
+std::error_code make_error_code(Errc e) noexcept {
+  return {static_cast<int>(e), llbitmap_category()};
+}
+
+}  // namespace llbitmap
