@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include <llbitmap/detail/check.h>
+#include <llbitmap/detail/sync_point.h>
 #include <llbitmap/page_barrier.h>
 
 #include <algorithm>
@@ -40,6 +41,7 @@ void PageBarrier::raise() noexcept {
 
 void PageBarrier::raise_slow() noexcept {
   raise_waits_.fetch_add(1, std::memory_order_relaxed);
+  LLBM_SYNC_POINT("barrier:raise_wait");
   for (;;) {
     wait_.wait([this] { return !active_.is_dying(); });
     if (active_.tryget_live()) {
@@ -89,6 +91,7 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
       p->active_.kill();
     }
   }
+  LLBM_SYNC_POINT("barrier:after_kill");
   std::size_t n = 0;
   for (std::size_t i = 0; i < pages.size(); ++i) {
     suspended[i] = pages[i]->finish_suspend(deadline);

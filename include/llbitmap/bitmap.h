@@ -1,0 +1,293 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// bitmap.h: Bitmap, the write-intent bitmap of one protected device (md-llbitmap's
+// bitmap operations), with its cleaning daemon.
+//
+// Layer 4. The device is split into chunks; every chunk has a one-byte state (see
+// chunk_state.h), kept in memory and in a file (see format.h). The engine calls:
+//
+//   start_write(off, len)  before issuing a data write. Raises the barrier of every page
+//                          the range touches (ascending), turns the chunks Dirty, and
+//                          returns once Dirty is durable: the bitmap file was synced after
+//                          the change, also when another thread's persist of the same
+//                          block was still in flight. On error nothing is held: do not
+//                          issue the write and do not call end_write.
+//   end_write(off, len)    after the data write is durable (or after the engine's data
+//                          flush hook will make it durable, see BitmapOptions::data_flush).
+//   start_discard / end_discard  the same for a discard (Discard: fully covered chunks
+//                          become Unwritten, lazily persisted).
+//   start_sync / end_sync / abort_sync / close_sync / needs_sync  the resync side:
+//                          no barrier, as upstream.
+//
+// A daemon thread (or run_daemon_once() in tests) wakes every daemon_sleep while Dirty
+// chunks exist. For every page idle for barrier_idle it suspends the page (all
+// candidate pages share one grace period), calls the engine's data flush hook, turns
+// Dirty into Clean, persists the page while it is still suspended, and resumes it. A
+// page whose writes outlive daemon_sleep stays Dirty and open. While degraded nothing
+// is cleaned and new writes give NeedSync.
+//
+// Write-ahead ordering (SPEC §5, fixing upstream ef4ca3d4bf09): raise, then mark, then
+// persist. Persists are serialised and grouped: one round writes every block changed so
+// far and syncs once, so concurrent writers that dirty one block share one sync, and
+// two snapshots of a block never land out of order.
+//
+// Failure (fsyncgate, SPEC S5): if a persist fails, the writers waiting for it get the
+// error, the bitmap goes to the failed state (every later start_write returns
+// Errc::bitmap_failed, nothing Clean is persisted again), and the superblock is marked
+// stale (best effort) so that the next open resyncs every written chunk.
+//
+// Crash recovery on open: Dirty and Syncing chunks become NeedSync (Reload); a block
+// whose checksum fails makes all its chunks NeedSync; a stale or failed bitmap makes
+// every written chunk NeedSync (Stale). A superblock that cannot be trusted is refused
+// with an error and the file is left untouched.
+//
+// Threads: start_write/end_write/start_discard/end_discard from any number of threads.
+// The sync calls from the engine's resync thread(s). flush, run_daemon_once, close and
+// the setters from any thread, not concurrently with close(). start_write may block (page
+// suspended, persist); end_write never blocks.
+//
+// Errors: std::error_code, never exceptions. A range that is empty or reaches past the
+// device is std::errc::invalid_argument (nothing is marked or clamped). Misuse (an
+// end_write without a start_write, any call after close()) aborts with a message.
+#pragma once
+
+#include <llbitmap/chunk_state.h>
+#include <llbitmap/clock.h>
+#include <llbitmap/error.h>
+#include <llbitmap/format.h>
+#include <llbitmap/page_barrier.h>
+#include <llbitmap/storage.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+namespace llbitmap {
+
+struct BitmapOptions {
+  std::uint64_t device_bytes = 0;         // size of the protected device (required)
+  std::uint64_t chunk_bytes = 0;          // 0 = auto: 64 KiB, doubled until the chunks fit
+  std::uint64_t space_bytes = 128 << 10;  // bitmap area incl. the 1 KiB superblock
+  std::uint32_t block_bytes = 4096;       // bitmap write unit
+  std::chrono::milliseconds daemon_sleep{30000};
+  std::chrono::milliseconds barrier_idle{5000};
+  bool assume_clean = false;  // Init to Clean instead of Unwritten
+  bool parity = false;        // raid456 rule
+  bool start_daemon = true;   // false: tests call run_daemon_once()
+  // Not stored in the file:
+  // Called by the daemon (and flush/close) before it persists Clean: it must make every
+  // data write that end_write was called for durable (e.g. fdatasync of the legs). An
+  // error keeps the pages Dirty. Without a hook, end_write must only be called once the
+  // data is durable.
+  std::function<std::error_code()> data_flush;
+  Clock* clock = nullptr;  // nullptr: Clock::system()
+};
+
+// What open() needs that the file does not store.
+struct OpenOptions {
+  bool start_daemon = true;
+  bool parity = false;
+  std::function<std::error_code()> data_flush;
+  Clock* clock = nullptr;
+};
+
+struct StateCounts {
+  std::uint64_t unwritten, clean, dirty, need_sync, syncing;
+};
+
+// Counters for tests, benchmarks and the tools.
+struct BitmapStats {
+  std::uint64_t persist_rounds;   // syncs of the bitmap file
+  std::uint64_t blocks_written;   // blocks written by those rounds
+  std::uint64_t persist_waits;    // start_write calls that waited for a persist
+  std::uint64_t daemon_passes;    // passes that suspended at least one page
+  std::uint64_t pages_cleaned;    // pages suspended, cleaned and resumed
+  std::uint64_t suspend_timeouts; // pages skipped because a write outlived daemon_sleep
+  std::uint64_t invalid_bytes;    // state bytes found invalid at open (forced to NeedSync)
+  std::uint64_t bad_blocks;       // blocks whose checksum failed at open
+};
+
+class Bitmap;
+
+// Holds a started write; calls end_write on destruction. Move-only.
+class WriteGuard {
+ public:
+  WriteGuard() = default;
+  WriteGuard(WriteGuard&& other) noexcept { *this = std::move(other); }
+  WriteGuard& operator=(WriteGuard&& other) noexcept;
+  ~WriteGuard() { reset(); }
+  // True while it holds a write.
+  explicit operator bool() const noexcept { return bitmap_ != nullptr; }
+  // Ends the write now.
+  void reset() noexcept;
+
+ private:
+  friend class Bitmap;
+  WriteGuard(Bitmap* b, std::uint64_t off, std::uint64_t len) : bitmap_(b), off_(off), len_(len) {}
+  Bitmap* bitmap_ = nullptr;
+  std::uint64_t off_ = 0;
+  std::uint64_t len_ = 0;
+};
+
+class Bitmap {
+ public:
+  // Creates a new bitmap file (atomically; std::errc::file_exists if it exists).
+  static std::unique_ptr<Bitmap> create(const std::filesystem::path& path,
+                                        const BitmapOptions& options, std::error_code& ec);
+  // Opens an existing one (crash recovery as described above).
+  static std::unique_ptr<Bitmap> open(const std::filesystem::path& path, std::error_code& ec);
+  static std::unique_ptr<Bitmap> open(const std::filesystem::path& path,
+                                      const OpenOptions& options, std::error_code& ec);
+  // The same over a caller's Storage (fault injection, tests, other media). create()
+  // writes a fresh image into it and syncs.
+  static std::unique_ptr<Bitmap> create(std::unique_ptr<Storage> storage,
+                                        const BitmapOptions& options, std::error_code& ec);
+  static std::unique_ptr<Bitmap> open(std::unique_ptr<Storage> storage,
+                                      const OpenOptions& options, std::error_code& ec);
+
+  // Closes if not closed. Requires: no write in flight.
+  ~Bitmap();
+  Bitmap(const Bitmap&) = delete;
+  Bitmap& operator=(const Bitmap&) = delete;
+
+  std::error_code start_write(std::uint64_t offset, std::uint64_t length);
+  void end_write(std::uint64_t offset, std::uint64_t length);
+  // start_write + a guard that calls end_write. On error the guard is empty.
+  [[nodiscard]] WriteGuard guard_write(std::uint64_t offset, std::uint64_t length,
+                                       std::error_code& ec);
+  std::error_code start_discard(std::uint64_t offset, std::uint64_t length);
+  void end_discard(std::uint64_t offset, std::uint64_t length);
+
+  // The chunk at offset: true if it needs copying (it is now Syncing).
+  bool start_sync(std::uint64_t offset);
+  void end_sync(std::uint64_t offset);    // Endsync: Syncing -> Dirty (cleaned by the daemon)
+  void abort_sync(std::uint64_t offset);  // Abortsync: Syncing -> NeedSync
+  void close_sync();                      // Endsync everywhere, expire all pages now
+  // (offset, length) runs of chunks that are NeedSync or Syncing, clipped to the device.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> needs_sync() const;
+
+  void set_degraded(bool degraded);
+  [[nodiscard]] bool degraded() const noexcept;
+
+  // Cleans every page now (waiting for writes in flight up to daemon_sleep) and makes
+  // the whole bitmap durable.
+  std::error_code flush();
+  // One daemon pass over the expired pages, on the calling thread.
+  void run_daemon_once();
+  // Stops the daemon, cleans and persists everything. Errc::busy if a write is still in
+  // flight (the bitmap stays open and usable then).
+  std::error_code close();
+
+  [[nodiscard]] StateCounts counts() const;
+  [[nodiscard]] std::uint64_t chunk_bytes() const noexcept { return geo_.chunk_bytes(); }
+  [[nodiscard]] std::uint64_t chunks() const noexcept { return geo_.chunks(); }
+  [[nodiscard]] std::uint64_t device_bytes() const noexcept { return geo_.device_bytes(); }
+  [[nodiscard]] const Geometry& geometry() const noexcept { return geo_; }
+  [[nodiscard]] ChunkState state(std::uint64_t chunk) const noexcept;
+  [[nodiscard]] bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
+  [[nodiscard]] BitmapStats stats() const noexcept;
+
+  // Runtime knobs: 1 ms .. 24 h, else std::errc::invalid_argument (the kernel's sysfs
+  // files accept anything).
+  std::error_code set_daemon_sleep(std::chrono::milliseconds d);
+  std::error_code set_barrier_idle(std::chrono::milliseconds d);
+  [[nodiscard]] std::chrono::milliseconds daemon_sleep() const noexcept;
+  [[nodiscard]] std::chrono::milliseconds barrier_idle() const noexcept;
+
+ private:
+  struct BlockCtl;
+  struct Target;
+  class Persister;
+
+  Bitmap(std::unique_ptr<Storage> storage, const Superblock& sb, std::vector<std::byte> image,
+         std::vector<std::byte> table, bool parity, std::function<std::error_code()> data_flush,
+         Clock* clock);
+  static std::unique_ptr<Bitmap> load(std::unique_ptr<Storage> storage, const OpenOptions& opt,
+                                      std::error_code& ec);
+
+  // The chunks [first, last] and pages of a byte range; invalid_argument if empty or
+  // past the device.
+  std::error_code chunk_range(std::uint64_t offset, std::uint64_t length, bool discard,
+                              std::uint64_t& first, std::uint64_t& last) const;
+  void raise_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept;
+  void release_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept;
+  // Applies `action` to [first, last]; collects the blocks that must be durable.
+  std::error_code mark_and_persist(std::uint64_t first, std::uint64_t last, Action action);
+  // Changes one chunk under its block's lock; returns the block's new change number,
+  // or 0 if nothing changed.
+  std::uint64_t change_chunk(std::uint64_t chunk, Action action, const TransitionContext& ctx);
+  std::uint64_t change_range(std::uint64_t first, std::uint64_t last, Action action,
+                             const TransitionContext& ctx, std::vector<Target>* targets);
+  TransitionContext context() const noexcept;
+  std::uint8_t load_byte(std::uint64_t pos) const noexcept;
+  void note_dirty() noexcept;  // arms the daemon
+
+  // Persistence (bitmap_persist.cc).
+  std::error_code persist_targets(const Target* targets, std::size_t n);
+  std::error_code persist_all();
+  std::error_code persist_round(std::unique_lock<std::mutex>& lk);
+  void enqueue_block(std::uint64_t block) noexcept;
+  void enter_failed_state() noexcept;
+  std::uint64_t bump_block(std::uint64_t block) noexcept;  // requires the block's lock
+  std::mutex& block_lock(std::uint64_t block) const noexcept;
+
+  // Daemon (bitmap_daemon.cc).
+  std::error_code daemon_pass(bool force);
+  void daemon_main() noexcept;
+  void start_daemon_thread();
+  void stop_daemon_thread() noexcept;
+  bool page_has_dirty(std::uint64_t page) const noexcept;
+
+  Geometry geo_;
+  std::unique_ptr<Storage> storage_;
+  Clock* clock_;
+  const bool parity_;
+  const std::function<std::error_code()> data_flush_;
+  // The bitmap image (superblock area + state bytes), accessed through atomic_ref. Every
+  // change happens under the block's stripe lock; readers load without it.
+  std::unique_ptr<std::uint8_t[]> image_;
+  std::unique_ptr<BlockCtl[]> blocks_;
+  std::vector<std::uint32_t> crc_;  // per block, of the last persisted snapshot (persister)
+  std::vector<std::unique_ptr<PageBarrier>> pages_;
+  static constexpr std::size_t kStripes = 64;
+  mutable std::mutex stripes_[kStripes];
+
+  Superblock sb_;  // guarded by block_lock(0)
+  std::atomic<bool> degraded_{false};
+  std::atomic<bool> failed_{false};
+  std::atomic<bool> closed_{false};
+  std::atomic<std::uint64_t> change_seq_{0};
+  std::atomic<std::int64_t> daemon_sleep_ms_;
+
+  // Persister state.
+  mutable std::mutex persist_mu_;
+  std::condition_variable persist_cv_;
+  bool persisting_ = false;                    // guarded by persist_mu_
+  std::vector<std::uint64_t> pending_blocks_;  // guarded by persist_mu_
+  std::error_code failure_;                    // guarded by persist_mu_
+
+  // Daemon state.
+  std::mutex daemon_mu_;
+  std::condition_variable daemon_cv_;
+  std::thread daemon_;
+  bool daemon_stop_ = false;                     // guarded by daemon_mu_
+  std::atomic<bool> armed_{false};               // Dirty chunks may exist
+  std::mutex pass_mu_;                           // one daemon pass at a time
+  std::vector<bool> timeout_logged_;             // guarded by pass_mu_
+
+  // Counters.
+  std::atomic<std::uint64_t> persist_rounds_{0}, blocks_written_{0}, persist_waits_{0},
+      daemon_passes_{0}, pages_cleaned_{0}, suspend_timeouts_{0};
+  std::uint64_t invalid_bytes_ = 0, bad_blocks_ = 0;
+};
+
+}  // namespace llbitmap

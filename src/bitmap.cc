@@ -1,0 +1,520 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// Bitmap: creation, loading (crash recovery), the write path and the resync calls.
+// Persistence is in bitmap_persist.cc, the daemon in bitmap_daemon.cc.
+#include <llbitmap/bitmap.h>
+#include <llbitmap/detail/check.h>
+#include <llbitmap/detail/sync_point.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+
+#include "bitmap_internal.h"
+
+namespace llbitmap {
+
+namespace {
+
+std::atomic_ref<std::uint8_t> byte_ref(std::uint8_t* image, std::uint64_t pos) noexcept {
+  return std::atomic_ref<std::uint8_t>(image[pos]);
+}
+
+}  // namespace
+
+// ------------------------------------------------------------------ WriteGuard
+
+WriteGuard& WriteGuard::operator=(WriteGuard&& other) noexcept {
+  if (this != &other) {
+    reset();
+    bitmap_ = std::exchange(other.bitmap_, nullptr);
+    off_ = other.off_;
+    len_ = other.len_;
+  }
+  return *this;
+}
+
+void WriteGuard::reset() noexcept {
+  if (bitmap_ != nullptr) std::exchange(bitmap_, nullptr)->end_write(off_, len_);
+}
+
+// ------------------------------------------------------------------ creation
+
+std::unique_ptr<Bitmap> Bitmap::create(const std::filesystem::path& path,
+                                       const BitmapOptions& options, std::error_code& ec) {
+  FormatOptions fo;
+  fo.device_bytes = options.device_bytes;
+  fo.chunk_bytes = options.chunk_bytes;
+  fo.space_bytes = options.space_bytes;
+  fo.block_bytes = options.block_bytes;
+  fo.daemon_sleep = options.daemon_sleep;
+  fo.barrier_idle = options.barrier_idle;
+  fo.assume_clean = options.assume_clean;
+  fo.uuid = random_uuid();
+  auto sb = make_superblock(fo, ec);
+  if (!sb) return nullptr;
+  std::vector<std::byte> contents = build_fresh_file(*sb, options.assume_clean ? 1 : 0);
+  auto storage = FileStorage::create(path, contents, ec);
+  if (!storage) return nullptr;
+  OpenOptions oo{options.start_daemon, options.parity, options.data_flush, options.clock};
+  return load(std::move(storage), oo, ec);
+}
+
+std::unique_ptr<Bitmap> Bitmap::create(std::unique_ptr<Storage> storage,
+                                       const BitmapOptions& options, std::error_code& ec) {
+  LLBM_CHECK(storage != nullptr, "Bitmap::create: null storage");
+  FormatOptions fo;
+  fo.device_bytes = options.device_bytes;
+  fo.chunk_bytes = options.chunk_bytes;
+  fo.space_bytes = options.space_bytes;
+  fo.block_bytes = options.block_bytes;
+  fo.daemon_sleep = options.daemon_sleep;
+  fo.barrier_idle = options.barrier_idle;
+  fo.assume_clean = options.assume_clean;
+  fo.uuid = random_uuid();
+  auto sb = make_superblock(fo, ec);
+  if (!sb) return nullptr;
+  std::vector<std::byte> contents = build_fresh_file(*sb, options.assume_clean ? 1 : 0);
+  if ((ec = storage->write(0, contents))) return nullptr;
+  if ((ec = storage->sync())) return nullptr;
+  OpenOptions oo{options.start_daemon, options.parity, options.data_flush, options.clock};
+  return load(std::move(storage), oo, ec);
+}
+
+std::unique_ptr<Bitmap> Bitmap::open(const std::filesystem::path& path, std::error_code& ec) {
+  return open(path, OpenOptions{}, ec);
+}
+
+std::unique_ptr<Bitmap> Bitmap::open(const std::filesystem::path& path,
+                                     const OpenOptions& options, std::error_code& ec) {
+  auto storage = FileStorage::open(path, ec);
+  if (!storage) return nullptr;
+  return load(std::move(storage), options, ec);
+}
+
+std::unique_ptr<Bitmap> Bitmap::open(std::unique_ptr<Storage> storage, const OpenOptions& options,
+                                     std::error_code& ec) {
+  LLBM_CHECK(storage != nullptr, "Bitmap::open: null storage");
+  return load(std::move(storage), options, ec);
+}
+
+// Reads and validates the file, recovers the states, then makes the recovered states
+// durable before the superblock stops saying "stale" (two syncs). A file refused here
+// is never written.
+std::unique_ptr<Bitmap> Bitmap::load(std::unique_ptr<Storage> storage, const OpenOptions& opt,
+                                     std::error_code& ec) {
+  ec.clear();
+  std::uint64_t file_bytes = 0;
+  if ((ec = storage->size(file_bytes))) return nullptr;
+  std::vector<std::byte> head(std::min<std::uint64_t>(file_bytes, kSuperblockBytes));
+  if (!head.empty() && (ec = storage->read(0, head))) return nullptr;
+  auto sb = Superblock::decode(head, ec, file_bytes);
+  if (!sb) return nullptr;
+  const Geometry& g = sb->geometry;
+  std::vector<std::byte> image(g.image_bytes());
+  std::vector<std::byte> table(g.checksum_table_bytes());
+  if ((ec = storage->read(0, image))) return nullptr;
+  if ((ec = storage->read(g.checksum_table_offset(), table))) return nullptr;
+
+  std::unique_ptr<Bitmap> bm(new Bitmap(std::move(storage), *sb, std::move(image),
+                                        std::move(table), opt.parity, opt.data_flush, opt.clock));
+  if ((ec = bm->persist_all())) return nullptr;
+  {
+    std::lock_guard lk(bm->block_lock(0));
+    bm->sb_.state &= ~(kSbStale | kSbWriteError);
+    bm->sb_.events += 1;
+    bm->bump_block(0);
+  }
+  bm->enqueue_block(0);
+  if ((ec = bm->persist_all())) return nullptr;
+  if (opt.start_daemon) bm->start_daemon_thread();
+  return bm;
+}
+
+Bitmap::Bitmap(std::unique_ptr<Storage> storage, const Superblock& sb,
+               std::vector<std::byte> image, std::vector<std::byte> table, bool parity,
+               std::function<std::error_code()> data_flush, Clock* clock)
+    : geo_(sb.geometry),
+      storage_(std::move(storage)),
+      clock_(clock != nullptr ? clock : &Clock::system()),
+      parity_(parity),
+      data_flush_(std::move(data_flush)),
+      image_(new std::uint8_t[sb.geometry.image_bytes()]),
+      blocks_(new BlockCtl[sb.geometry.blocks()]),
+      crc_(sb.geometry.blocks()),
+      sb_(sb),
+      daemon_sleep_ms_(sb.daemon_sleep.count()) {
+  std::memcpy(image_.get(), image.data(), image.size());
+  // Verify every block; remember the checksums the file holds.
+  const std::vector<std::uint64_t> bad = unverifiable_blocks(geo_, sb.uuid, image, table);
+  for (std::uint64_t b = 0; b < geo_.blocks(); ++b) crc_[b] = stored_block_crc(geo_, table, b);
+  bad_blocks_ = bad.size();
+  // Recovery: Reload (Dirty/Syncing -> NeedSync), or Stale for a stale or failed bitmap.
+  const bool stale = (sb.state & (kSbStale | kSbWriteError)) != 0;
+  const Action action = stale ? Action::kStale : Action::kReload;
+  const TransitionContext ctx{};
+  for (std::uint64_t c = 0; c < geo_.chunks(); ++c) {
+    std::uint8_t& byte = image_[geo_.chunk_pos(c)];
+    const Transition t = apply_action(byte, action, ctx);
+    if (t.invalid) {
+      if (invalid_bytes_ == 0)
+        std::fprintf(stderr, "llbitmap: invalid state byte 0x%02x for chunk %llu, forcing resync\n",
+                     byte, static_cast<unsigned long long>(c));
+      ++invalid_bytes_;
+    }
+    if (t.changed()) byte = to_byte(t.next);
+  }
+  // A block that fails its checksum is not trusted at all: NeedSync, never Unwritten
+  // or Clean (a zeroed block would otherwise read as Unwritten and skip the resync).
+  for (std::uint64_t b : bad) {
+    const ChunkRange r = geo_.chunks_in_block(b);
+    for (std::uint64_t c = r.first; c < r.end; ++c)
+      image_[geo_.chunk_pos(c)] = to_byte(ChunkState::kNeedSync);
+  }
+  // Everything is rewritten once at open (every block, a fresh checksum table).
+  for (std::uint64_t b = 0; b < geo_.blocks(); ++b) {
+    blocks_[b].dirty_seq.store(1, std::memory_order_relaxed);
+    blocks_[b].queued = true;
+    pending_blocks_.push_back(b);
+  }
+  change_seq_.store(1, std::memory_order_relaxed);
+  pages_.reserve(geo_.pages());
+  for (std::uint64_t p = 0; p < geo_.pages(); ++p)
+    pages_.push_back(std::make_unique<PageBarrier>(*clock_, sb.barrier_idle));
+  timeout_logged_.assign(geo_.pages(), false);
+  for (std::uint64_t c = 0; c < geo_.chunks(); ++c) {
+    if (image_[geo_.chunk_pos(c)] == to_byte(ChunkState::kDirty)) {
+      armed_.store(true, std::memory_order_relaxed);
+      break;
+    }
+  }
+}
+
+Bitmap::~Bitmap() {
+  if (!closed_.load(std::memory_order_acquire)) {
+    const std::error_code ec = close();
+    LLBM_CHECK(ec != Errc::busy,
+               "Bitmap %p: destroyed with a write still in flight (call end_write first)",
+               static_cast<void*>(this));
+  }
+}
+
+// ------------------------------------------------------------------ helpers
+
+TransitionContext Bitmap::context() const noexcept {
+  TransitionContext ctx;
+  ctx.degraded = degraded_.load(std::memory_order_relaxed);
+  ctx.parity = parity_;
+  ctx.write_error = failed_.load(std::memory_order_relaxed);
+  return ctx;
+}
+
+std::uint8_t Bitmap::load_byte(std::uint64_t pos) const noexcept {
+  // acquire: pairs with the release store in change_chunk, so the block's change
+  // number read after it is at least the one of the change that produced this byte.
+  return byte_ref(image_.get(), pos).load(std::memory_order_acquire);
+}
+
+ChunkState Bitmap::state(std::uint64_t chunk) const noexcept {
+  LLBM_CHECK(chunk < geo_.chunks(), "Bitmap %p: chunk %llu past the end (%llu chunks)",
+             static_cast<const void*>(this), static_cast<unsigned long long>(chunk),
+             static_cast<unsigned long long>(geo_.chunks()));
+  return decode_state(load_byte(geo_.chunk_pos(chunk)));
+}
+
+std::mutex& Bitmap::block_lock(std::uint64_t block) const noexcept {
+  return stripes_[block % kStripes];
+}
+
+std::error_code Bitmap::chunk_range(std::uint64_t offset, std::uint64_t length, bool discard,
+                                    std::uint64_t& first, std::uint64_t& last) const {
+  const std::uint64_t dev = geo_.device_bytes();
+  if (length == 0 || offset >= dev || length > dev - offset)
+    return std::make_error_code(std::errc::invalid_argument);
+  const unsigned shift = geo_.chunk_shift();
+  if (discard) {
+    // Only chunks the discard covers completely (kernel: DIV_ROUND_UP for the start);
+    // the device's last chunk counts as covered when the discard reaches the end.
+    first = (offset + geo_.chunk_bytes() - 1) >> shift;
+    const std::uint64_t end = offset + length;
+    last = (end == dev ? geo_.chunks() : end >> shift);  // exclusive
+    if (first >= last) {
+      first = 1;
+      last = 0;  // nothing covered
+      return {};
+    }
+    last -= 1;
+    return {};
+  }
+  first = offset >> shift;
+  last = (offset + length - 1) >> shift;
+  return {};
+}
+
+void Bitmap::raise_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept {
+  const std::uint64_t p0 = geo_.page_of_chunk(first_chunk);
+  const std::uint64_t p1 = geo_.page_of_chunk(last_chunk);
+  for (std::uint64_t p = p0; p <= p1; ++p) pages_[p]->raise();
+}
+
+void Bitmap::release_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept {
+  const std::uint64_t p0 = geo_.page_of_chunk(first_chunk);
+  const std::uint64_t p1 = geo_.page_of_chunk(last_chunk);
+  for (std::uint64_t p = p0; p <= p1; ++p) pages_[p]->release();
+}
+
+void Bitmap::note_dirty() noexcept {
+  if (armed_.load(std::memory_order_relaxed)) return;
+  armed_.store(true, std::memory_order_relaxed);
+  std::lock_guard lk(daemon_mu_);
+  daemon_cv_.notify_all();
+}
+
+// Requires: the block's stripe lock. Returns the new change number.
+std::uint64_t Bitmap::bump_block(std::uint64_t block) noexcept {
+  const std::uint64_t seq = change_seq_.fetch_add(1, std::memory_order_relaxed) + 1;
+  // release: ordered before the byte stores that follow it (see bitmap_internal.h).
+  blocks_[block].dirty_seq.store(seq, std::memory_order_release);
+  return seq;
+}
+
+std::uint64_t Bitmap::change_chunk(std::uint64_t chunk, Action action,
+                                   const TransitionContext& ctx) {
+  const std::uint64_t pos = geo_.chunk_pos(chunk);
+  const std::uint64_t block = pos / geo_.block_bytes();
+  std::uint64_t seq = 0;
+  {
+    std::lock_guard lk(block_lock(block));
+    auto ref = byte_ref(image_.get(), pos);
+    const Transition t = apply_action(ref.load(std::memory_order_relaxed), action, ctx);
+    if (!t.changed() || to_byte(t.next) == ref.load(std::memory_order_relaxed)) return 0;
+    seq = bump_block(block);
+    ref.store(to_byte(t.next), std::memory_order_release);
+    if (t.next == ChunkState::kDirty) note_dirty();
+  }
+  enqueue_block(block);
+  return seq;
+}
+
+// Applies `action` to every chunk of [first, last]; when `targets` is given, collects
+// each touched block with the change number that must be durable (the block's latest,
+// whether this call changed it or found it already changed).
+std::uint64_t Bitmap::change_range(std::uint64_t first, std::uint64_t last, Action action,
+                                   const TransitionContext& ctx, std::vector<Target>* targets) {
+  std::uint64_t changed = 0;
+  for (std::uint64_t c = first; c <= last; ++c) {
+    const std::uint64_t pos = geo_.chunk_pos(c);
+    const std::uint64_t block = pos / geo_.block_bytes();
+    const Transition t = apply_action(load_byte(pos), action, ctx);
+    std::uint64_t seq = 0;
+    if (t.changed() && to_byte(t.next) != load_byte(pos)) {
+      seq = change_chunk(c, action, ctx);
+      changed += seq != 0 ? 1 : 0;
+    }
+    if (targets == nullptr) continue;
+    if (seq == 0) seq = blocks_[block].dirty_seq.load(std::memory_order_acquire);
+    if (!targets->empty() && targets->back().block == block)
+      targets->back().seq = std::max(targets->back().seq, seq);
+    else
+      targets->push_back(Target{block, seq});
+  }
+  return changed;
+}
+
+// ------------------------------------------------------------------ write path
+
+std::error_code Bitmap::mark_and_persist(std::uint64_t first, std::uint64_t last,
+                                         Action action) {
+  const TransitionContext ctx = context();
+  // Fast path: one chunk, already in the state the action leaves it in, and that state
+  // already durable: no lock, no store, no IO.
+  if (first == last) {
+    const std::uint64_t pos = geo_.chunk_pos(first);
+    const std::uint64_t block = pos / geo_.block_bytes();
+    const Transition t = apply_action(load_byte(pos), action, ctx);
+    if (!t.changed()) {
+      const BlockCtl& b = blocks_[block];
+      const std::uint64_t seq = b.dirty_seq.load(std::memory_order_acquire);
+      if (LLBM_LIKELY(b.durable_seq.load(std::memory_order_acquire) >= seq)) return {};
+      const Target target{block, seq};
+      return persist_targets(&target, 1);
+    }
+  }
+  std::vector<Target> targets;
+  change_range(first, last, action, ctx, &targets);
+  return persist_targets(targets.data(), targets.size());
+}
+
+std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) {
+  LLBM_DCHECK(!closed_.load(std::memory_order_relaxed), "Bitmap %p: start_write after close",
+              static_cast<void*>(this));
+  std::uint64_t first = 0, last = 0;
+  if (std::error_code ec = chunk_range(offset, length, false, first, last)) return ec;
+  if (LLBM_UNLIKELY(failed_.load(std::memory_order_acquire))) return Errc::bitmap_failed;
+#ifdef LLBM_SYNC_POINTS
+  if (detail::test_hooks().mark_before_raise.load(std::memory_order_relaxed)) {
+    // The order upstream shipped before ef4ca3d4bf09, kept only so that tests can show
+    // their checkers catch it: the daemon can clean the chunk between mark and raise.
+    std::vector<Target> targets;
+    change_range(first, last, Action::kStartwrite, context(), &targets);
+    LLBM_SYNC_POINT("start_write:after_mark");
+    raise_pages(first, last);
+    const std::error_code ec = persist_targets(targets.data(), targets.size());
+    if (ec) release_pages(first, last);
+    return ec;
+  }
+#endif
+  // Raise before marking (upstream ef4ca3d4bf09): a page the daemon may clean is never
+  // marked without a reference that makes the daemon wait for this write.
+  raise_pages(first, last);
+  LLBM_SYNC_POINT("start_write:after_raise");
+  const std::error_code ec = mark_and_persist(first, last, Action::kStartwrite);
+  if (LLBM_UNLIKELY(ec)) release_pages(first, last);
+  return ec;
+}
+
+void Bitmap::end_write(std::uint64_t offset, std::uint64_t length) {
+  std::uint64_t first = 0, last = 0;
+  LLBM_CHECK(!chunk_range(offset, length, false, first, last),
+             "Bitmap %p: end_write(%llu, %llu) of a range start_write would refuse",
+             static_cast<void*>(this), static_cast<unsigned long long>(offset),
+             static_cast<unsigned long long>(length));
+  release_pages(first, last);
+}
+
+WriteGuard Bitmap::guard_write(std::uint64_t offset, std::uint64_t length, std::error_code& ec) {
+  ec = start_write(offset, length);
+  if (ec) return {};
+  return WriteGuard(this, offset, length);
+}
+
+std::error_code Bitmap::start_discard(std::uint64_t offset, std::uint64_t length) {
+  std::uint64_t first = 0, last = 0;
+  if (std::error_code ec = chunk_range(offset, length, true, first, last)) return ec;
+  if (first > last) return {};  // no chunk fully covered: nothing to hold
+  if (failed_.load(std::memory_order_acquire)) return Errc::bitmap_failed;
+  raise_pages(first, last);
+  // Unwritten is persisted lazily (as upstream): a stale Dirty/Clean on disk is safe.
+  change_range(first, last, Action::kDiscard, context(), nullptr);
+  return {};
+}
+
+void Bitmap::end_discard(std::uint64_t offset, std::uint64_t length) {
+  std::uint64_t first = 0, last = 0;
+  LLBM_CHECK(!chunk_range(offset, length, true, first, last),
+             "Bitmap %p: end_discard of a range start_discard would refuse",
+             static_cast<void*>(this));
+  if (first > last) return;
+  release_pages(first, last);
+}
+
+// ------------------------------------------------------------------ resync side
+
+bool Bitmap::start_sync(std::uint64_t offset) {
+  LLBM_CHECK(offset < geo_.device_bytes(), "Bitmap %p: start_sync(%llu) past the device",
+             static_cast<void*>(this), static_cast<unsigned long long>(offset));
+  const std::uint64_t c = geo_.chunk_of(offset);
+  change_chunk(c, Action::kStartsync, context());
+  return state(c) == ChunkState::kSyncing;
+}
+
+void Bitmap::end_sync(std::uint64_t offset) {
+  LLBM_CHECK(offset < geo_.device_bytes(), "Bitmap %p: end_sync(%llu) past the device",
+             static_cast<void*>(this), static_cast<unsigned long long>(offset));
+  const std::uint64_t c = geo_.chunk_of(offset);
+  if (change_chunk(c, Action::kEndsync, context()) != 0)
+    pages_[geo_.page_of_chunk(c)]->expire_now();  // let the daemon clean it
+}
+
+void Bitmap::abort_sync(std::uint64_t offset) {
+  LLBM_CHECK(offset < geo_.device_bytes(), "Bitmap %p: abort_sync(%llu) past the device",
+             static_cast<void*>(this), static_cast<unsigned long long>(offset));
+  change_chunk(geo_.chunk_of(offset), Action::kAbortsync, context());
+}
+
+void Bitmap::close_sync() {
+  change_range(0, geo_.chunks() - 1, Action::kEndsync, context(), nullptr);
+  for (auto& p : pages_) p->expire_now();
+}
+
+std::vector<std::pair<std::uint64_t, std::uint64_t>> Bitmap::needs_sync() const {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;
+  const std::uint64_t dev = geo_.device_bytes();
+  for (std::uint64_t c = 0; c < geo_.chunks(); ++c) {
+    if (!llbitmap::needs_sync(decode_state(load_byte(geo_.chunk_pos(c))))) continue;
+    const std::uint64_t off = geo_.chunk_offset(c);
+    const std::uint64_t len = std::min(geo_.chunk_bytes(), dev - off);
+    if (!runs.empty() && runs.back().first + runs.back().second == off)
+      runs.back().second += len;
+    else
+      runs.emplace_back(off, len);
+  }
+  return runs;
+}
+
+void Bitmap::set_degraded(bool degraded) { degraded_.store(degraded, std::memory_order_relaxed); }
+
+bool Bitmap::degraded() const noexcept { return degraded_.load(std::memory_order_relaxed); }
+
+StateCounts Bitmap::counts() const {
+  StateCounts n{0, 0, 0, 0, 0};
+  for (std::uint64_t c = 0; c < geo_.chunks(); ++c) {
+    switch (decode_state(load_byte(geo_.chunk_pos(c)))) {
+      case ChunkState::kUnwritten: ++n.unwritten; break;
+      case ChunkState::kClean: ++n.clean; break;
+      case ChunkState::kDirty: ++n.dirty; break;
+      case ChunkState::kSyncing: ++n.syncing; break;
+      case ChunkState::kNeedSync:
+      case ChunkState::kNone: ++n.need_sync; break;
+    }
+  }
+  return n;
+}
+
+BitmapStats Bitmap::stats() const noexcept {
+  return BitmapStats{persist_rounds_.load(std::memory_order_relaxed),
+                     blocks_written_.load(std::memory_order_relaxed),
+                     persist_waits_.load(std::memory_order_relaxed),
+                     daemon_passes_.load(std::memory_order_relaxed),
+                     pages_cleaned_.load(std::memory_order_relaxed),
+                     suspend_timeouts_.load(std::memory_order_relaxed),
+                     invalid_bytes_,
+                     bad_blocks_};
+}
+
+std::error_code Bitmap::set_daemon_sleep(std::chrono::milliseconds d) {
+  if (!interval_in_range(d)) return std::make_error_code(std::errc::invalid_argument);
+  daemon_sleep_ms_.store(d.count(), std::memory_order_relaxed);
+  {
+    std::lock_guard lk(block_lock(0));
+    sb_.daemon_sleep = d;
+    bump_block(0);
+  }
+  enqueue_block(0);
+  std::lock_guard lk(daemon_mu_);
+  daemon_cv_.notify_all();
+  return {};
+}
+
+std::error_code Bitmap::set_barrier_idle(std::chrono::milliseconds d) {
+  if (!interval_in_range(d)) return std::make_error_code(std::errc::invalid_argument);
+  for (auto& p : pages_) p->set_barrier_idle(d);
+  {
+    std::lock_guard lk(block_lock(0));
+    sb_.barrier_idle = d;
+    bump_block(0);
+  }
+  enqueue_block(0);
+  return {};
+}
+
+std::chrono::milliseconds Bitmap::daemon_sleep() const noexcept {
+  return std::chrono::milliseconds(daemon_sleep_ms_.load(std::memory_order_relaxed));
+}
+
+std::chrono::milliseconds Bitmap::barrier_idle() const noexcept {
+  return pages_.front()->barrier_idle();
+}
+
+}  // namespace llbitmap

@@ -1,0 +1,96 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// Forced interleavings of writer and daemon with sync points (SPEC §5; reliability T2).
+//
+// The mark-before-raise race fixed upstream in ef4ca3d4bf09: a writer that marks its
+// chunk Dirty before it raises the page barrier can have the daemon clean the chunk in
+// between; the writer's data is then issued under a durably Clean chunk. The test stops
+// the writer between its two steps, runs a daemon pass, lets the writer finish, and
+// checks the durable state at the moment start_write returns. With the library's order
+// (raise, then mark) that state is Dirty; with the pre-fix order switched back on
+// (a test hook), the same checker reports the violation.
+#include <gtest/gtest.h>
+#include <llbitmap/bitmap.h>
+#include <llbitmap/detail/sync_point.h>
+#include <llbitmap/fault_storage.h>
+
+#include <thread>
+
+#include "bitmap_fixture.h"
+#include "start_gate.h"
+
+namespace llbitmap {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr std::uint64_t kChunk = 64 << 10;
+
+struct Outcome {
+  std::optional<std::uint8_t> durable_at_return;
+  std::error_code ec;
+  BitmapStats stats{};
+};
+
+Outcome race_writer_against_daemon(bool mark_before_raise) {
+  FakeClock clock;
+  BitmapOptions o;
+  o.device_bytes = 64ull << 20;
+  o.daemon_sleep = 50ms;  // the daemon's patience with a write in flight
+  o.barrier_idle = 5000ms;
+  o.start_daemon = false;
+  o.clock = &clock;
+  std::error_code ec;
+  auto t = test::make_bitmap(o, ec);
+  EXPECT_FALSE(ec);
+  Bitmap& bm = *t.bitmap;
+  // Page 0 was written long ago: it is expired and holds a Dirty chunk.
+  EXPECT_FALSE(bm.start_write(0, 4096));
+  bm.end_write(0, 4096);
+  clock.advance(6000ms);
+
+  detail::test_hooks().mark_before_raise.store(mark_before_raise);
+  test::Flag at_point, go;
+  const char* point = mark_before_raise ? "start_write:after_mark" : "start_write:after_raise";
+  detail::SyncPoints::set(point, [&] {
+    at_point.set();
+    go.wait();
+  });
+  Outcome out;
+  std::thread writer([&] {
+    out.ec = bm.start_write(kChunk, 4096);  // chunk 1, page 0
+    // The writer would issue its data now: what would a crash leave for chunk 1?
+    out.durable_at_return = test::stored_states(t.storage->durable_image())[1];
+  });
+  at_point.wait();
+  detail::SyncPoints::clear_all();
+  // A forced pass (flush) lands between the writer's two steps. (An expiry-driven pass
+  // would skip the page here: the writer's raise just pushed its expiry out.)
+  (void)bm.flush();
+  go.set();
+  writer.join();
+  detail::test_hooks().mark_before_raise.store(false);
+  if (!out.ec) bm.end_write(kChunk, 4096);
+  out.stats = bm.stats();
+  return out;
+}
+
+TEST(InterleavingTest, RaiseBeforeMarkKeepsTheChunkDirtyThroughADaemonPass) {
+  const Outcome out = race_writer_against_daemon(false);
+  ASSERT_FALSE(out.ec);
+  EXPECT_EQ(out.durable_at_return, std::optional<std::uint8_t>(2))
+      << "data would be issued under a chunk that is not durably Dirty";
+  // The race window was really hit: the daemon met the writer's reference and gave up.
+  EXPECT_EQ(out.stats.suspend_timeouts, 1u);
+  EXPECT_EQ(out.stats.pages_cleaned, 0u);
+}
+
+TEST(InterleavingTest, CheckerCatchesTheUpstreamMarkBeforeRaiseOrder) {
+  const Outcome out = race_writer_against_daemon(true);
+  ASSERT_FALSE(out.ec);
+  EXPECT_EQ(out.durable_at_return, std::optional<std::uint8_t>(1))
+      << "with the pre-fix order the daemon should have cleaned the chunk under the write";
+  EXPECT_EQ(out.stats.pages_cleaned, 1u);
+}
+
+}  // namespace
+}  // namespace llbitmap
