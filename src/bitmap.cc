@@ -362,6 +362,7 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
     raise_pages(first, last);
     const std::error_code ec = persist_targets(targets.data(), targets.size());
     if (ec) release_pages(first, last);
+    LLBM_SYNC_POINT("start_write:done");
     return ec;
   }
 #endif
@@ -371,6 +372,7 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
   LLBM_SYNC_POINT("start_write:after_raise");
   const std::error_code ec = mark_and_persist(first, last, Action::kStartwrite);
   if (LLBM_UNLIKELY(ec)) release_pages(first, last);
+  LLBM_SYNC_POINT("start_write:done");
   return ec;
 }
 
@@ -380,6 +382,7 @@ void Bitmap::end_write(std::uint64_t offset, std::uint64_t length) {
              "Bitmap %p: end_write(%llu, %llu) of a range start_write would refuse",
              static_cast<void*>(this), static_cast<unsigned long long>(offset),
              static_cast<unsigned long long>(length));
+  LLBM_SYNC_POINT("end_write:before_release");
   release_pages(first, last);
 }
 

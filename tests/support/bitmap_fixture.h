@@ -41,9 +41,10 @@ inline std::vector<std::optional<std::uint8_t>> stored_states(const std::vector<
   std::span<const std::byte> table(file.data() + g.checksum_table_offset(),
                                    g.checksum_table_bytes());
   std::vector<std::optional<std::uint8_t>> out(g.chunks());
-  for (std::uint64_t c = 0; c < g.chunks(); ++c) {
-    const std::uint64_t b = g.block_of_chunk(c);
-    if (verify_block(g, sb->uuid, image, table, b))
+  for (std::uint64_t b = 0; b < g.blocks(); ++b) {
+    const ChunkRange r = g.chunks_in_block(b);
+    if (r.empty() || !verify_block(g, sb->uuid, image, table, b)) continue;
+    for (std::uint64_t c = r.first; c < r.end; ++c)
       out[c] = static_cast<std::uint8_t>(image[g.chunk_pos(c)]);
   }
   return out;
