@@ -327,6 +327,9 @@ std::uint64_t Bitmap::change_range(std::uint64_t first, std::uint64_t last, Acti
 std::error_code Bitmap::mark_and_persist(std::uint64_t first, std::uint64_t last,
                                          Action action) {
   const TransitionContext ctx = context();
+  // Failed since start_write's entry check: the transition table ignores every action
+  // now, so nothing would be marked; never report such a write as covered.
+  if (LLBM_UNLIKELY(ctx.write_error)) return Errc::bitmap_failed;
   // Fast path: one chunk, already in the state the action leaves it in, and that state
   // already durable: no lock, no store, no IO.
   if (first == last) {
@@ -476,6 +479,12 @@ StateCounts Bitmap::counts() const {
 }
 
 BitmapStats Bitmap::stats() const noexcept {
+  std::uint64_t raise_waits = 0, suspend_waits = 0;
+  for (const auto& p : pages_) {
+    const PageBarrier::Stats s = p->stats();
+    raise_waits += s.raise_waits;
+    suspend_waits += s.suspend_waits;
+  }
   return BitmapStats{persist_rounds_.load(std::memory_order_relaxed),
                      blocks_written_.load(std::memory_order_relaxed),
                      persist_waits_.load(std::memory_order_relaxed),
@@ -483,7 +492,9 @@ BitmapStats Bitmap::stats() const noexcept {
                      pages_cleaned_.load(std::memory_order_relaxed),
                      suspend_timeouts_.load(std::memory_order_relaxed),
                      invalid_bytes_,
-                     bad_blocks_};
+                     bad_blocks_,
+                     raise_waits,
+                     suspend_waits};
 }
 
 std::error_code Bitmap::set_daemon_sleep(std::chrono::milliseconds d) {

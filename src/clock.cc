@@ -28,12 +28,16 @@ class SteadyClock final : public Clock {
  public:
   SteadyClock() {
     publish(steady_ticks());
-    ::pthread_atfork(nullptr, nullptr, [] {
-      auto& self = static_cast<SteadyClock&>(Clock::system());
-      new (&self.mu_) std::mutex;
-      new (&self.cv_) std::condition_variable;
-      self.running_ = false;
-    });
+    // Hold mu_ across fork so the child never inherits subs_ half-changed.
+    ::pthread_atfork(
+        [] { static_cast<SteadyClock&>(Clock::system()).mu_.lock(); },
+        [] { static_cast<SteadyClock&>(Clock::system()).mu_.unlock(); },
+        [] {
+          auto& self = static_cast<SteadyClock&>(Clock::system());
+          new (&self.mu_) std::mutex;
+          new (&self.cv_) std::condition_variable;
+          self.running_ = false;
+        });
   }
 
   time_point now() noexcept override {

@@ -82,16 +82,25 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
   LLBM_CHECK(pages.size() == suspended.size(),
              "PageBarrier::suspend_many: %zu pages but %zu result slots", pages.size(),
              suspended.size());
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
   {
     detail::SwitchBatch batch;  // one grace period for every kill below
     for (PageBarrier* p : pages) {
       LLBM_CHECK(!p->active_.is_dying(), "PageBarrier %p: suspend() of a page already suspended",
                  static_cast<void*>(p));
-      p->active_.kill();
+      p->switched_.store(false, std::memory_order_relaxed);
+      // The confirmation runs once the ref is in atomic mode (after the grace period).
+      p->active_.kill_and_confirm([p] {
+        p->switched_.store(true, std::memory_order_release);
+        p->wait_.wake_up();
+      });
     }
   }
   LLBM_SYNC_POINT("barrier:after_kill");
+  // The timeout is the holders' allowance: it starts once the grace period is over, so a
+  // slow grace period is never mistaken for a write in flight.
+  for (PageBarrier* p : pages)
+    p->wait_.wait([p] { return p->switched_.load(std::memory_order_acquire); });
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::size_t n = 0;
   for (std::size_t i = 0; i < pages.size(); ++i) {
     suspended[i] = pages[i]->finish_suspend(deadline);

@@ -149,14 +149,17 @@ void SwitchWorker::fork_child() noexcept {
   // Waiters the parent had do not exist here; start from fresh condition variables.
   new (&w.queue_cv_) std::condition_variable;
   new (&switch_waitq()) std::condition_variable;
-  const bool queued = w.head_ != nullptr;
+  PercpuRef* list = w.head_;
+  w.head_ = w.tail_ = nullptr;
   w.queue_mu_.unlock();
   switch_lock().unlock();
   w.batch_mu_.unlock();
-  if (queued) {
-    std::lock_guard lk(w.queue_mu_);
-    w.ensure_thread();
-  }
+  // Finish the switches the parent had queued now, on this thread, before any new
+  // thread exists: a queued ref may live on the stack of a parent thread that does not
+  // exist here, and glibc gives that stack to the next thread the child creates. This
+  // is the only thread, outside any read-side section, and liburcu-bp has dropped the
+  // other readers: the grace period is already over.
+  if (list != nullptr) w.process(list);
 }
 
 }  // namespace llbitmap::detail

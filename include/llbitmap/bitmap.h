@@ -114,6 +114,8 @@ struct BitmapStats {
   std::uint64_t suspend_timeouts; // pages skipped because a write outlived daemon_sleep
   std::uint64_t invalid_bytes;    // state bytes found invalid at open (forced to NeedSync)
   std::uint64_t bad_blocks;       // blocks whose checksum failed at open
+  std::uint64_t raise_waits;      // page raises that met a suspended page (sum over pages)
+  std::uint64_t suspend_waits;    // page suspends that waited for a write in flight
 };
 
 class Bitmap;

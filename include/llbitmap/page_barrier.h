@@ -15,7 +15,8 @@
 //   | suspended  | blocks until open    | invalid      | invalid               | open     |
 //
 // suspend(t) kills the ref and waits until every holder has released. If that takes
-// longer than t it resurrects the ref, wakes the writers that queued meanwhile and
+// longer than t (counted from the end of the kill's grace period, so that a slow grace
+// period is not mistaken for a write in flight) it resurrects the ref, wakes the writers that queued meanwhile and
 // returns false: the page is open again and its Dirty bits stay (upstream fixed the
 // missing resurrect in d119bd2e1643 but still misses the wake-up; both are done here).
 //
@@ -123,6 +124,7 @@ class PageBarrier {
   std::atomic<std::uint64_t> suspends_{0};
   std::atomic<std::uint64_t> suspend_waits_{0};
   std::atomic<std::uint64_t> suspend_timeouts_{0};
+  std::atomic<bool> switched_{false};  // the kill of the current suspend is confirmed
 };
 
 }  // namespace llbitmap
