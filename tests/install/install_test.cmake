@@ -1,0 +1,270 @@
+# Driver of the install/consume tests (registered by tests/install/CMakeLists.txt).
+#
+#   cmake -DSTEP=<step> -DSOURCE_DIR=<llbitmap source> -DWORK_DIR=<scratch dir> ... -P install_test.cmake
+#
+# Steps:
+#   install         configure + build the library on its own (BUILD_SHARED_LIBS=${SHARED}),
+#                   then `cmake --install <build> --prefix ${WORK_DIR}/prefix`.
+#   find_package    consumer/ with find_package(llbitmap) against that prefix.
+#   pkg_config      consumer/main.cc compiled by plain ${CXX} with `pkg-config --cflags --libs
+#                   [--static] llbitmap` (PKG_CONFIG_PATH at the prefix).
+#   headers         the installed public headers never reach liburcu: no code line names it
+#                   and no header pulls in a liburcu header; each header compiles on its own.
+#   paths           no source or build-tree path in the installed CMake and pkg-config
+#                   files; the .pc points at the install prefix.
+#   add_subdirectory, fetchcontent
+#                   consumer/ with the source tree vendored, or fetched from a source
+#                   archive made from it (file:// URL, no network).
+#
+# Other inputs: GENERATOR, MAKE_PROGRAM, CXX, BUILD_TYPE, PKG_CONFIG, JOBS, SHARED,
+# BUILD_TREE (the enclosing build, whose paths must not leak either).
+# Any failure ends in message(FATAL_ERROR), i.e. a non-zero exit and a failed test.
+cmake_minimum_required(VERSION 3.25)
+
+foreach(var STEP SOURCE_DIR WORK_DIR)
+  if(NOT DEFINED ${var} OR "${${var}}" STREQUAL "")
+    message(FATAL_ERROR "install_test.cmake: -D${var}=... is required")
+  endif()
+endforeach()
+if(NOT JOBS)
+  set(JOBS 2)
+endif()
+if(NOT BUILD_TYPE)
+  set(BUILD_TYPE RelWithDebInfo)
+endif()
+set(consumer_dir "${CMAKE_CURRENT_LIST_DIR}/consumer")
+set(prefix "${WORK_DIR}/prefix")
+file(MAKE_DIRECTORY "${WORK_DIR}")
+
+# run(<what> COMMAND ... [WORKING_DIRECTORY d] [OUTPUT_VARIABLE v] [NO_FAIL_VARIABLE rc])
+# Runs a command, echoing it; on failure stops the test with the command's output.
+function(run what)
+  cmake_parse_arguments(R "" "WORKING_DIRECTORY;OUTPUT_VARIABLE;RESULT_VARIABLE" "COMMAND" ${ARGN})
+  if(NOT R_WORKING_DIRECTORY)
+    set(R_WORKING_DIRECTORY "${WORK_DIR}")
+  endif()
+  list(JOIN R_COMMAND " " shown)
+  message(STATUS "[${what}] ${shown}")
+  execute_process(COMMAND ${R_COMMAND} WORKING_DIRECTORY "${R_WORKING_DIRECTORY}"
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  if(R_RESULT_VARIABLE)
+    set(${R_RESULT_VARIABLE} "${rc}" PARENT_SCOPE)
+  elseif(NOT rc EQUAL 0)
+    message(FATAL_ERROR "[${what}] failed (${rc}):\n${out}")
+  endif()
+  if(R_OUTPUT_VARIABLE)
+    set(${R_OUTPUT_VARIABLE} "${out}" PARENT_SCOPE)
+  endif()
+endfunction()
+
+# The arguments every nested configure gets: same generator and compiler as the enclosing
+# build, no sanitizers, no -Werror (a consumer's build).
+set(common_args -G "${GENERATOR}" "-DCMAKE_BUILD_TYPE=${BUILD_TYPE}")
+if(MAKE_PROGRAM)
+  list(APPEND common_args "-DCMAKE_MAKE_PROGRAM=${MAKE_PROGRAM}")
+endif()
+if(CXX)
+  list(APPEND common_args "-DCMAKE_CXX_COMPILER=${CXX}")
+endif()
+
+# Runs the consumer binary and checks that it reports OK.
+function(run_app what exe)
+  run("${what}: run" COMMAND ${ARGN} "${exe}" OUTPUT_VARIABLE out)
+  if(NOT out MATCHES "(^|\n)OK\n")
+    message(FATAL_ERROR "[${what}] the consumer did not print OK:\n${out}")
+  endif()
+  message(STATUS "[${what}] consumer printed OK")
+endfunction()
+
+# Builds consumer/ in a fresh directory with extra configure arguments, runs it.
+function(build_consumer what)
+  set(bdir "${WORK_DIR}/consumer-${what}")
+  file(REMOVE_RECURSE "${bdir}")
+  run("${what}: configure" COMMAND "${CMAKE_COMMAND}" -S "${consumer_dir}" -B "${bdir}"
+      ${common_args} "-DLLBITMAP_CONSUME=${what}" ${ARGN})
+  run("${what}: build" COMMAND "${CMAKE_COMMAND}" --build "${bdir}" --parallel ${JOBS})
+  set(consumer_build "${bdir}" PARENT_SCOPE)
+  run_app("${what}" "${bdir}/app")
+endfunction()
+
+# The installed files the package consists of.
+function(find_installed)
+  file(GLOB_RECURSE cfg "${prefix}/llbitmapConfig.cmake")
+  file(GLOB_RECURSE pc "${prefix}/llbitmap.pc")
+  list(LENGTH cfg ncfg)
+  list(LENGTH pc npc)
+  if(NOT ncfg EQUAL 1 OR NOT npc EQUAL 1)
+    message(FATAL_ERROR "expected one llbitmapConfig.cmake and one llbitmap.pc under ${prefix}, "
+                        "found: ${cfg} ${pc} (did the install step run?)")
+  endif()
+  get_filename_component(cfgdir "${cfg}" DIRECTORY)
+  get_filename_component(pcdir "${pc}" DIRECTORY)
+  get_filename_component(libdir "${pcdir}" DIRECTORY)
+  set(cfgdir "${cfgdir}" PARENT_SCOPE)
+  set(pcdir "${pcdir}" PARENT_SCOPE)
+  set(pcfile "${pc}" PARENT_SCOPE)
+  set(libdir "${libdir}" PARENT_SCOPE)
+endfunction()
+
+if(STEP STREQUAL "install")
+  set(bdir "${WORK_DIR}/build")
+  set(args -S "${SOURCE_DIR}" -B "${bdir}" ${common_args} "-DBUILD_SHARED_LIBS=${SHARED}"
+      -DLLBITMAP_BUILD_TESTS=OFF -DLLBITMAP_BUILD_BENCH=OFF -DLLBITMAP_BUILD_TOOLS=OFF)
+  # The build directory is kept between runs (incremental); a stale one is recreated.
+  run("install: configure" COMMAND "${CMAKE_COMMAND}" ${args} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    file(REMOVE_RECURSE "${bdir}")
+    run("install: configure (fresh)" COMMAND "${CMAKE_COMMAND}" ${args})
+  endif()
+  run("install: build" COMMAND "${CMAKE_COMMAND}" --build "${bdir}" --parallel ${JOBS})
+  file(REMOVE_RECURSE "${prefix}")
+  # The configure-time CMAKE_INSTALL_PREFIX is the default one: --prefix must win everywhere.
+  run("install: install" COMMAND "${CMAKE_COMMAND}" --install "${bdir}" --prefix "${prefix}")
+  find_installed()
+  if(SHARED)
+    file(GLOB libs "${libdir}/libllbitmap.so*")
+    set(kind "libllbitmap.so")
+  else()
+    file(GLOB libs "${libdir}/libllbitmap.a")
+    set(kind "libllbitmap.a")
+  endif()
+  if(NOT libs)
+    message(FATAL_ERROR "no ${kind} installed in ${libdir}")
+  endif()
+  message(STATUS "installed into ${prefix}: ${libs}")
+
+elseif(STEP STREQUAL "find_package")
+  find_installed()
+  build_consumer(find_package "-DCMAKE_PREFIX_PATH=${prefix}")
+  # Make sure it was this prefix's package that was found, not another installed copy.
+  file(STRINGS "${consumer_build}/CMakeCache.txt" found REGEX "^llbitmap_DIR:")
+  if(NOT found STREQUAL "llbitmap_DIR:PATH=${cfgdir}")
+    message(FATAL_ERROR "find_package found the wrong package: '${found}', expected ${cfgdir}")
+  endif()
+
+elseif(STEP STREQUAL "pkg_config")
+  if(NOT PKG_CONFIG OR NOT CXX)
+    message(FATAL_ERROR "pkg_config step needs -DPKG_CONFIG=... and -DCXX=...")
+  endif()
+  find_installed()
+  set(ENV{PKG_CONFIG_PATH} "${pcdir}")
+  run("pkg-config: prefix" COMMAND "${PKG_CONFIG}" --variable=prefix llbitmap OUTPUT_VARIABLE pc_prefix)
+  string(STRIP "${pc_prefix}" pc_prefix)
+  if(NOT pc_prefix STREQUAL prefix)
+    message(FATAL_ERROR "llbitmap.pc says prefix=${pc_prefix}, installed at ${prefix}")
+  endif()
+  set(mode)
+  if(NOT SHARED)
+    set(mode --static)  # a static archive needs its private dependencies on the link line
+  endif()
+  run("pkg-config: flags" COMMAND "${PKG_CONFIG}" ${mode} --cflags --libs llbitmap
+      OUTPUT_VARIABLE flags)
+  string(STRIP "${flags}" flags)
+  message(STATUS "pkg-config ${mode} --cflags --libs llbitmap: ${flags}")
+  separate_arguments(flags UNIX_COMMAND "${flags}")
+  set(app "${WORK_DIR}/pkg-config-app")
+  file(REMOVE "${app}")
+  run("pkg-config: compile" COMMAND "${CXX}" -std=c++20 "${consumer_dir}/main.cc" ${flags} -o "${app}")
+  if(SHARED)
+    # The prefix is not in the loader's search path; an installed copy would be.
+    run_app(pkg_config "${app}" "${CMAKE_COMMAND}" -E env "LD_LIBRARY_PATH=${libdir}")
+  else()
+    run_app(pkg_config "${app}")
+  endif()
+
+elseif(STEP STREQUAL "headers")
+  if(NOT CXX)
+    message(FATAL_ERROR "headers step needs -DCXX=...")
+  endif()
+  file(GLOB_RECURSE headers RELATIVE "${prefix}/include" "${prefix}/include/*")
+  if(NOT headers)
+    message(FATAL_ERROR "no headers installed under ${prefix}/include")
+  endif()
+  set(bad "")
+  set(tu "${WORK_DIR}/header-check.cc")
+  foreach(h IN LISTS headers)
+    # 1. No code names liburcu (comments may: they explain the design).
+    file(READ "${prefix}/include/${h}" text)
+    string(REGEX REPLACE "/\\*([^*]|\\*+[^*/])*\\*+/" "" code "${text}")
+    string(REGEX REPLACE "//[^\n]*" "" code "${code}")
+    string(TOLOWER "${code}" code)
+    string(REGEX MATCHALL "[^\n]*urcu[^\n]*" hits "${code}")
+    foreach(hit IN LISTS hits)
+      string(APPEND bad "  ${h}: ${hit}\n")
+    endforeach()
+    # 2. Nothing it includes, directly or not, is a liburcu header; 3. it compiles alone.
+    file(WRITE "${tu}" "#include <${h}>\n")
+    run("headers: ${h} dependencies" COMMAND "${CXX}" -std=c++20 "-I${prefix}/include" -M "${tu}"
+        OUTPUT_VARIABLE deps)
+    string(REGEX MATCHALL "[^ \\\n]*urcu[^ \\\n]*" urcu_deps "${deps}")
+    if(urcu_deps)
+      string(APPEND bad "  ${h} includes ${urcu_deps}\n")
+    endif()
+    run("headers: ${h} compiles alone" COMMAND "${CXX}" -std=c++20 "-I${prefix}/include"
+        -fsyntax-only "${tu}")
+  endforeach()
+  if(bad)
+    message(FATAL_ERROR "liburcu is reachable from the installed public headers:\n${bad}")
+  endif()
+  list(LENGTH headers nh)
+  message(STATUS "${nh} installed headers checked: none reaches liburcu")
+
+elseif(STEP STREQUAL "paths")
+  find_installed()
+  file(GLOB_RECURSE files "${cfgdir}/*.cmake")
+  list(APPEND files "${pcfile}")
+  set(bad "")
+  foreach(f IN LISTS files)
+    file(READ "${f}" text)
+    # The prefix itself may legitimately appear (pkg-config needs absolute paths) and may
+    # lie inside the build tree, so take it out before looking for build-tree paths.
+    string(REPLACE "${prefix}" "<prefix>" text "${text}")
+    foreach(leak IN ITEMS "${SOURCE_DIR}" "${WORK_DIR}/build" "${BUILD_TREE}")
+      if(NOT leak STREQUAL "")
+        string(FIND "${text}" "${leak}" at)
+        if(at GREATER -1)
+          string(APPEND bad "  ${f} contains ${leak}\n")
+        endif()
+      endif()
+    endforeach()
+    # Exported targets name installed files relative to ${_IMPORT_PREFIX} (include dirs,
+    # FILE_SET base dirs, library locations): an absolute path there is machine-specific.
+    if(f MATCHES "Targets(-[a-z]+)?\\.cmake$")
+      string(REGEX MATCHALL "[\"; ]/[A-Za-z0-9_.+-][^\"; ]*" abs "${text}")
+      foreach(path IN LISTS abs)  # a leading ';' splits off as an empty item
+        string(REGEX REPLACE "^[\" ]" "" path "${path}")
+        if(NOT path STREQUAL "")
+          string(APPEND bad "  ${f}: absolute path ${path}\n")
+        endif()
+      endforeach()
+    endif()
+  endforeach()
+  file(STRINGS "${pcfile}" pc_lines REGEX "^(prefix|libdir|includedir)=")
+  string(REGEX REPLACE "([][+.*()^$?|\\])" "\\\\\\1" prefix_re "${prefix}")
+  list(FILTER pc_lines EXCLUDE REGEX "^(prefix|libdir|includedir)=${prefix_re}(/|$)")
+  list(LENGTH pc_lines n_outside)
+  if(n_outside GREATER 0)
+    string(APPEND bad "  ${pcfile}: paths outside the install prefix: ${pc_lines}\n")
+  endif()
+  if(bad)
+    message(FATAL_ERROR "installed package files are not relocatable:\n${bad}")
+  endif()
+  list(LENGTH files nf)
+  message(STATUS "${nf} installed package files checked: no build-tree paths")
+
+elseif(STEP STREQUAL "add_subdirectory")
+  build_consumer(add_subdirectory "-DLLBITMAP_SOURCE_DIR=${SOURCE_DIR}")
+
+elseif(STEP STREQUAL "fetchcontent")
+  # A source archive with what a release tarball of the library holds; the library must
+  # configure as a subproject from these alone.
+  set(archive "${WORK_DIR}/llbitmap-src.tar.gz")
+  file(REMOVE "${archive}")
+  run("fetchcontent: archive" WORKING_DIRECTORY "${SOURCE_DIR}"
+      COMMAND "${CMAKE_COMMAND}" -E tar czf "${archive}" -- CMakeLists.txt LICENSE cmake include src)
+  file(SHA256 "${archive}" sha)
+  build_consumer(fetchcontent "-DLLBITMAP_URL=file://${archive}" "-DLLBITMAP_URL_HASH=SHA256=${sha}")
+
+else()
+  message(FATAL_ERROR "install_test.cmake: unknown STEP '${STEP}'")
+endif()
