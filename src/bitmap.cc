@@ -41,8 +41,10 @@ void WriteGuard::reset() noexcept {
 
 // ------------------------------------------------------------------ creation
 
-std::unique_ptr<Bitmap> Bitmap::create(const std::filesystem::path& path,
-                                       const BitmapOptions& options, std::error_code& ec) {
+namespace {
+
+// The contents of a new bitmap file for `options` (superblock, states, checksums).
+std::vector<std::byte> fresh_contents(const BitmapOptions& options, std::error_code& ec) {
   FormatOptions fo;
   fo.device_bytes = options.device_bytes;
   fo.chunk_bytes = options.chunk_bytes;
@@ -53,33 +55,34 @@ std::unique_ptr<Bitmap> Bitmap::create(const std::filesystem::path& path,
   fo.assume_clean = options.assume_clean;
   fo.uuid = random_uuid();
   auto sb = make_superblock(fo, ec);
-  if (!sb) return nullptr;
-  std::vector<std::byte> contents = build_fresh_file(*sb, options.assume_clean ? 1 : 0);
+  if (!sb) return {};
+  return build_fresh_file(*sb, to_byte(options.assume_clean ? ChunkState::kClean
+                                                              : ChunkState::kUnwritten));
+}
+
+OpenOptions open_options(const BitmapOptions& o) {
+  return OpenOptions{o.start_daemon, o.parity, o.data_flush, o.clock};
+}
+
+}  // namespace
+
+std::unique_ptr<Bitmap> Bitmap::create(const std::filesystem::path& path,
+                                       const BitmapOptions& options, std::error_code& ec) {
+  const std::vector<std::byte> contents = fresh_contents(options, ec);
+  if (ec) return nullptr;
   auto storage = FileStorage::create(path, contents, ec);
   if (!storage) return nullptr;
-  OpenOptions oo{options.start_daemon, options.parity, options.data_flush, options.clock};
-  return load(std::move(storage), oo, ec);
+  return load(std::move(storage), open_options(options), ec);
 }
 
 std::unique_ptr<Bitmap> Bitmap::create(std::unique_ptr<Storage> storage,
                                        const BitmapOptions& options, std::error_code& ec) {
   LLBM_CHECK(storage != nullptr, "Bitmap::create: null storage");
-  FormatOptions fo;
-  fo.device_bytes = options.device_bytes;
-  fo.chunk_bytes = options.chunk_bytes;
-  fo.space_bytes = options.space_bytes;
-  fo.block_bytes = options.block_bytes;
-  fo.daemon_sleep = options.daemon_sleep;
-  fo.barrier_idle = options.barrier_idle;
-  fo.assume_clean = options.assume_clean;
-  fo.uuid = random_uuid();
-  auto sb = make_superblock(fo, ec);
-  if (!sb) return nullptr;
-  std::vector<std::byte> contents = build_fresh_file(*sb, options.assume_clean ? 1 : 0);
+  const std::vector<std::byte> contents = fresh_contents(options, ec);
+  if (ec) return nullptr;
   if ((ec = storage->write(0, contents))) return nullptr;
   if ((ec = storage->sync())) return nullptr;
-  OpenOptions oo{options.start_daemon, options.parity, options.data_flush, options.clock};
-  return load(std::move(storage), oo, ec);
+  return load(std::move(storage), open_options(options), ec);
 }
 
 std::unique_ptr<Bitmap> Bitmap::open(const std::filesystem::path& path, std::error_code& ec) {
