@@ -53,13 +53,15 @@
 // times the workloads, longer ones, and every subset up to 2^10 writes (the ctest test
 // crash_enum_exhaustive, label soak). LLBM_CRASH_SEED sets the base seed;
 // LLBM_CRASH_ONLY=<workload seed> replays one workload.
-#include <gtest/gtest.h>
 #include <llbitmap/bitmap.h>
 #include <llbitmap/chunk_state.h>
 #include <llbitmap/clock.h>
 #include <llbitmap/error.h>
 #include <llbitmap/fault_storage.h>
 #include <llbitmap/format.h>
+
+#include <gtest/gtest.h>
+#include <urcu-bp.h>
 
 #include <algorithm>
 #include <array>
@@ -78,8 +80,6 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
-
-#include <urcu-bp.h>
 
 #include "bitmap_fixture.h"
 #include "crash_images.h"
@@ -126,7 +126,8 @@ RunSize run_size() {
   r.ops_max = 45;
   r.images.exhaustive_writes = 6;
   r.images.samples = 64;
-  if (const char* e = std::getenv("LLBM_CRASH_EXHAUSTIVE"); e != nullptr && std::strcmp(e, "1") == 0)
+  if (const char* e = std::getenv("LLBM_CRASH_EXHAUSTIVE");
+      e != nullptr && std::strcmp(e, "1") == 0)
     g_exhaustive = true;
   if (g_exhaustive) {
     r.workloads *= 10;
@@ -151,24 +152,28 @@ RunSize run_size() {
 struct Totals {
   std::uint64_t workloads = 0, ops = 0, sync_boundaries = 0, moments = 0, selections = 0,
                 image_checks = 0, images_opened = 0, refused = 0, bad_block_images = 0,
-                stale_images = 0, must_checks = 0, s2_checks = 0, crash_reopens = 0, sync_failures = 0,
-                writes_in_flight_at_pass = 0, violations = 0;
+                stale_images = 0, must_checks = 0, s2_checks = 0, crash_reopens = 0,
+                sync_failures = 0, writes_in_flight_at_pass = 0, max_pending = 0,
+                sampled_moments = 0, violations = 0;
   std::map<std::string, std::uint64_t> refused_by;  // "phase: error" -> distinct images
 
   std::string summary() const {
     std::string by;
-    for (const auto& [k, v] : refused_by) by += (by.empty() ? "" : ", ") + k + " " + std::to_string(v);
-    char buf[768];
+    for (const auto& [k, v] : refused_by)
+      by += (by.empty() ? "" : ", ") + k + " " + std::to_string(v);
+    char buf[1024];
     std::snprintf(buf, sizeof buf,
                   "crash-enum: workloads %" PRIu64 ", ops %" PRIu64 ", sync boundaries %" PRIu64
-                  ", moments %" PRIu64 ", crash images checked %" PRIu64 " (%" PRIu64
+                  ", moments %" PRIu64 " (up to %" PRIu64 " unsynced writes, %" PRIu64
+                  " sampled beyond the subset bound), crash images checked %" PRIu64 " (%" PRIu64
                   " distinct opened), refused %" PRIu64 " {%s}, with a bad block %" PRIu64
-                  ", stale %" PRIu64 ", must-resync chunk checks %" PRIu64 ", S2 checks %" PRIu64 ", crash+reopen %" PRIu64
-                  ", sync failures %" PRIu64 ", passes with a write in flight %" PRIu64
-                  ", violations %" PRIu64,
-                  workloads, ops, sync_boundaries, moments, image_checks, images_opened, refused,
-                  by.c_str(), bad_block_images, stale_images, must_checks, s2_checks, crash_reopens,
-                  sync_failures, writes_in_flight_at_pass, violations);
+                  ", stale %" PRIu64 ", must-resync chunk checks %" PRIu64 ", S2 checks %" PRIu64
+                  ", crash+reopen %" PRIu64 ", sync failures %" PRIu64
+                  ", passes with a write in flight %" PRIu64 ", violations %" PRIu64,
+                  workloads, ops, sync_boundaries, moments, max_pending, sampled_moments,
+                  image_checks, images_opened, refused, by.c_str(), bad_block_images, stale_images,
+                  must_checks, s2_checks, crash_reopens, sync_failures, writes_in_flight_at_pass,
+                  violations);
     return buf;
   }
 };
@@ -192,7 +197,9 @@ constexpr Config kConfigs[] = {
 class SkippingFlushStorage final : public Storage {
  public:
   explicit SkippingFlushStorage(std::unique_ptr<FaultStorage> inner) : inner_(std::move(inner)) {}
-  std::error_code read(std::uint64_t o, std::span<std::byte> out) override { return inner_->read(o, out); }
+  std::error_code read(std::uint64_t o, std::span<std::byte> out) override {
+    return inner_->read(o, out);
+  }
   std::error_code write(std::uint64_t o, std::span<const std::byte> d) override {
     return inner_->write(o, d);
   }
@@ -265,8 +272,8 @@ class Workload {
     std::error_code ec;         // open's error
     std::error_code decode_ec;  // Superblock::decode's, on the same bytes
     bool geometry_ok = false;
-    bool stale = false;                                            // its superblock says so
-    std::vector<std::uint8_t> states;                              // every chunk after open
+    bool stale = false;                                           // its superblock says so
+    std::vector<std::uint8_t> states;                             // every chunk after open
     std::vector<std::pair<std::uint64_t, std::uint8_t>> changed;  // chunks != initial state
   };
 
@@ -304,7 +311,8 @@ class Workload {
       const std::size_t n = (base.size() + kSector - 1) / kSector;
       sectors_.resize(n);
       for (std::size_t i = 0; i < n; ++i) {
-        sectors_[i] = sector_hash(i, base.subspan(i * kSector, std::min(kSector, base.size() - i * kSector)));
+        sectors_[i] =
+            sector_hash(i, base.subspan(i * kSector, std::min(kSector, base.size() - i * kSector)));
         total_ += sectors_[i];
       }
     }
@@ -363,14 +371,16 @@ class Workload {
     ++totals_.violations;
     ++violations_;
     if (disk_ == DiskMode::kSkipsFlushes) {  // the self-test expects these: show the first
-      if (totals_.violations == 1) std::printf("  first one: %s: %s\n", where_.c_str(), what.c_str());
+      if (totals_.violations == 1)
+        std::printf("  first one: %s: %s\n", where_.c_str(), what.c_str());
       return;
     }
     if (violations_ <= 8) {
       ADD_FAILURE() << "workload seed 0x" << std::hex << seed_ << std::dec << " (" << cfg_->name
-                    << ", " << writers_.size() << " writers" << (assume_clean_ ? ", assume_clean" : "")
-                    << (parity_ ? ", parity" : "") << "), " << where_ << ": " << what
-                    << "\n  replay: LLBM_CRASH_ONLY=0x" << std::hex << seed_;
+                    << ", " << writers_.size() << " writers"
+                    << (assume_clean_ ? ", assume_clean" : "") << (parity_ ? ", parity" : "")
+                    << "), " << where_ << ": " << what << "\n  replay: LLBM_CRASH_ONLY=0x"
+                    << std::hex << seed_;
     }
   }
 
@@ -464,6 +474,8 @@ class Workload {
 
   void check_moment(const Moment& m) {
     ++totals_.moments;
+    totals_.max_pending = std::max<std::uint64_t>(totals_.max_pending, m.pending.size());
+    if (m.pending.size() > size_.images.exhaustive_writes) ++totals_.sampled_moments;
     const std::vector<CrashSelection> sels = test::crash_selections(m.pending, size_.images, rng_);
     const ImageHasher hasher(m.durable);
     for (const CrashSelection& sel : sels) {
@@ -535,8 +547,8 @@ class Workload {
         violation(where() + ": refused with '" + v.ec.message() +
                   "' but its superblock decodes to '" + v.decode_ec.message() + "'");
       if (!m.may_refuse)
-        violation(where() + ": a crash after creation left a bitmap that does not open: " +
-                  v.ec.message());
+        violation(where() +
+                  ": a crash after creation left a bitmap that does not open: " + v.ec.message());
       return;
     }
     if (!v.geometry_ok) {
@@ -553,7 +565,8 @@ class Workload {
     // S5: once a failed bitmap's stale marker is durable, every crash image is stale,
     // and a stale image resyncs every written chunk (nothing reopens Clean).
     if (m.must_be_stale && !v.stale)
-      violation(where() + ": the stale marker of the failed bitmap was durable, this image lost it");
+      violation(where() +
+                ": the stale marker of the failed bitmap was durable, this image lost it");
     if (v.stale) {
       for (const auto& [c, s] : v.changed)
         if (s == to_byte(ChunkState::kClean)) {
@@ -583,7 +596,7 @@ class Workload {
     o.space_bytes = cfg_->space;
     o.block_bytes = cfg_->block;
     o.daemon_sleep = 10000ms;  // see pass_timeout()
-    o.barrier_idle = 4ms;  // tiny expire, on the fake clock
+    o.barrier_idle = 4ms;      // tiny expire, on the fake clock
     o.assume_clean = assume_clean_;
     o.parity = parity_;
     o.start_daemon = false;
@@ -611,7 +624,8 @@ class Workload {
     auto fs = std::make_unique<FaultStorage>(std::move(image));
     st_ = fs.get();
     install_hook(st_);
-    if (disk_ == DiskMode::kSkipsFlushes) return std::make_unique<SkippingFlushStorage>(std::move(fs));
+    if (disk_ == DiskMode::kSkipsFlushes)
+      return std::make_unique<SkippingFlushStorage>(std::move(fs));
     return fs;
   }
 

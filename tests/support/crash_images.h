@@ -49,12 +49,18 @@ enum class CrashKind { kDurable, kSubset, kReordered, kOmitKeepLater, kTorn512, 
 
 inline std::string_view to_string(CrashKind k) {
   switch (k) {
-    case CrashKind::kDurable: return "durable";
-    case CrashKind::kSubset: return "subset";
-    case CrashKind::kReordered: return "reordered";
-    case CrashKind::kOmitKeepLater: return "omit-keep-later";
-    case CrashKind::kTorn512: return "torn-512";
-    case CrashKind::kTorn4096: return "torn-4096";
+    case CrashKind::kDurable:
+      return "durable";
+    case CrashKind::kSubset:
+      return "subset";
+    case CrashKind::kReordered:
+      return "reordered";
+    case CrashKind::kOmitKeepLater:
+      return "omit-keep-later";
+    case CrashKind::kTorn512:
+      return "torn-512";
+    case CrashKind::kTorn4096:
+      return "torn-4096";
   }
   return "?";
 }
