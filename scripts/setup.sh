@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing llbitmap needs, on Debian 12 (bookworm), when missing:
 # a C++20 compiler (g++ 12), CMake >= 3.25, Ninja, pkg-config, liburcu >= 0.13 (liburcu-dev),
-# GoogleTest/GoogleMock >= 1.12 and Google Benchmark >= 1.7 (their CMake packages), and the
-# spin model checker (models/).
+# GoogleTest/GoogleMock >= 1.12 and Google Benchmark >= 1.7 (their CMake packages), the
+# spin model checker (models/), and for the nbd tests and bench/e2e only: nbdkit,
+# nbdkit-plugin-dev, fio, libnbd-bin (nbdcopy, nbdinfo) and gnuplot-nox.
 #
 # Idempotent: when everything is present it installs nothing and returns at once. Otherwise
 # it runs `apt-get update` and `apt-get install -y <missing packages>`, as root or through
@@ -64,6 +65,18 @@ have_cmake_package GTest || need libgtest-dev libgmock-dev
 have_cmake_package benchmark || need libbenchmark-dev
 # The protocol model (models/, ctest spin_model) is checked with spin.
 have spin || need spin
+# The libFuzzer run of scripts/fuzz.sh (part of test.sh --full) needs clang's runtimes.
+have clang++ || need clang
+[[ -d /usr/lib/llvm-14/lib/clang ]] && ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 \
+  || need libclang-rt-14-dev
+# Used only by the nbd tests (tests/nbd, ctest -L nbd) and the end-to-end benchmark
+# (bench/e2e): the mirror served by nbdkit (examples/nbdkit), driven by fio and nbdcopy,
+# charted with gnuplot.
+have nbdkit || need nbdkit
+[[ -f /usr/include/nbdkit-plugin.h ]] || need nbdkit-plugin-dev
+have fio || need fio
+have nbdcopy || need libnbd-bin
+have gnuplot || need gnuplot-nox
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   say "all build and test dependencies are present"

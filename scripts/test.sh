@@ -7,7 +7,8 @@
 #   bash scripts/test.sh --sanitizers   ... then the "asan" (ASan+UBSan) and "tsan" builds
 #   bash scripts/test.sh --full         everything CI runs (.ci/run): debug, then "release"
 #                                       (optimised: the fast-path inlining check and the
-#                                       benchmark smoke tests as consumers build it), asan, tsan
+#                                       benchmark smoke tests as consumers build it), asan,
+#                                       tsan, then 60 s of libFuzzer (scripts/fuzz.sh)
 #
 # Options: -j N / --jobs N   parallel build and test jobs (default 2, or $LLBITMAP_JOBS)
 #          --preset NAME     run only that preset's build (debug, release, asan, tsan)
@@ -27,7 +28,7 @@ usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0";
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --sanitizers) presets=(debug asan tsan) ;;
-    --full) presets=(debug release asan tsan) ;;
+    --full) presets=(debug release asan tsan fuzz) ;;
     --preset)
       [[ $# -ge 2 ]] || { echo "test.sh: --preset needs a name" >&2; exit 2; }
       presets=("$2")
@@ -80,6 +81,16 @@ failed=0
 
 run_preset() {
   local p=$1 log="$root/build/$p/ctest-output.log"
+  if [[ "$p" == fuzz ]]; then
+    # Not a ctest build: 60 s of libFuzzer on Bitmap::open (clang, ASan+UBSan).
+    banner "fuzz: 60 s of libFuzzer on open()"
+    if bash "$root/scripts/fuzz.sh" --seconds 60 --build-dir "$root/build/fuzz" -j "$jobs"; then
+      status[$p]=PASS detail[$p]="no crash, sanitizer report or violated property"
+      return 0
+    fi
+    status[$p]=FAIL detail[$p]="scripts/fuzz.sh failed"
+    return 1
+  fi
   rm -f "$log"  # a summary from an earlier run must not stand in for this one
   banner "$p: configure"
   if ! cmake --preset "$p"; then
@@ -137,9 +148,11 @@ print_ctest_summary() {
   fi
 }
 for p in "${presets[@]}"; do
+  [[ "$p" == fuzz ]] && continue  # no ctest: its line is in the summary above
   if [[ "${status[$p]}" == PASS ]]; then print_ctest_summary "$p"; fi
 done
 for p in "${presets[@]}"; do
+  [[ "$p" == fuzz ]] && continue
   if [[ "${status[$p]}" != PASS ]]; then print_ctest_summary "$p"; fi
 done
 
