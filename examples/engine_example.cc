@@ -6,14 +6,15 @@
 // start_write/end_write; the bitmap's data-flush hook makes the data durable before
 // the daemon persists Clean; after a crash, only the chunks needs_sync() returns are
 // resynchronised. Run: engine_example DIR
-#include <fcntl.h>
 #include <llbitmap/bitmap.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
 #include <string>
 #include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 int main(int argc, char** argv) {
   const std::filesystem::path dir = argc > 1 ? argv[1] : ".";

@@ -56,8 +56,8 @@ std::vector<std::byte> fresh_contents(const BitmapOptions& options, std::error_c
   fo.uuid = random_uuid();
   auto sb = make_superblock(fo, ec);
   if (!sb) return {};
-  return build_fresh_file(*sb, to_byte(options.assume_clean ? ChunkState::kClean
-                                                              : ChunkState::kUnwritten));
+  return build_fresh_file(
+      *sb, to_byte(options.assume_clean ? ChunkState::kClean : ChunkState::kUnwritten));
 }
 
 OpenOptions open_options(const BitmapOptions& o) {
@@ -89,8 +89,8 @@ std::unique_ptr<Bitmap> Bitmap::open(const std::filesystem::path& path, std::err
   return open(path, OpenOptions{}, ec);
 }
 
-std::unique_ptr<Bitmap> Bitmap::open(const std::filesystem::path& path,
-                                     const OpenOptions& options, std::error_code& ec) {
+std::unique_ptr<Bitmap> Bitmap::open(const std::filesystem::path& path, const OpenOptions& options,
+                                     std::error_code& ec) {
   auto storage = FileStorage::open(path, ec);
   if (!storage) return nullptr;
   return load(std::move(storage), options, ec);
@@ -120,8 +120,8 @@ std::unique_ptr<Bitmap> Bitmap::load(std::unique_ptr<Storage> storage, const Ope
   if ((ec = storage->read(0, image))) return nullptr;
   if ((ec = storage->read(g.checksum_table_offset(), table))) return nullptr;
 
-  std::unique_ptr<Bitmap> bm(new Bitmap(std::move(storage), *sb, std::move(image),
-                                        std::move(table), opt.parity, opt.data_flush, opt.clock));
+  std::unique_ptr<Bitmap> bm(new Bitmap(std::move(storage), *sb, std::move(image), std::move(table),
+                                        opt.parity, opt.data_flush, opt.clock));
   if ((ec = bm->persist_all())) return nullptr;
   {
     std::lock_guard lk(bm->block_lock(0));
@@ -135,8 +135,8 @@ std::unique_ptr<Bitmap> Bitmap::load(std::unique_ptr<Storage> storage, const Ope
   return bm;
 }
 
-Bitmap::Bitmap(std::unique_ptr<Storage> storage, const Superblock& sb,
-               std::vector<std::byte> image, std::vector<std::byte> table, bool parity,
+Bitmap::Bitmap(std::unique_ptr<Storage> storage, const Superblock& sb, std::vector<std::byte> image,
+               std::vector<std::byte> table, bool parity,
                std::function<std::error_code()> data_flush, Clock* clock)
     : geo_(sb.geometry),
       storage_(std::move(storage)),
@@ -327,8 +327,7 @@ std::uint64_t Bitmap::change_range(std::uint64_t first, std::uint64_t last, Acti
 
 // ------------------------------------------------------------------ write path
 
-std::error_code Bitmap::mark_and_persist(std::uint64_t first, std::uint64_t last,
-                                         Action action) {
+std::error_code Bitmap::mark_and_persist(std::uint64_t first, std::uint64_t last, Action action) {
   const TransitionContext ctx = context();
   // Failed since start_write's entry check: the transition table ignores every action
   // now, so nothing would be marked; never report such a write as covered.
@@ -462,20 +461,34 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> Bitmap::needs_sync() const 
   return runs;
 }
 
-void Bitmap::set_degraded(bool degraded) { degraded_.store(degraded, std::memory_order_relaxed); }
+void Bitmap::set_degraded(bool degraded) {
+  degraded_.store(degraded, std::memory_order_relaxed);
+}
 
-bool Bitmap::degraded() const noexcept { return degraded_.load(std::memory_order_relaxed); }
+bool Bitmap::degraded() const noexcept {
+  return degraded_.load(std::memory_order_relaxed);
+}
 
 StateCounts Bitmap::counts() const {
   StateCounts n{0, 0, 0, 0, 0};
   for (std::uint64_t c = 0; c < geo_.chunks(); ++c) {
     switch (decode_state(load_byte(geo_.chunk_pos(c)))) {
-      case ChunkState::kUnwritten: ++n.unwritten; break;
-      case ChunkState::kClean: ++n.clean; break;
-      case ChunkState::kDirty: ++n.dirty; break;
-      case ChunkState::kSyncing: ++n.syncing; break;
+      case ChunkState::kUnwritten:
+        ++n.unwritten;
+        break;
+      case ChunkState::kClean:
+        ++n.clean;
+        break;
+      case ChunkState::kDirty:
+        ++n.dirty;
+        break;
+      case ChunkState::kSyncing:
+        ++n.syncing;
+        break;
       case ChunkState::kNeedSync:
-      case ChunkState::kNone: ++n.need_sync; break;
+      case ChunkState::kNone:
+        ++n.need_sync;
+        break;
     }
   }
   return n;

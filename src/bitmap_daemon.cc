@@ -45,8 +45,8 @@ std::error_code Bitmap::daemon_pass(bool force) {
   if (cand.empty()) return {};
 
   std::unique_ptr<bool[]> ok(new bool[cand.size()]);
-  const std::size_t n = PageBarrier::suspend_many(cand, daemon_sleep(),
-                                                  std::span<bool>(ok.get(), cand.size()));
+  const std::size_t n =
+      PageBarrier::suspend_many(cand, daemon_sleep(), std::span<bool>(ok.get(), cand.size()));
   for (std::size_t i = 0; i < cand.size(); ++i) {
     if (ok[i]) continue;
     suspend_timeouts_.fetch_add(1, std::memory_order_relaxed);
@@ -106,7 +106,8 @@ void Bitmap::daemon_main() noexcept {
   std::unique_lock lk(daemon_mu_);
   while (!daemon_stop_) {
     if (!armed_.load(std::memory_order_relaxed)) {
-      daemon_cv_.wait(lk, [this] { return daemon_stop_ || armed_.load(std::memory_order_relaxed); });
+      daemon_cv_.wait(lk,
+                      [this] { return daemon_stop_ || armed_.load(std::memory_order_relaxed); });
       continue;
     }
     daemon_cv_.wait_for(lk, daemon_sleep(), [this] { return daemon_stop_; });
@@ -166,8 +167,9 @@ std::error_code Bitmap::close() {
     }
     enqueue_block(0);
   }
-  const std::error_code pec =
-      failed_.load(std::memory_order_acquire) ? make_error_code(Errc::bitmap_failed) : persist_all();
+  const std::error_code pec = failed_.load(std::memory_order_acquire)
+                                  ? make_error_code(Errc::bitmap_failed)
+                                  : persist_all();
   closed_.store(true, std::memory_order_release);
   return ec ? ec : pec;
 }

@@ -6,13 +6,14 @@
 // (which has no ticker thread) starts a new one on its next subscription.
 #include <llbitmap/clock.h>
 #include <llbitmap/detail/thread_annotations.h>
-#include <pthread.h>
 
 #include <condition_variable>
 #include <map>
 #include <mutex>
 #include <new>
 #include <thread>
+
+#include <pthread.h>
 
 namespace llbitmap {
 
@@ -29,15 +30,14 @@ class SteadyClock final : public Clock {
   SteadyClock() {
     publish(steady_ticks());
     // Hold mu_ across fork so the child never inherits subs_ half-changed.
-    ::pthread_atfork(
-        [] { static_cast<SteadyClock&>(Clock::system()).mu_.lock(); },
-        [] { static_cast<SteadyClock&>(Clock::system()).mu_.unlock(); },
-        [] {
-          auto& self = static_cast<SteadyClock&>(Clock::system());
-          new (&self.mu_) std::mutex;
-          new (&self.cv_) std::condition_variable;
-          self.running_ = false;
-        });
+    ::pthread_atfork([] { static_cast<SteadyClock&>(Clock::system()).mu_.lock(); },
+                     [] { static_cast<SteadyClock&>(Clock::system()).mu_.unlock(); },
+                     [] {
+                       auto& self = static_cast<SteadyClock&>(Clock::system());
+                       new (&self.mu_) std::mutex;
+                       new (&self.cv_) std::condition_variable;
+                       self.running_ = false;
+                     });
   }
 
   time_point now() noexcept override {

@@ -156,8 +156,8 @@ std::error_code FaultStorage::write(std::uint64_t offset, std::span<const std::b
   const std::span<const std::byte> part = data.first(landed);
   apply(volatile_, offset, part);
   if (!part.empty()) unsynced_.push_back(PendingWrite{seq, offset, {part.begin(), part.end()}});
-  trace_.push_back(TraceEvent{seq, TraceEvent::Kind::kWrite, offset, {data.begin(), data.end()},
-                              landed, 0, result});
+  trace_.push_back(TraceEvent{
+      seq, TraceEvent::Kind::kWrite, offset, {data.begin(), data.end()}, landed, 0, result});
   if (result) ++counters_.failed_writes;
   return result;
 }
@@ -263,8 +263,7 @@ std::vector<std::byte> FaultStorage::crash_image(std::span<const std::size_t> wr
       if (unit >= torn->units.size() || !torn->units[unit]) continue;
       const std::uint64_t from = std::max(start, w.offset);
       const std::uint64_t to = std::min(start + g, end);
-      apply(image, from,
-            std::span<const std::byte>(w.data).subspan(from - w.offset, to - from));
+      apply(image, from, std::span<const std::byte>(w.data).subspan(from - w.offset, to - from));
     }
   }
   return image;

@@ -41,10 +41,9 @@ std::uint32_t crc_raw_software(std::uint32_t c, const unsigned char* p, std::siz
     std::uint64_t w = 0;
     for (int i = 7; i >= 0; --i) w = (w << 8) | p[i];  // little-endian word
     w ^= c;
-    c = kCrcTables[7][w & 0xff] ^ kCrcTables[6][(w >> 8) & 0xff] ^
-        kCrcTables[5][(w >> 16) & 0xff] ^ kCrcTables[4][(w >> 24) & 0xff] ^
-        kCrcTables[3][(w >> 32) & 0xff] ^ kCrcTables[2][(w >> 40) & 0xff] ^
-        kCrcTables[1][(w >> 48) & 0xff] ^ kCrcTables[0][w >> 56];
+    c = kCrcTables[7][w & 0xff] ^ kCrcTables[6][(w >> 8) & 0xff] ^ kCrcTables[5][(w >> 16) & 0xff] ^
+        kCrcTables[4][(w >> 24) & 0xff] ^ kCrcTables[3][(w >> 32) & 0xff] ^
+        kCrcTables[2][(w >> 40) & 0xff] ^ kCrcTables[1][(w >> 48) & 0xff] ^ kCrcTables[0][w >> 56];
     p += 8;
     n -= 8;
   }
@@ -311,9 +310,8 @@ std::optional<Superblock> Superblock::decode(std::span<const std::byte> bytes, s
   if (get32(b, kOffFormatRevision) != kFormatRevision) return fail(Errc::unsupported_version);
 
   const std::uint32_t state = get32(b, kOffState);
-  if ((state & ~kSbKnownState) != 0 || get32(b, kOffWriteBehind) != 0 ||
-      get32(b, kOffNodes) != 0 || !all_zero(b.subspan(kOffClusterName, kClusterNameBytes)) ||
-      get32(b, kOffFlags2) != 0 ||
+  if ((state & ~kSbKnownState) != 0 || get32(b, kOffWriteBehind) != 0 || get32(b, kOffNodes) != 0 ||
+      !all_zero(b.subspan(kOffClusterName, kClusterNameBytes)) || get32(b, kOffFlags2) != 0 ||
       !all_zero(b.subspan(kOffReserved, kSuperblockCrcOffset - kOffReserved)))
     return fail(Errc::bad_superblock);
 
@@ -322,12 +320,12 @@ std::optional<Superblock> Superblock::decode(std::span<const std::byte> bytes, s
   const std::uint64_t chunk_sectors = get32(b, kOffChunksize);
   if (chunk_sectors == 0 || !std::has_single_bit(chunk_sectors)) return fail(Errc::bad_geometry);
   std::error_code gec;
-  const std::optional<Geometry> g = Geometry::compute(
-      GeometryOptions{.device_bytes = get64(b, kOffDeviceBytes),
-                      .chunk_bytes = chunk_sectors * kSectorBytes,
-                      .space_bytes = get64(b, kOffSpaceBytes),
-                      .block_bytes = get32(b, kOffBlockBytes)},
-      gec);
+  const std::optional<Geometry> g =
+      Geometry::compute(GeometryOptions{.device_bytes = get64(b, kOffDeviceBytes),
+                                        .chunk_bytes = chunk_sectors * kSectorBytes,
+                                        .space_bytes = get64(b, kOffSpaceBytes),
+                                        .block_bytes = get32(b, kOffBlockBytes)},
+                        gec);
   if (!g || g->chunks() != get64(b, kOffChunks) || g->sync_sectors() != get64(b, kOffSyncSize) ||
       g->space_bytes() / kSectorBytes != get32(b, kOffSectorsReserved))
     return fail(Errc::bad_geometry);
@@ -443,7 +441,8 @@ std::vector<std::uint64_t> unverifiable_blocks(const Geometry& g, const Uuid& uu
   check_image_and_table(g, image, table);
   std::vector<std::uint64_t> bad;
   for (std::uint64_t blk = 0; blk < g.blocks(); ++blk)
-    if (block_crc(blk, uuid, block_span(g, image, blk)) != get32(table, blk * 4)) bad.push_back(blk);
+    if (block_crc(blk, uuid, block_span(g, image, blk)) != get32(table, blk * 4))
+      bad.push_back(blk);
   return bad;
 }
 

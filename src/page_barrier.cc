@@ -51,7 +51,9 @@ void PageBarrier::raise_slow() noexcept {
   }
 }
 
-void PageBarrier::release() noexcept { active_.put(); }
+void PageBarrier::release() noexcept {
+  active_.put();
+}
 
 bool PageBarrier::finish_suspend(std::chrono::steady_clock::time_point deadline) {
   if (!active_.is_zero()) suspend_waits_.fetch_add(1, std::memory_order_relaxed);

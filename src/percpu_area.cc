@@ -152,8 +152,10 @@ void PercpuRegistry::detach(CounterArea* area) noexcept {
   }
   dir_bytes_ -= area->nblocks_ * sizeof(CounterBlock*);
   delete[] area->dir_;
-  if (area->prev_ != nullptr) area->prev_->next_ = area->next_;
-  else areas_ = area->next_;
+  if (area->prev_ != nullptr)
+    area->prev_->next_ = area->next_;
+  else
+    areas_ = area->next_;
   if (area->next_ != nullptr) area->next_->prev_ = area->prev_;
   --nareas_;
   delete area;

@@ -93,8 +93,7 @@ PercpuRef::~PercpuRef() {
                "(wait for is_zero() first)",
                static_cast<void*>(this), static_cast<long long>(held));
   } else {
-    LLBM_CHECK(held <= 1,
-               "PercpuRef %p: destroyed with %lld references beyond the initial one",
+    LLBM_CHECK(held <= 1, "PercpuRef %p: destroyed with %lld references beyond the initial one",
                static_cast<void*>(this), static_cast<long long>(held) - 1);
   }
   PercpuRegistry::instance().free_slot(slot_);
@@ -168,8 +167,10 @@ bool PercpuRef::tryget_live_slow() noexcept {
   bool ok;
   const std::uintptr_t mode = mode_.load(std::memory_order_acquire);
   if (mode == 0) {
-    if (c != nullptr) add_own(c, 1);
-    else orphan_.fetch_add(1, std::memory_order_relaxed);
+    if (c != nullptr)
+      add_own(c, 1);
+    else
+      orphan_.fetch_add(1, std::memory_order_relaxed);
     ok = true;
   } else if (mode & kDead) {
     ok = false;
@@ -185,8 +186,10 @@ bool PercpuRef::tryget_slow(std::uint64_t nr) noexcept {
   RcuReader::lock();
   bool ok;
   if (mode_.load(std::memory_order_acquire) == 0) {
-    if (c != nullptr) add_own(c, nr);
-    else orphan_.fetch_add(nr, std::memory_order_relaxed);
+    if (c != nullptr)
+      add_own(c, nr);
+    else
+      orphan_.fetch_add(nr, std::memory_order_relaxed);
     ok = true;
   } else {
     ok = add_unless_zero(count_, nr);
@@ -199,8 +202,10 @@ void PercpuRef::get_slow(std::uint64_t nr) noexcept {
   std::atomic<std::uint64_t>* c = PercpuRegistry::instance().counter_for_current_thread(slot_);
   RcuReader::lock();
   if (mode_.load(std::memory_order_acquire) == 0) {
-    if (c != nullptr) add_own(c, nr);
-    else orphan_.fetch_add(nr, std::memory_order_relaxed);
+    if (c != nullptr)
+      add_own(c, nr);
+    else
+      orphan_.fetch_add(nr, std::memory_order_relaxed);
   } else {
     count_.fetch_add(nr, std::memory_order_relaxed);
   }
@@ -211,8 +216,10 @@ void PercpuRef::put_slow(std::uint64_t nr) noexcept {
   std::atomic<std::uint64_t>* c = PercpuRegistry::instance().counter_for_current_thread(slot_);
   RcuReader::lock();
   if (mode_.load(std::memory_order_acquire) == 0) {
-    if (c != nullptr) add_own(c, 0 - nr);
-    else orphan_.fetch_sub(nr, std::memory_order_relaxed);
+    if (c != nullptr)
+      add_own(c, 0 - nr);
+    else
+      orphan_.fetch_sub(nr, std::memory_order_relaxed);
     RcuReader::unlock();
     return;
   }
@@ -225,8 +232,7 @@ void PercpuRef::put_atomic(std::uint64_t nr) noexcept {
   // acq_rel: the release half publishes this thread's work to whoever sees zero; the
   // acquire half orders release_() after every other thread's put.
   const std::uint64_t old = count_.fetch_sub(nr, std::memory_order_acq_rel);
-  LLBM_CHECK(old >= nr,
-             "PercpuRef %p: put(%llu) below zero (count was %llu): more puts than gets",
+  LLBM_CHECK(old >= nr, "PercpuRef %p: put(%llu) below zero (count was %llu): more puts than gets",
              static_cast<void*>(this), static_cast<unsigned long long>(nr),
              static_cast<unsigned long long>(old));
   if (old == nr && release_) release_();
@@ -276,8 +282,7 @@ void PercpuRef::switch_mode_locked() {
 void PercpuRef::switch_to_percpu_locked() {
   const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);
   if ((mode & kAtomic) == 0) return;
-  LLBM_CHECK(allow_reinit_,
-             "PercpuRef %p: switch back to percpu mode needs RefFlags::kAllowReinit",
+  LLBM_CHECK(allow_reinit_, "PercpuRef %p: switch back to percpu mode needs RefFlags::kAllowReinit",
              static_cast<void*>(this));
   count_.fetch_add(kBias, std::memory_order_relaxed);
   PercpuRegistry::instance().zero(slot_);

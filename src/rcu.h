@@ -32,23 +32,37 @@ namespace llbitmap::detail {
 
 struct RcuReader {
 #ifdef LLBM_RCU_CALLED
-  static bool registered() noexcept { return true; }
-  static void lock_registered() noexcept { urcu_bp_read_lock(); }
-  static void unlock() noexcept { urcu_bp_read_unlock(); }
+  static bool registered() noexcept {
+    return true;
+  }
+  static void lock_registered() noexcept {
+    urcu_bp_read_lock();
+  }
+  static void unlock() noexcept {
+    urcu_bp_read_unlock();
+  }
 #else
-  static bool registered() noexcept { return URCU_TLS(urcu_bp_reader) != nullptr; }
+  static bool registered() noexcept {
+    return URCU_TLS(urcu_bp_reader) != nullptr;
+  }
   static void lock_registered() noexcept {
     cmm_barrier();
     _urcu_bp_read_lock_update(URCU_TLS(urcu_bp_reader)->ctr);
   }
-  static void unlock() noexcept { _urcu_bp_read_unlock(); }
+  static void unlock() noexcept {
+    _urcu_bp_read_unlock();
+  }
 #endif
   // Full read lock, registering the thread with urcu-bp if needed (slow paths).
-  static void lock() noexcept { urcu_bp_read_lock(); }
+  static void lock() noexcept {
+    urcu_bp_read_lock();
+  }
 };
 
 // Waits for every read-side section that started before the call. Never call it from
 // inside a read-side section.
-inline void rcu_synchronize() noexcept { urcu_bp_synchronize_rcu(); }
+inline void rcu_synchronize() noexcept {
+  urcu_bp_synchronize_rcu();
+}
 
 }  // namespace llbitmap::detail

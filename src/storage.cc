@@ -18,7 +18,9 @@
 namespace llbitmap {
 namespace {
 
-std::error_code errno_code(int e) noexcept { return {e, std::system_category()}; }
+std::error_code errno_code(int e) noexcept {
+  return {e, std::system_category()};
+}
 
 // Owns a descriptor; closes it unless released.
 class ScopedFd {
@@ -184,7 +186,8 @@ class Creator {
       if (::linkat(fd_.get(), "", dirfd_, name_.c_str(), AT_EMPTY_PATH) == 0) return {};
       if (errno == EEXIST) return std::make_error_code(std::errc::file_exists);
       const std::string proc = "/proc/self/fd/" + std::to_string(fd_.get());
-      if (::linkat(AT_FDCWD, proc.c_str(), dirfd_, name_.c_str(), AT_SYMLINK_FOLLOW) == 0) return {};
+      if (::linkat(AT_FDCWD, proc.c_str(), dirfd_, name_.c_str(), AT_SYMLINK_FOLLOW) == 0)
+        return {};
       const int e = errno;
       if (e == EEXIST) return std::make_error_code(std::errc::file_exists);
       fallback = true;  // no way to name an O_TMPFILE here: use a named temporary
@@ -226,7 +229,9 @@ std::unique_ptr<FileStorage> null_with(std::error_code& ec, std::error_code e) {
 FileStorage::FileStorage(int fd, std::filesystem::path path) noexcept
     : fd_(fd), path_(std::move(path)) {}
 
-FileStorage::~FileStorage() { ::close(fd_); }
+FileStorage::~FileStorage() {
+  ::close(fd_);
+}
 
 std::unique_ptr<FileStorage> FileStorage::create(const std::filesystem::path& path,
                                                  std::span<const std::byte> initial_contents,
@@ -288,7 +293,9 @@ std::error_code FileStorage::write(std::uint64_t offset, std::span<const std::by
   return pwrite_all(fd_, offset, data);
 }
 
-std::error_code FileStorage::sync() { return fsync_fd(fd_, /*data_only=*/true); }
+std::error_code FileStorage::sync() {
+  return fsync_fd(fd_, /*data_only=*/true);
+}
 
 std::error_code FileStorage::size(std::uint64_t& bytes) {
   struct stat st {};

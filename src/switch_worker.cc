@@ -3,13 +3,13 @@
 
 #include <llbitmap/detail/check.h>
 #include <llbitmap/percpu_ref.h>
-#include <pthread.h>
 
 #include <new>
 #include <thread>
 
 #include "percpu_area.h"
 #include "rcu.h"
+#include <pthread.h>
 
 namespace llbitmap::detail {
 
@@ -50,14 +50,18 @@ void SwitchWorker::ensure_thread() noexcept {
 void SwitchWorker::enqueue(PercpuRef* ref) noexcept {
   std::lock_guard lk(queue_mu_);
   ref->switch_next_ = nullptr;
-  if (tail_ != nullptr) tail_->switch_next_ = ref;
-  else head_ = ref;
+  if (tail_ != nullptr)
+    tail_->switch_next_ = ref;
+  else
+    head_ = ref;
   tail_ = ref;
   ensure_thread();
   if (tls_batch_depth == 0) queue_cv_.notify_one();
 }
 
-void SwitchWorker::begin_batch() noexcept { ++tls_batch_depth; }
+void SwitchWorker::begin_batch() noexcept {
+  ++tls_batch_depth;
+}
 
 void SwitchWorker::end_batch() noexcept {
   LLBM_CHECK(tls_batch_depth > 0, "SwitchBatch: end without begin");

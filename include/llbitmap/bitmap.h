@@ -106,16 +106,16 @@ struct StateCounts {
 
 // Counters for tests, benchmarks and the tools.
 struct BitmapStats {
-  std::uint64_t persist_rounds;   // syncs of the bitmap file
-  std::uint64_t blocks_written;   // blocks written by those rounds
-  std::uint64_t persist_waits;    // start_write calls that waited for a persist
-  std::uint64_t daemon_passes;    // passes that suspended at least one page
-  std::uint64_t pages_cleaned;    // pages suspended, cleaned and resumed
-  std::uint64_t suspend_timeouts; // pages skipped because a write outlived daemon_sleep
-  std::uint64_t invalid_bytes;    // state bytes found invalid at open (forced to NeedSync)
-  std::uint64_t bad_blocks;       // blocks whose checksum failed at open
-  std::uint64_t raise_waits;      // page raises that met a suspended page (sum over pages)
-  std::uint64_t suspend_waits;    // page suspends that waited for a write in flight
+  std::uint64_t persist_rounds;    // syncs of the bitmap file
+  std::uint64_t blocks_written;    // blocks written by those rounds
+  std::uint64_t persist_waits;     // start_write calls that waited for a persist
+  std::uint64_t daemon_passes;     // passes that suspended at least one page
+  std::uint64_t pages_cleaned;     // pages suspended, cleaned and resumed
+  std::uint64_t suspend_timeouts;  // pages skipped because a write outlived daemon_sleep
+  std::uint64_t invalid_bytes;     // state bytes found invalid at open (forced to NeedSync)
+  std::uint64_t bad_blocks;        // blocks whose checksum failed at open
+  std::uint64_t raise_waits;       // page raises that met a suspended page (sum over pages)
+  std::uint64_t suspend_waits;     // page suspends that waited for a write in flight
 };
 
 class Bitmap;
@@ -147,14 +147,14 @@ class Bitmap {
                                         const BitmapOptions& options, std::error_code& ec);
   // Opens an existing one (crash recovery as described above).
   static std::unique_ptr<Bitmap> open(const std::filesystem::path& path, std::error_code& ec);
-  static std::unique_ptr<Bitmap> open(const std::filesystem::path& path,
-                                      const OpenOptions& options, std::error_code& ec);
+  static std::unique_ptr<Bitmap> open(const std::filesystem::path& path, const OpenOptions& options,
+                                      std::error_code& ec);
   // The same over a caller's Storage (fault injection, tests, other media). create()
   // writes a fresh image into it and syncs.
   static std::unique_ptr<Bitmap> create(std::unique_ptr<Storage> storage,
                                         const BitmapOptions& options, std::error_code& ec);
-  static std::unique_ptr<Bitmap> open(std::unique_ptr<Storage> storage,
-                                      const OpenOptions& options, std::error_code& ec);
+  static std::unique_ptr<Bitmap> open(std::unique_ptr<Storage> storage, const OpenOptions& options,
+                                      std::error_code& ec);
 
   // Closes if not closed. Requires: no write in flight.
   ~Bitmap();
@@ -281,10 +281,10 @@ class Bitmap {
   std::mutex daemon_mu_;
   std::condition_variable daemon_cv_;
   std::thread daemon_;
-  bool daemon_stop_ = false;                     // guarded by daemon_mu_
-  std::atomic<bool> armed_{false};               // Dirty chunks may exist
-  std::mutex pass_mu_;                           // one daemon pass at a time
-  std::vector<bool> timeout_logged_;             // guarded by pass_mu_
+  bool daemon_stop_ = false;          // guarded by daemon_mu_
+  std::atomic<bool> armed_{false};    // Dirty chunks may exist
+  std::mutex pass_mu_;                // one daemon pass at a time
+  std::vector<bool> timeout_logged_;  // guarded by pass_mu_
 
   // Counters.
   std::atomic<std::uint64_t> persist_rounds_{0}, blocks_written_{0}, persist_waits_{0},

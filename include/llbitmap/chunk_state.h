@@ -118,8 +118,8 @@ inline constexpr std::size_t kActionCount = static_cast<std::size_t>(Action::kCo
 
 // The kernel's state_machine[BitStateCount][BitmapActionCount] (Linux 6.18), indexed
 // [byte of the current state][action]. kNone = no change.
-inline constexpr std::array<std::array<ChunkState, kActionCount>, kChunkStateCount>
-    kStateMachine = [] {
+inline constexpr std::array<std::array<ChunkState, kActionCount>, kChunkStateCount> kStateMachine =
+    [] {
       constexpr ChunkState U = ChunkState::kUnwritten, C = ChunkState::kClean,
                            D = ChunkState::kDirty, N = ChunkState::kNeedSync,
                            Y = ChunkState::kSyncing, x = ChunkState::kNone;
@@ -232,12 +232,18 @@ struct Transition {
 // "need sync", "syncing"; "none" for kNone and "invalid" for any other byte.
 [[nodiscard]] constexpr std::string_view to_string(ChunkState state) noexcept {
   switch (state) {
-    case ChunkState::kUnwritten: return "unwritten";
-    case ChunkState::kClean: return "clean";
-    case ChunkState::kDirty: return "dirty";
-    case ChunkState::kNeedSync: return "need sync";
-    case ChunkState::kSyncing: return "syncing";
-    case ChunkState::kNone: return "none";
+    case ChunkState::kUnwritten:
+      return "unwritten";
+    case ChunkState::kClean:
+      return "clean";
+    case ChunkState::kDirty:
+      return "dirty";
+    case ChunkState::kNeedSync:
+      return "need sync";
+    case ChunkState::kSyncing:
+      return "syncing";
+    case ChunkState::kNone:
+      return "none";
   }
   return "invalid";
 }
@@ -246,16 +252,26 @@ struct Transition {
 // "reload", "daemon", "discard", "stale", "init"; "invalid" otherwise.
 [[nodiscard]] constexpr std::string_view to_string(Action action) noexcept {
   switch (action) {
-    case Action::kStartwrite: return "startwrite";
-    case Action::kStartsync: return "startsync";
-    case Action::kEndsync: return "endsync";
-    case Action::kAbortsync: return "abortsync";
-    case Action::kReload: return "reload";
-    case Action::kDaemon: return "daemon";
-    case Action::kDiscard: return "discard";
-    case Action::kStale: return "stale";
-    case Action::kInit: return "init";
-    case Action::kCount: break;
+    case Action::kStartwrite:
+      return "startwrite";
+    case Action::kStartsync:
+      return "startsync";
+    case Action::kEndsync:
+      return "endsync";
+    case Action::kAbortsync:
+      return "abortsync";
+    case Action::kReload:
+      return "reload";
+    case Action::kDaemon:
+      return "daemon";
+    case Action::kDiscard:
+      return "discard";
+    case Action::kStale:
+      return "stale";
+    case Action::kInit:
+      return "init";
+    case Action::kCount:
+      break;
   }
   return "invalid";
 }

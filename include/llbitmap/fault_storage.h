@@ -91,20 +91,20 @@ struct FaultCounters {
 struct WriteEvent {
   std::uint64_t seq = 0;
   std::uint64_t offset = 0;
-  std::span<const std::byte> data;             // the bytes asked for
-  std::size_t landed = 0;                      // bytes that will land (planned)
-  std::error_code result;                      // planned outcome (from injected faults)
-  std::span<const std::byte> volatile_image;   // before the write
+  std::span<const std::byte> data;            // the bytes asked for
+  std::size_t landed = 0;                     // bytes that will land (planned)
+  std::error_code result;                     // planned outcome (from injected faults)
+  std::span<const std::byte> volatile_image;  // before the write
   std::span<const std::byte> durable_image;
 };
 
 // What the sync hook sees, before the durable image changes.
 struct SyncEvent {
   std::uint64_t seq = 0;
-  std::span<const PendingWrite> pending;      // will land in this order, or be dropped
-  std::span<const std::byte> durable_image;   // before the sync
+  std::span<const PendingWrite> pending;     // will land in this order, or be dropped
+  std::span<const std::byte> durable_image;  // before the sync
   std::span<const std::byte> volatile_image;
-  std::error_code result;                     // planned outcome (from injected faults)
+  std::error_code result;  // planned outcome (from injected faults)
 };
 
 // Return {} to keep the planned outcome, or an error to fail an operation that would
@@ -167,7 +167,8 @@ class FaultStorage final : public Storage {
   // the given order, then `torn` (if any) applied in part. Requires: valid, distinct
   // indices; torn granularity 512 or 4096.
   [[nodiscard]] std::vector<std::byte> crash_image(
-      std::span<const std::size_t> writes, const std::optional<TornWrite>& torn = std::nullopt) const;
+      std::span<const std::size_t> writes,
+      const std::optional<TornWrite>& torn = std::nullopt) const;
 
  private:
   enum class Op { kRead, kWrite, kSync };

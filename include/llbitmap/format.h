@@ -163,9 +163,13 @@ class Geometry {
 
   [[nodiscard]] bool valid() const noexcept { return chunks_ != 0; }
   [[nodiscard]] std::uint64_t device_bytes() const noexcept { return device_bytes_; }
-  [[nodiscard]] std::uint64_t chunk_bytes() const noexcept { return std::uint64_t{1} << chunk_shift_; }
+  [[nodiscard]] std::uint64_t chunk_bytes() const noexcept {
+    return std::uint64_t{1} << chunk_shift_;
+  }
   [[nodiscard]] unsigned chunk_shift() const noexcept { return chunk_shift_; }
-  [[nodiscard]] std::uint64_t chunk_sectors() const noexcept { return chunk_bytes() / kSectorBytes; }
+  [[nodiscard]] std::uint64_t chunk_sectors() const noexcept {
+    return chunk_bytes() / kSectorBytes;
+  }
   [[nodiscard]] std::uint64_t chunks() const noexcept { return chunks_; }
   [[nodiscard]] std::uint64_t space_bytes() const noexcept { return space_bytes_; }
   [[nodiscard]] std::uint32_t block_bytes() const noexcept { return block_bytes_; }
@@ -343,8 +347,8 @@ void fill_checksum_table(const Geometry& geometry, const Uuid& uuid,
 
 // True if block b of `image` matches its entry in `table`.
 [[nodiscard]] bool verify_block(const Geometry& geometry, const Uuid& uuid,
-                                std::span<const std::byte> image,
-                                std::span<const std::byte> table, std::uint64_t block) noexcept;
+                                std::span<const std::byte> image, std::span<const std::byte> table,
+                                std::uint64_t block) noexcept;
 
 // The indices of the blocks of `image` whose checksum does not match (ascending).
 // Every chunk in them must be treated as NeedSync.

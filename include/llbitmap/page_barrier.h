@@ -16,9 +16,9 @@
 //
 // suspend(t) kills the ref and waits until every holder has released. If that takes
 // longer than t (counted from the end of the kill's grace period, so that a slow grace
-// period is not mistaken for a write in flight) it resurrects the ref, wakes the writers that queued meanwhile and
-// returns false: the page is open again and its Dirty bits stay (upstream fixed the
-// missing resurrect in d119bd2e1643 but still misses the wake-up; both are done here).
+// period is not mistaken for a write in flight) it resurrects the ref, wakes the writers that
+// queued meanwhile and returns false: the page is open again and its Dirty bits stay (upstream
+// fixed the missing resurrect in d119bd2e1643 but still misses the wake-up; both are done here).
 //
 // Expire: a page is idle once no raise has happened for barrier_idle. raise() makes no
 // clock call: it reads the clock's coarse word and stores `coarse + barrier_idle` only
@@ -103,8 +103,8 @@ class PageBarrier {
   void note_used() noexcept {
     // Check-then-store (see the header comment). relaxed: expiry is a hint; suspend()
     // drains holders before anything is cleaned, whatever the expire word says.
-    const Clock::rep want = clock_.coarse_now().time_since_epoch().count() +
-                            idle_ns_.load(std::memory_order_relaxed);
+    const Clock::rep want =
+        clock_.coarse_now().time_since_epoch().count() + idle_ns_.load(std::memory_order_relaxed);
     if (expire_.load(std::memory_order_relaxed) != want)
       expire_.store(want, std::memory_order_relaxed);
   }

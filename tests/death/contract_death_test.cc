@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // Misuse aborts with a message that names the object and the broken rule (SPEC §3, §4).
-#include <gtest/gtest.h>
 #include <llbitmap/page_barrier.h>
 #include <llbitmap/percpu_ref.h>
+
+#include <gtest/gtest.h>
 
 #include <chrono>
 #include <thread>

@@ -16,7 +16,6 @@
 #include <llbitmap/error.h>
 #include <llbitmap/fault_storage.h>
 #include <llbitmap/format.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdarg>
@@ -28,22 +27,23 @@
 #include <system_error>
 #include <vector>
 
+#include <unistd.h>
+
 namespace llbitmap::fuzz {
 
 namespace {
 
 int g_report_fd = 2;
 
-[[noreturn]] __attribute__((format(printf, 2, 3))) void violated(int line, const char* fmt,
-                                                                  ...) {
+[[noreturn]] __attribute__((format(printf, 2, 3))) void violated(int line, const char* fmt, ...) {
   char msg[1024];
   va_list ap;
   va_start(ap, fmt);
   std::vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   char out[1200];
-  const int n = std::snprintf(out, sizeof out, "fuzz_open: property violated (fuzz_open.cc:%d): %s\n",
-                              line, msg);
+  const int n = std::snprintf(out, sizeof out,
+                              "fuzz_open: property violated (fuzz_open.cc:%d): %s\n", line, msg);
   if (n > 0) {
     const std::size_t len = std::min(static_cast<std::size_t>(n), sizeof out - 1);
     ssize_t ignored = ::write(g_report_fd, out, len);
@@ -52,8 +52,8 @@ int g_report_fd = 2;
   std::abort();
 }
 
-#define FUZZ_REQUIRE(cond, ...)                  \
-  do {                                           \
+#define FUZZ_REQUIRE(cond, ...)                   \
+  do {                                            \
     if (!(cond)) violated(__LINE__, __VA_ARGS__); \
   } while (0)
 
@@ -88,12 +88,18 @@ void require_typed_error(const std::error_code& ec, const char* what) {
 
 const char* state_name(ChunkState s) {
   switch (s) {
-    case ChunkState::kUnwritten: return "Unwritten";
-    case ChunkState::kClean: return "Clean";
-    case ChunkState::kDirty: return "Dirty";
-    case ChunkState::kNeedSync: return "NeedSync";
-    case ChunkState::kSyncing: return "Syncing";
-    case ChunkState::kNone: return "None";
+    case ChunkState::kUnwritten:
+      return "Unwritten";
+    case ChunkState::kClean:
+      return "Clean";
+    case ChunkState::kDirty:
+      return "Dirty";
+    case ChunkState::kNeedSync:
+      return "NeedSync";
+    case ChunkState::kSyncing:
+      return "Syncing";
+    case ChunkState::kNone:
+      return "None";
   }
   return "?";
 }
@@ -131,8 +137,10 @@ std::optional<Superblock> check_decode(std::span<const std::byte> img) {
     FUZZ_REQUIRE(any->geometry.file_bytes() != img.size(), "size_mismatch for a matching size");
   } else {
     FUZZ_REQUIRE(*sb == *any, "decode with the file size gave another superblock");
-    FUZZ_REQUIRE(sb->geometry.file_bytes() == img.size(), "decode accepted a file of %zu bytes "
-                 "for a geometry of %llu", img.size(), static_cast<ull>(sb->geometry.file_bytes()));
+    FUZZ_REQUIRE(sb->geometry.file_bytes() == img.size(),
+                 "decode accepted a file of %zu bytes "
+                 "for a geometry of %llu",
+                 img.size(), static_cast<ull>(sb->geometry.file_bytes()));
   }
   return sb;
 }
@@ -183,12 +191,23 @@ void check_counts(const Bitmap& bm, const std::vector<ChunkState>& states) {
   StateCounts t{0, 0, 0, 0, 0};
   for (ChunkState s : states) {
     switch (s) {
-      case ChunkState::kUnwritten: ++t.unwritten; break;
-      case ChunkState::kClean: ++t.clean; break;
-      case ChunkState::kDirty: ++t.dirty; break;
-      case ChunkState::kNeedSync: ++t.need_sync; break;
-      case ChunkState::kSyncing: ++t.syncing; break;
-      case ChunkState::kNone: FUZZ_REQUIRE(false, "state() returned kNone");
+      case ChunkState::kUnwritten:
+        ++t.unwritten;
+        break;
+      case ChunkState::kClean:
+        ++t.clean;
+        break;
+      case ChunkState::kDirty:
+        ++t.dirty;
+        break;
+      case ChunkState::kNeedSync:
+        ++t.need_sync;
+        break;
+      case ChunkState::kSyncing:
+        ++t.syncing;
+        break;
+      case ChunkState::kNone:
+        FUZZ_REQUIRE(false, "state() returned kNone");
     }
   }
   FUZZ_REQUIRE(t.unwritten == n.unwritten && t.clean == n.clean && t.dirty == n.dirty &&
@@ -207,8 +226,9 @@ void check_needs_sync(const Bitmap& bm, const std::vector<ChunkState>& states) {
   bool first = true;
   for (const auto& [off, len] : bm.needs_sync()) {
     FUZZ_REQUIRE(len > 0, "empty needs_sync run at %llu", static_cast<ull>(off));
-    FUZZ_REQUIRE(off < dev && len <= dev - off, "needs_sync run (%llu, %llu) past the device (%llu)",
-                 static_cast<ull>(off), static_cast<ull>(len), static_cast<ull>(dev));
+    FUZZ_REQUIRE(off < dev && len <= dev - off,
+                 "needs_sync run (%llu, %llu) past the device (%llu)", static_cast<ull>(off),
+                 static_cast<ull>(len), static_cast<ull>(dev));
     FUZZ_REQUIRE(first || off >= prev_end, "needs_sync runs unsorted or overlapping at %llu",
                  static_cast<ull>(off));
     FUZZ_REQUIRE(off % g.chunk_bytes() == 0, "needs_sync run at %llu not chunk-aligned",
@@ -303,15 +323,18 @@ bool check_one(std::span<const std::byte> img, bool reopen) {
     FUZZ_REQUIRE(ec == dec_ec, "open refused with %s, decode with %s", ec.message().c_str(),
                  dec_ec.message().c_str());
     const FaultCounters n = fs->counters();
-    FUZZ_REQUIRE(n.writes == 0 && n.syncs == 0, "open wrote to a file it refused (%llu writes, "
-                 "%llu syncs)", static_cast<ull>(n.writes), static_cast<ull>(n.syncs));
+    FUZZ_REQUIRE(n.writes == 0 && n.syncs == 0,
+                 "open wrote to a file it refused (%llu writes, "
+                 "%llu syncs)",
+                 static_cast<ull>(n.writes), static_cast<ull>(n.syncs));
     return false;
   }
   FUZZ_REQUIRE(bm != nullptr, "open refused a file decode accepts (%s)", ec.message().c_str());
   FUZZ_REQUIRE(!ec, "open succeeded but left an error (%s)", ec.message().c_str());
   FUZZ_REQUIRE(bm->geometry() == sb->geometry, "open's geometry differs from the superblock's");
-  FUZZ_REQUIRE(bm->chunks() == sb->geometry.chunks() && bm->chunk_bytes() == sb->geometry.chunk_bytes(),
-               "chunks()/chunk_bytes() differ from the superblock's");
+  FUZZ_REQUIRE(
+      bm->chunks() == sb->geometry.chunks() && bm->chunk_bytes() == sb->geometry.chunk_bytes(),
+      "chunks()/chunk_bytes() differ from the superblock's");
   FUZZ_REQUIRE(!bm->failed(), "a fresh open is failed");
 
   std::uint64_t invalid = 0, bad_blocks = 0;
@@ -325,7 +348,8 @@ bool check_one(std::span<const std::byte> img, bool reopen) {
     FUZZ_REQUIRE(got[c] == want[c], "chunk %llu (byte %#x on disk%s%s) opened as %s, want %s",
                  static_cast<ull>(c), raw, stale ? ", stale" : "",
                  want[c] == ChunkState::kNeedSync && is_valid_state(raw) && raw != 3 && !stale
-                     ? ", block checksum fails" : "",
+                     ? ", block checksum fails"
+                     : "",
                  state_name(got[c]), state_name(want[c]));
     // The same, said without the transition table (SPEC S4).
     FUZZ_REQUIRE(got[c] != ChunkState::kDirty && got[c] != ChunkState::kSyncing,
@@ -367,7 +391,9 @@ bool check_one(std::span<const std::byte> img, bool reopen) {
 
 }  // namespace
 
-void set_report_fd(int fd) { g_report_fd = fd; }
+void set_report_fd(int fd) {
+  g_report_fd = fd;
+}
 
 CheckResult check_open_input(std::span<const std::byte> input) {
   CheckResult r;
@@ -415,7 +441,6 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  (void)llbitmap::fuzz::check_open_input(
-      std::as_bytes(std::span<const std::uint8_t>(data, size)));
+  (void)llbitmap::fuzz::check_open_input(std::as_bytes(std::span<const std::uint8_t>(data, size)));
   return 0;
 }

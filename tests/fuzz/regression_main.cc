@@ -51,7 +51,8 @@ bool run_file(const fs::path& p, Tally& t) {
     ++t.failures;
     return false;
   }
-  const std::vector<char> raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::vector<char> raw((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
   std::vector<std::byte> bytes(raw.size());
   std::memcpy(bytes.data(), raw.data(), raw.size());
   run_one(p.filename().string(), bytes, t);
@@ -68,7 +69,8 @@ int write_corpus(const fs::path& dir) {
   std::size_t total = 0;
   for (const auto& [name, bytes] : llbitmap::fuzz::make_seed_corpus()) {
     std::ofstream out(dir / name, std::ios::binary | std::ios::trunc);
-    out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+    out.write(reinterpret_cast<const char*>(bytes.data()),
+              static_cast<std::streamsize>(bytes.size()));
     if (!out) {
       std::fprintf(stderr, "cannot write %s\n", (dir / name).c_str());
       return 1;
@@ -110,9 +112,10 @@ int main(int argc, char** argv) {
       run_file(p, t);
     }
   }
-  std::printf("fuzz_open_regression: %u inputs (%u opened, %u refused), %u variants checked "
-              "(%u opened)\n",
-              t.inputs, t.accepted, t.inputs - t.accepted, t.variants, t.variants_accepted);
+  std::printf(
+      "fuzz_open_regression: %u inputs (%u opened, %u refused), %u variants checked "
+      "(%u opened)\n",
+      t.inputs, t.accepted, t.inputs - t.accepted, t.variants, t.variants_accepted);
   if (t.failures != 0) {
     std::printf("fuzz_open_regression: %u failures\n", t.failures);
     return 1;

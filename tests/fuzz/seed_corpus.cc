@@ -49,10 +49,10 @@ struct Shape {
 // Small images (4-16 KiB of space) with one to four pages, sector and page blocks,
 // auto and explicit chunk sizes, a device size that is not a multiple of the chunk.
 constexpr Shape kShapes[] = {
-    {"s4k-b512-tiny", (1ull << 20) - 4096, 0, 4096, 512},   // 16 chunks, cheap to fuzz
-    {"s4k-b512", 100ull << 20, 0, 4096, 512},               // 1600 chunks, 1 page
-    {"s8k-b4096", (1ull << 30) + 12345, 0, 8192, 4096},     // 4097 chunks, 2 pages
-    {"s16k-b512", 48ull << 20, 4096, 16384, 512},           // 12288 chunks, 4 pages
+    {"s4k-b512-tiny", (1ull << 20) - 4096, 0, 4096, 512},    // 16 chunks, cheap to fuzz
+    {"s4k-b512", 100ull << 20, 0, 4096, 512},                // 1600 chunks, 1 page
+    {"s8k-b4096", (1ull << 30) + 12345, 0, 8192, 4096},      // 4097 chunks, 2 pages
+    {"s16k-b512", 48ull << 20, 4096, 16384, 512},            // 12288 chunks, 4 pages
     {"s12k-b4096", (10ull << 20) + 511, 1024, 12288, 4096},  // 10241 chunks, 3 pages
 };
 

@@ -3,8 +3,9 @@
 // Stress: writers raising and releasing on a few pages while a suspender drains and
 // reopens them. The invariant: no writer is inside a page while it is suspended, and
 // every writer eventually gets in. Bounded by iterations (LLBM_STRESS_SCALE multiplies).
-#include <gtest/gtest.h>
 #include <llbitmap/page_barrier.h>
+
+#include <gtest/gtest.h>
 
 #include <array>
 #include <atomic>
@@ -33,7 +34,8 @@ TEST(BarrierStressTest, NoWriterInsideASuspendedPage) {
   std::array<std::unique_ptr<PageBarrier>, kPages> pages;
   std::array<std::atomic<int>, kPages> inside{};
   std::array<std::atomic<bool>, kPages> closed{};
-  for (int p = 0; p < kPages; ++p) pages[static_cast<std::size_t>(p)] = std::make_unique<PageBarrier>(clock);
+  for (int p = 0; p < kPages; ++p)
+    pages[static_cast<std::size_t>(p)] = std::make_unique<PageBarrier>(clock);
   std::atomic<bool> stop{false};
   std::atomic<long> violations{0};
   std::array<std::atomic<long>, kWriters> ops{};
@@ -79,9 +81,10 @@ TEST(BarrierStressTest, NoWriterInsideASuspendedPage) {
     waits += static_cast<long>(p->stats().raise_waits);
     suspend_waits += static_cast<long>(p->stats().suspend_waits);
   }
-  std::printf("barrier stress: %d suspends, %ld timeouts, writer ops min %ld max %ld, "
-              "raise waits %ld, suspend waits %ld, violations %ld\n",
-              cycles, timeouts, min_ops, max_ops, waits, suspend_waits, violations.load());
+  std::printf(
+      "barrier stress: %d suspends, %ld timeouts, writer ops min %ld max %ld, "
+      "raise waits %ld, suspend waits %ld, violations %ld\n",
+      cycles, timeouts, min_ops, max_ops, waits, suspend_waits, violations.load());
   EXPECT_EQ(violations.load(), 0);
   EXPECT_EQ(timeouts, 0);
   EXPECT_GT(min_ops, 0) << "a writer starved";

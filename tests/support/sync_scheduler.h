@@ -21,12 +21,12 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <mutex>
 #include <random>
 #include <string>
 #include <thread>
-#include <deque>
 #include <vector>
 
 namespace llbitmap::test {
@@ -106,7 +106,7 @@ class SyncScheduler {
  private:
   struct Part {
     std::thread thread;
-    bool waiting = false;    // parked at `point`, not yet released
+    bool waiting = false;  // parked at `point`, not yet released
     bool done = false;
     std::uint64_t parks = 0;  // times it parked
     std::string point;

@@ -49,10 +49,6 @@
 #include <llbitmap/fault_storage.h>
 #include <llbitmap/format.h>
 #include <llbitmap/page_barrier.h>
-#include <spawn.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -76,6 +72,10 @@
 
 #include "bitmap_fixture.h"
 #include "percpu_area.h"
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 extern char** environ;
 
@@ -90,7 +90,9 @@ constexpr std::uint64_t kDeviceBytes = 1ull << 30;  // 16384 chunks of 64 KiB, 5
 constexpr int kFakePages = 4;
 constexpr int kHotChunks = 8;
 
-SteadyTime now() { return std::chrono::steady_clock::now(); }
+SteadyTime now() {
+  return std::chrono::steady_clock::now();
+}
 
 double seconds_since(SteadyTime t) {
   return std::chrono::duration<double>(now() - t).count();
@@ -109,7 +111,7 @@ struct Options {
   double stall = 10;
   double stat_interval = 10;
   bool gdb = true;
-  bool yield = false;              // sync-point builds: yield at the library's named points
+  bool yield = false;                  // sync-point builds: yield at the library's named points
   bool bug_mark_before_raise = false;  // sync-point builds: the pre-ef4ca3d4bf09 order
 };
 
@@ -137,27 +139,37 @@ Options parse(int argc, char** argv) {
   };
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--duration") o.duration = number(i);
+    if (a == "--duration")
+      o.duration = number(i);
     else if (a == "--seed") {
       const char* v = value(i);
       char* end = nullptr;
       o.seed = std::strtoull(v, &end, 0);
       if (end == v || *end != '\0') usage("bad seed");
       o.seed_given = true;
-    } else if (a == "--writers") o.writers = static_cast<int>(number(i));
-    else if (a == "--fake-writers") o.fake_writers = static_cast<int>(number(i));
-    else if (a == "--faults") o.faults = true;
-    else if (a == "--churn") o.churn = true;
-    else if (a == "--stall") o.stall = number(i);
-    else if (a == "--stat-interval") o.stat_interval = number(i);
-    else if (a == "--no-gdb") o.gdb = false;
-    else if (a == "--yield") o.yield = true;
+    } else if (a == "--writers")
+      o.writers = static_cast<int>(number(i));
+    else if (a == "--fake-writers")
+      o.fake_writers = static_cast<int>(number(i));
+    else if (a == "--faults")
+      o.faults = true;
+    else if (a == "--churn")
+      o.churn = true;
+    else if (a == "--stall")
+      o.stall = number(i);
+    else if (a == "--stat-interval")
+      o.stat_interval = number(i);
+    else if (a == "--no-gdb")
+      o.gdb = false;
+    else if (a == "--yield")
+      o.yield = true;
     else if (a == "--inject-bug") {
       if (std::string(value(i)) != "mark-before-raise") usage("--inject-bug: mark-before-raise");
       o.bug_mark_before_raise = true;
-    }
-    else if (a == "--help" || a == "-h") usage("help");
-    else usage(("unknown argument " + a).c_str());
+    } else if (a == "--help" || a == "-h")
+      usage("help");
+    else
+      usage(("unknown argument " + a).c_str());
   }
   if (o.writers < 1) usage("--writers must be at least 1");
   if (o.fake_writers < 1) usage("--fake-writers must be at least 1");
@@ -192,7 +204,8 @@ class Rng {
 // The delay between "issue" and end_write: mostly short, sometimes long enough to make
 // a suspend wait or time out. A compiler barrier per iteration, no memory traffic.
 void spin(std::uint64_t iterations) {
-  for (std::uint64_t i = 0; i < iterations; ++i) std::atomic_signal_fence(std::memory_order_seq_cst);
+  for (std::uint64_t i = 0; i < iterations; ++i)
+    std::atomic_signal_fence(std::memory_order_seq_cst);
 }
 
 std::uint64_t random_hold(Rng& rng) {
@@ -206,15 +219,15 @@ std::uint64_t random_hold(Rng& rng) {
 
 // Every oracle counter; any non-zero one fails the run.
 struct Violations {
-  std::atomic<std::uint64_t> s1{0};            // Clean/Unwritten made durable under a write
-  std::atomic<std::uint64_t> s2{0};            // start_write returned before Dirty was durable
-  std::atomic<std::uint64_t> s4{0};            // a reopened image differs from the expectation
-  std::atomic<std::uint64_t> s5{0};            // failure handling broke a rule
-  std::atomic<std::uint64_t> integrity{0};     // bad block / stale sb while healthy
-  std::atomic<std::uint64_t> barrier{0};       // S6 on the fake pages
-  std::atomic<std::uint64_t> errors{0};        // an error the configuration does not explain
-  std::atomic<std::uint64_t> final_state{0};   // end-of-run checks
-  std::atomic<std::uint64_t> memory{0};        // per-thread counter memory not returned
+  std::atomic<std::uint64_t> s1{0};           // Clean/Unwritten made durable under a write
+  std::atomic<std::uint64_t> s2{0};           // start_write returned before Dirty was durable
+  std::atomic<std::uint64_t> s4{0};           // a reopened image differs from the expectation
+  std::atomic<std::uint64_t> s5{0};           // failure handling broke a rule
+  std::atomic<std::uint64_t> integrity{0};    // bad block / stale sb while healthy
+  std::atomic<std::uint64_t> barrier{0};      // S6 on the fake pages
+  std::atomic<std::uint64_t> errors{0};       // an error the configuration does not explain
+  std::atomic<std::uint64_t> final_state{0};  // end-of-run checks
+  std::atomic<std::uint64_t> memory{0};       // per-thread counter memory not returned
   std::atomic<std::uint64_t> reported{0};
 
   std::uint64_t total() const {
@@ -285,8 +298,8 @@ class Gate {
 // ------------------------------------------------------------------ actors
 
 enum Phase : int {
-  kIdle,        // not running (not started, or finished)
-  kParked,      // waiting at the gate
+  kIdle,    // not running (not started, or finished)
+  kParked,  // waiting at the gate
   kPicking,
   kStartWrite,  // inside start_write
   kIssued,      // "data write in flight"
@@ -304,10 +317,9 @@ enum Phase : int {
 };
 
 const char* phase_name(int p) {
-  static const char* const names[] = {"idle",   "parked", "picking", "start_write", "issued",
-                                      "end_write", "raise", "hold",  "suspend",     "resume",
-                                      "flush",  "sleep",  "swap",    "check",       "join",
-                                      "pausing"};
+  static const char* const names[] = {
+      "idle",    "parked", "picking", "start_write", "issued", "end_write", "raise", "hold",
+      "suspend", "resume", "flush",   "sleep",       "swap",   "check",     "join",  "pausing"};
   return p >= 0 && p <= kPausing ? names[p] : "?";
 }
 
@@ -332,7 +344,6 @@ std::uint8_t expected_after_open(std::uint8_t stored, bool block_ok, bool stale)
   return stored;
 }
 
-
 struct ChunkRangeIncl {
   std::uint64_t first = 0, last = 0;  // inclusive
 };
@@ -356,7 +367,8 @@ class Oracle {
         block_ok_(g.blocks(), false),
         issued_(g.chunks(), 0),
         started_(g.chunks(), 0) {
-    for (std::uint64_t c = 0; c < g.chunks(); ++c) attempted_[c].store(0, std::memory_order_relaxed);
+    for (std::uint64_t c = 0; c < g.chunks(); ++c)
+      attempted_[c].store(0, std::memory_order_relaxed);
   }
 
   // The sync hook: runs under the storage's mutex, before the durable image changes.
@@ -398,7 +410,8 @@ class Oracle {
         violation(g_violations.s2,
                   "S2: start_write returned for chunk %" PRIu64 " (range %" PRIu64 "..%" PRIu64
                   ") but its durable state is %u%s%s",
-                  c, r.first, r.last, byte_[c], block_ok_[geo_.block_of_chunk(c)] ? "" : " (bad block)",
+                  c, r.first, r.last, byte_[c],
+                  block_ok_[geo_.block_of_chunk(c)] ? "" : " (bad block)",
                   sb_stale() ? " (stale sb)" : "");
       ++issued_[c];
       started_[c] = 1;
@@ -527,9 +540,9 @@ class Oracle {
       bool blocks_ok = true;
       for (std::uint64_t b = 0; b < geo_.blocks(); ++b) blocks_ok = blocks_ok && block_ok_[b];
       if (!blocks_ok || sb_stale())
-        violation(g_violations.integrity,
-                  "sync #%" PRIu64 " leaves %s in a healthy bitmap", seq,
-                  sb_stale() ? "a stale or unreadable superblock" : "a block that fails its checksum");
+        violation(
+            g_violations.integrity, "sync #%" PRIu64 " leaves %s in a healthy bitmap", seq,
+            sb_stale() ? "a stale or unreadable superblock" : "a block that fails its checksum");
     } else if (!sb_stale()) {
       // S5: after a failed sync, nothing is made durable without the stale mark.
       violation(g_violations.s5,
@@ -540,7 +553,7 @@ class Oracle {
   const Geometry geo_;
   std::unique_ptr<std::atomic<std::uint8_t>[]> attempted_;  // relaxed; read when quiescent
   std::mutex mu_;
-  std::vector<std::byte> file_;   // the durable file, as the syncs so far made it
+  std::vector<std::byte> file_;  // the durable file, as the syncs so far made it
   bool geometry_seen_ = false;
   bool sb_ok_ = false;
   std::uint32_t sb_state_ = 0;
@@ -606,7 +619,8 @@ std::vector<std::uint8_t> check_reopen(const std::vector<std::byte>& file,
   std::uint64_t mismatches = 0;
   for (std::uint64_t c = 0; c < g.chunks(); ++c) {
     got[c] = to_byte(re->state(c));
-    const std::uint8_t want = expected_after_open(d.bytes[c], d.block_ok[g.block_of_chunk(c)], stale);
+    const std::uint8_t want =
+        expected_after_open(d.bytes[c], d.block_ok[g.block_of_chunk(c)], stale);
     if (got[c] != want && mismatches++ < 3)
       violation(g_violations.s4,
                 "%s: chunk %" PRIu64 " stored %u (block %s, sb %s) reopens as %u, expected %u",
@@ -626,18 +640,22 @@ std::vector<std::uint8_t> check_reopen(const std::vector<std::byte>& file,
 
 template <class S>
 std::optional<std::uint64_t> page_raise_waits(const S& s) {
-  if constexpr (requires { s.raise_waits; }) return s.raise_waits;
-  else return std::nullopt;
+  if constexpr (requires { s.raise_waits; })
+    return s.raise_waits;
+  else
+    return std::nullopt;
 }
 template <class S>
 std::optional<std::uint64_t> page_suspend_waits(const S& s) {
-  if constexpr (requires { s.suspend_waits; }) return s.suspend_waits;
-  else return std::nullopt;
+  if constexpr (requires { s.suspend_waits; })
+    return s.suspend_waits;
+  else
+    return std::nullopt;
 }
 
 struct Generation {
   int id = 0;
-  std::unique_ptr<Oracle> oracle;  // declared first: destroyed after the bitmap
+  std::unique_ptr<Oracle> oracle;   // declared first: destroyed after the bitmap
   FaultStorage* storage = nullptr;  // owned by bitmap
   std::unique_ptr<Bitmap> bitmap;
 };
@@ -808,9 +826,12 @@ bool Torture::bitmap_op(Actor& me, Rng& rng) {
   me.set(kStartWrite);
   const std::error_code ec = g->bitmap->start_write(off, end - off);
   if (ec) {
-    if (ec == std::errc::io_error) err_eio_.fetch_add(1, std::memory_order_relaxed);
-    else if (ec == Errc::bitmap_failed) err_failed_.fetch_add(1, std::memory_order_relaxed);
-    else err_other_.fetch_add(1, std::memory_order_relaxed);
+    if (ec == std::errc::io_error)
+      err_eio_.fetch_add(1, std::memory_order_relaxed);
+    else if (ec == Errc::bitmap_failed)
+      err_failed_.fetch_add(1, std::memory_order_relaxed);
+    else
+      err_other_.fetch_add(1, std::memory_order_relaxed);
     if (!opt_.faults || !(ec == std::errc::io_error || ec == Errc::bitmap_failed))
       violation(g_violations.errors, "start_write(%" PRIu64 ", %" PRIu64 ") failed: %s", off,
                 end - off, ec.message().c_str());
@@ -907,8 +928,8 @@ void Torture::fake_daemon_main(Actor& me, std::uint64_t seed) {
         const int inside = fake_inside_[idx[i]].load(std::memory_order_seq_cst);
         if (inside != 0)
           violation(g_violations.barrier,
-                    "S6: suspend() of fake page %d reported drained with %d holders inside",
-                    idx[i], inside);
+                    "S6: suspend() of fake page %d reported drained with %d holders inside", idx[i],
+                    inside);
         fake_suspended_[idx[i]].store(true, std::memory_order_seq_cst);
       }
       spin(rng.range(0, 20000));  // "clean" while suspended
@@ -961,8 +982,10 @@ void Torture::churn_main(Actor& me, std::uint64_t seed) {
       const int ops = static_cast<int>(r.range(2, 6));
       for (int i = 0; i < ops && !stop_.load(std::memory_order_relaxed); ++i) {
         gate_.enter([&] { a->set(kParked); });
-        if (r.chance(70)) bitmap_op(*a, r);
-        else fake_op(*a, r);
+        if (r.chance(70))
+          bitmap_op(*a, r);
+        else
+          fake_op(*a, r);
         gate_.leave();
       }
     });
@@ -987,8 +1010,9 @@ void dump_stacks() {
   // hold. The debugger attaches to us; allow it where Yama restricts ptrace.
   ::prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);
   const std::string pid = std::to_string(::getpid());
-  const char* argv[] = {"timeout", "120", "gdb", "-batch", "-nx", "-p", pid.c_str(),
-                        "-ex", "thread apply all bt", nullptr};
+  const char* argv[] = {
+      "timeout", "120", "gdb", "-batch", "-nx", "-p", pid.c_str(), "-ex", "thread apply all bt",
+      nullptr};
   pid_t child = 0;
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
@@ -1005,8 +1029,9 @@ void dump_stacks() {
 }
 
 void Torture::stalled(const std::string& who, double secs) {
-  std::fprintf(stderr, "\nllbitmap_torture: STALL: %s made no progress for %.1f s (seed %" PRIu64
-                       ")\n", who.c_str(), secs, opt_.seed);
+  std::fprintf(stderr,
+               "\nllbitmap_torture: STALL: %s made no progress for %.1f s (seed %" PRIu64 ")\n",
+               who.c_str(), secs, opt_.seed);
   for (const auto& a : actors_)
     std::fprintf(stderr, "  %-14s phase=%-11s ops=%-10" PRIu64 " a=%" PRIu64 " b=%" PRIu64 "\n",
                  a->name.c_str(), phase_name(a->phase.load()), a->ops.load(), a->a.load(),
@@ -1118,7 +1143,8 @@ void Torture::handle_failure() {
   std::vector<std::uint64_t> must;
   for (std::uint64_t c = 0; c < geo_.chunks(); ++c)
     if (started[c]) must.push_back(c);
-  const std::vector<std::uint8_t> got = check_reopen(durable, must, "reopen after a failed sync", false);
+  const std::vector<std::uint8_t> got =
+      check_reopen(durable, must, "reopen after a failed sync", false);
   // A chunk never written stays Unwritten, unless its whole block is unverifiable (the
   // failed round's write was dropped while its checksum entry landed): fail-safe.
   for (std::uint64_t c = 0; c < got.size(); ++c) {
@@ -1131,7 +1157,8 @@ void Torture::handle_failure() {
   me.set(kCheck);
   const std::error_code cec = g.bitmap->close();
   if (cec != Errc::bitmap_failed)
-    violation(g_violations.s5, "S5: close() of a failed bitmap returned '%s'", cec.message().c_str());
+    violation(g_violations.s5, "S5: close() of a failed bitmap returned '%s'",
+              cec.message().c_str());
   ++faults_handled_;
   retire_generation(std::move(gen_));
   gen_ = make_generation();
@@ -1156,8 +1183,9 @@ void Torture::print_stats(const char* tag) {
               " gen=%d cleaned=%" PRIu64 " timeouts=%" PRIu64 " stutters=%" PRIu64
               " flushes=%" PRIu64 " violations=%" PRIu64 "\n",
               tag, seconds_since(start_), writes_ok_.load(), wmin, wmax, generations_,
-              totals_.pages_cleaned + s.pages_cleaned, totals_.suspend_timeouts + s.suspend_timeouts,
-              stutters_.load(), flushes_, g_violations.total());
+              totals_.pages_cleaned + s.pages_cleaned,
+              totals_.suspend_timeouts + s.suspend_timeouts, stutters_.load(), flushes_,
+              g_violations.total());
   std::fflush(stdout);
 }
 
@@ -1209,14 +1237,15 @@ void Torture::final_checks() {
   }
   if (!d.sb) violation(g_violations.final_state, "the final durable superblock does not decode");
   if (durable_dirty != 0)
-    violation(g_violations.final_state, "%" PRIu64 " chunks durably Dirty after flush", durable_dirty);
+    violation(g_violations.final_state, "%" PRIu64 " chunks durably Dirty after flush",
+              durable_dirty);
   // A crash now loses nothing and resyncs nothing.
   std::vector<std::uint8_t> got = check_reopen(durable, {}, "reopen after the final flush", true);
   std::uint64_t resync = 0;
   for (std::uint8_t b : got) resync += b == kNeedSync ? 1 : 0;
   if (resync != 0)
-    violation(g_violations.final_state, "%" PRIu64 " chunks NeedSync after reopening a flushed image",
-              resync);
+    violation(g_violations.final_state,
+              "%" PRIu64 " chunks NeedSync after reopening a flushed image", resync);
   // A clean shutdown, then the same.
   if (const std::error_code ec = g.bitmap->close())
     violation(g_violations.final_state, "close failed: %s", ec.message().c_str());
@@ -1225,8 +1254,8 @@ void Torture::final_checks() {
   resync = 0;
   for (std::uint8_t b : got) resync += b == kNeedSync ? 1 : 0;
   if (resync != 0)
-    violation(g_violations.final_state, "%" PRIu64 " chunks NeedSync after reopening a closed image",
-              resync);
+    violation(g_violations.final_state,
+              "%" PRIu64 " chunks NeedSync after reopening a closed image", resync);
   // S6 on the fake pages: every reference was returned.
   for (int i = 0; i < kFakePages; ++i) {
     if (fake_pages_[i]->is_suspended() || fake_inside_[i].load() != 0) {
@@ -1267,7 +1296,8 @@ std::string Torture::summary(bool ok, const std::string& failed) {
   char buf[4096];
   std::snprintf(
       buf, sizeof buf,
-      "llbitmap_torture: %s seed=%" PRIu64 " secs=%.1f writers=%d fake_writers=%d faults=%d churn=%d"
+      "llbitmap_torture: %s seed=%" PRIu64
+      " secs=%.1f writers=%d fake_writers=%d faults=%d churn=%d"
       " daemon_sleep_ms=%lld barrier_idle_ms=%lld"
       " | writes=%" PRIu64 " (%.0f/s) writer_min=%" PRIu64 " writer_max=%" PRIu64
       " fake_ops=%" PRIu64 " fake_min=%" PRIu64 " fake_max=%" PRIu64 " churn_threads=%" PRIu64
@@ -1275,7 +1305,8 @@ std::string Torture::summary(bool ok, const std::string& failed) {
       " | s1=%" PRIu64 " s2=%" PRIu64 " s4=%" PRIu64 " s5=%" PRIu64 " integrity=%" PRIu64
       " s6_fake=%" PRIu64 " errors=%" PRIu64 " final=%" PRIu64 " memory=%" PRIu64
       " | fake_raise_waits=%" PRIu64 " fake_suspends=%" PRIu64 " fake_suspend_waits=%" PRIu64
-      " fake_suspend_timeouts=%" PRIu64 " bm_raise_waits=%s bm_suspend_waits=%s"
+      " fake_suspend_timeouts=%" PRIu64
+      " bm_raise_waits=%s bm_suspend_waits=%s"
       " pages_cleaned=%" PRIu64 " daemon_passes=%" PRIu64 " suspend_timeouts=%" PRIu64
       " persist_rounds=%" PRIu64 " persist_waits=%" PRIu64 " blocks_written=%" PRIu64
       " stutters=%" PRIu64 " flushes=%" PRIu64 " flush_errors=%" PRIu64 " reopen_checks=%" PRIu64
@@ -1300,11 +1331,12 @@ std::string Torture::summary(bool ok, const std::string& failed) {
 
 int Torture::run() {
   std::printf("llbitmap_torture: seed=%" PRIu64 "\n", opt_.seed);
-  std::printf("llbitmap_torture: duration=%.0fs writers=%d fake_writers=%d faults=%d churn=%d "
-              "daemon_sleep=%lldms barrier_idle=%lldms chunks=%" PRIu64 " pages=%" PRIu64 "\n",
-              opt_.duration, opt_.writers, opt_.fake_writers, opt_.faults ? 1 : 0,
-              opt_.churn ? 1 : 0, static_cast<long long>(daemon_sleep_.count()),
-              static_cast<long long>(barrier_idle_.count()), geo_.chunks(), geo_.pages());
+  std::printf(
+      "llbitmap_torture: duration=%.0fs writers=%d fake_writers=%d faults=%d churn=%d "
+      "daemon_sleep=%lldms barrier_idle=%lldms chunks=%" PRIu64 " pages=%" PRIu64 "\n",
+      opt_.duration, opt_.writers, opt_.fake_writers, opt_.faults ? 1 : 0, opt_.churn ? 1 : 0,
+      static_cast<long long>(daemon_sleep_.count()), static_cast<long long>(barrier_idle_.count()),
+      geo_.chunks(), geo_.pages());
   std::fflush(stdout);
 #ifdef LLBM_SYNC_POINTS
   if (opt_.yield) {
@@ -1327,7 +1359,8 @@ int Torture::run() {
 
   Actor& control = add_actor("control");
   std::vector<std::pair<Actor*, int>> plan;  // actor, kind
-  for (int i = 0; i < opt_.writers; ++i) plan.emplace_back(&add_actor("writer-" + std::to_string(i)), 0);
+  for (int i = 0; i < opt_.writers; ++i)
+    plan.emplace_back(&add_actor("writer-" + std::to_string(i)), 0);
   for (int i = 0; i < opt_.fake_writers; ++i)
     plan.emplace_back(&add_actor("fake-writer-" + std::to_string(i)), 1);
   plan.emplace_back(&add_actor("fake-daemon"), 2);
@@ -1338,11 +1371,21 @@ int Torture::run() {
     const std::uint64_t s = rng_.next();
     Actor* actor = a;
     switch (kind) {
-      case 0: threads_.emplace_back([this, actor, s] { writer_main(*actor, s); }); break;
-      case 1: threads_.emplace_back([this, actor, s] { fake_writer_main(*actor, s); }); break;
-      case 2: threads_.emplace_back([this, actor, s] { fake_daemon_main(*actor, s); }); break;
-      case 3: threads_.emplace_back([this, actor, s] { stutter_main(*actor, s); }); break;
-      default: threads_.emplace_back([this, actor, s] { churn_main(*actor, s); }); break;
+      case 0:
+        threads_.emplace_back([this, actor, s] { writer_main(*actor, s); });
+        break;
+      case 1:
+        threads_.emplace_back([this, actor, s] { fake_writer_main(*actor, s); });
+        break;
+      case 2:
+        threads_.emplace_back([this, actor, s] { fake_daemon_main(*actor, s); });
+        break;
+      case 3:
+        threads_.emplace_back([this, actor, s] { stutter_main(*actor, s); });
+        break;
+      default:
+        threads_.emplace_back([this, actor, s] { churn_main(*actor, s); });
+        break;
     }
   }
 
@@ -1375,7 +1418,8 @@ int Torture::run() {
     if (t >= next_snapshot) {
       control.set(kCheck);
       if (std::optional<Snapshot> s = g->oracle->take_snapshot()) {
-        check_reopen(s->file, s->in_flight, "reopen of a sync-time image", !g->oracle->failed_sync());
+        check_reopen(s->file, s->in_flight, "reopen of a sync-time image",
+                     !g->oracle->failed_sync());
         ++snapshots_checked_;
       }
       g->oracle->request_snapshot();
@@ -1392,8 +1436,9 @@ int Torture::run() {
         handle_failure();
         next_fault = now() + std::chrono::milliseconds(rng_.range(300, 2000));
       } else if (fault_armed_ && t - fault_armed_at_ > std::chrono::duration<double>(opt_.stall)) {
-        violation(g_violations.s5, "an armed sync fault never failed the bitmap (%" PRIu64
-                                   " syncs seen)", g->oracle->syncs_seen());
+        violation(g_violations.s5,
+                  "an armed sync fault never failed the bitmap (%" PRIu64 " syncs seen)",
+                  g->oracle->syncs_seen());
         g->storage->clear_faults();
         fault_armed_ = false;
       } else if (fault_armed_ && !g->bitmap->failed() && g->oracle->failed_sync()) {
@@ -1460,8 +1505,8 @@ int Torture::run() {
   if (opt_.faults) need("faults_checked", faults_handled_);
   if (opt_.churn) need("churn_threads", churn_threads_.load());
   if (g_violations.total() != 0)
-    failed += std::string(failed.empty() ? "" : ",") + "violations=" +
-              std::to_string(g_violations.total());
+    failed += std::string(failed.empty() ? "" : ",") +
+              "violations=" + std::to_string(g_violations.total());
   const bool ok = failed.empty();
   std::printf("%s\n", summary(ok, failed).c_str());
   std::fflush(stdout);
@@ -1473,7 +1518,8 @@ int Torture::run() {
 
 int main(int argc, char** argv) {
   llbitmap::torture::Options o = llbitmap::torture::parse(argc, argv);
-  if (!o.seed_given) o.seed = std::random_device{}() * 0x100000001ull ^ static_cast<std::uint64_t>(::getpid());
+  if (!o.seed_given)
+    o.seed = std::random_device{}() * 0x100000001ull ^ static_cast<std::uint64_t>(::getpid());
   llbitmap::torture::Torture t(o);
   return t.run();
 }

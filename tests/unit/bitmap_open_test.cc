@@ -3,18 +3,20 @@
 // Bitmap::create / Bitmap::open on real files: atomic creation, and a matrix of bad
 // files (foreign, wrong version, corrupt superblock, truncated, grown, bad geometry),
 // each refused with its own error code and left byte-for-byte unchanged (SPEC §6).
-#include <gtest/gtest.h>
 #include <llbitmap/bitmap.h>
 #include <llbitmap/format.h>
-#include <unistd.h>
+
+#include <gtest/gtest.h>
 
 #include <chrono>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <vector>
+
+#include <unistd.h>
 
 namespace llbitmap {
 namespace {
@@ -135,7 +137,7 @@ TEST_F(BitmapOpenTest, ForeignFile) {
 }
 
 TEST_F(BitmapOpenTest, WrongVersion) {
-  expect_refused(with_sb_field(4, 4, true), Errc::unsupported_version);  // classic md bitmap
+  expect_refused(with_sb_field(4, 4, true), Errc::unsupported_version);    // classic md bitmap
   expect_refused(with_sb_field(168, 2, true), Errc::unsupported_version);  // format revision
 }
 
@@ -146,9 +148,9 @@ TEST_F(BitmapOpenTest, CorruptSuperblock) {
 }
 
 TEST_F(BitmapOpenTest, BadGeometryWithAValidChecksum) {
-  expect_refused(with_sb_field(52, 100, true), Errc::bad_geometry);  // chunk size not 2^n
+  expect_refused(with_sb_field(52, 100, true), Errc::bad_geometry);    // chunk size not 2^n
   expect_refused(with_sb_field(140, 3000, true), Errc::bad_geometry);  // block size
-  expect_refused(with_sb_field(56, 0, true), Errc::bad_geometry);     // daemon_sleep 0
+  expect_refused(with_sb_field(56, 0, true), Errc::bad_geometry);      // daemon_sleep 0
 }
 
 TEST_F(BitmapOpenTest, TruncatedOrGrownFile) {

@@ -2,9 +2,10 @@
 //
 // Bitmap: the write path, write-ahead persistence (S1-S3, S5), the daemon, crash
 // recovery on open (S4), resync calls, degraded mode, close.
-#include <gtest/gtest.h>
 #include <llbitmap/bitmap.h>
 #include <llbitmap/fault_storage.h>
+
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
@@ -248,7 +249,7 @@ TEST_F(BitmapTest, FailingDataFlushKeepsTheChunksDirty) {
 TEST_F(BitmapTest, SuspendTimeoutDuringALongWriteKeepsThePageDirtyAndOpen) {
   make(options());
   ASSERT_FALSE(bm().start_write(0, 4096));  // a long write: never ended during the pass
-  idle_and_clean();                          // suspend times out after daemon_sleep
+  idle_and_clean();                         // suspend times out after daemon_sleep
   EXPECT_EQ(bm().state(0), ChunkState::kDirty);
   EXPECT_EQ(durable(0), kD);
   EXPECT_EQ(bm().stats().suspend_timeouts, 1u);
@@ -263,7 +264,7 @@ TEST_F(BitmapTest, SuspendTimeoutDuringALongWriteKeepsThePageDirtyAndOpen) {
 TEST_F(BitmapTest, CrashWithAWriteInFlightReopensAsNeedSync) {
   make(options());
   ASSERT_FALSE(bm().start_write(3 * kChunk, 2 * kChunk));  // chunks 3 and 4, in flight
-  ASSERT_FALSE(bm().start_write(4000 * kChunk, 4096));      // page 1
+  ASSERT_FALSE(bm().start_write(4000 * kChunk, 4096));     // page 1
   bm().end_write(4000 * kChunk, 4096);
   const std::vector<std::byte> crash = st().durable_image();  // power cut now
   bm().end_write(3 * kChunk, 2 * kChunk);
@@ -576,8 +577,7 @@ TEST_F(BitmapTest, PersistsOfOneBlockNeverLandOutOfOrder) {
   std::size_t prev = 0;
   for (const auto& snap : block0_writes) {
     std::size_t dirty = 0;
-    for (std::uint64_t c = 0; c < 120; ++c)
-      dirty += snap[g.chunk_pos(c)] == std::byte{kD} ? 1 : 0;
+    for (std::uint64_t c = 0; c < 120; ++c) dirty += snap[g.chunk_pos(c)] == std::byte{kD} ? 1 : 0;
     EXPECT_GE(dirty, prev);
     prev = dirty;
   }

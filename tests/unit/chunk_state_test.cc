@@ -4,8 +4,9 @@
 // transcription of Linux 6.18's md-llbitmap state machine, exhaustively over every
 // byte value, every action and every context; plus the properties the bitmap relies
 // on. Where the function is constexpr, the same checks also run at compile time.
-#include <gtest/gtest.h>
 #include <llbitmap/chunk_state.h>
+
+#include <gtest/gtest.h>
 
 #include <array>
 #include <cstddef>
@@ -25,9 +26,8 @@ namespace ref {
 
 constexpr std::uint8_t kUnwritten = 0, kClean = 1, kDirty = 2, kNeedSync = 3, kSyncing = 4,
                        kStateCount = 5, kNone = 0xff;
-constexpr std::uint8_t kStartwrite = 0, kStartsync = 1, kEndsync = 2, kAbortsync = 3,
-                       kReload = 4, kDaemon = 5, kDiscard = 6, kStale = 7, kActionCount = 8,
-                       kInit = 9;
+constexpr std::uint8_t kStartwrite = 0, kStartsync = 1, kEndsync = 2, kAbortsync = 3, kReload = 4,
+                       kDaemon = 5, kDiscard = 6, kStale = 7, kActionCount = 8, kInit = 9;
 
 struct Entry {
   std::uint8_t state, action, next;
@@ -38,24 +38,17 @@ struct Entry {
 constexpr Entry kEntries[] = {
     {kUnwritten, kStartwrite, kDirty},
 
-    {kClean, kStartwrite, kDirty},
-    {kClean, kDiscard, kUnwritten},
+    {kClean, kStartwrite, kDirty},     {kClean, kDiscard, kUnwritten},
     {kClean, kStale, kNeedSync},
 
-    {kDirty, kReload, kNeedSync},
-    {kDirty, kDaemon, kClean},
-    {kDirty, kDiscard, kUnwritten},
-    {kDirty, kStale, kNeedSync},
+    {kDirty, kReload, kNeedSync},      {kDirty, kDaemon, kClean},
+    {kDirty, kDiscard, kUnwritten},    {kDirty, kStale, kNeedSync},
 
-    {kNeedSync, kStartsync, kSyncing},
-    {kNeedSync, kDiscard, kUnwritten},
+    {kNeedSync, kStartsync, kSyncing}, {kNeedSync, kDiscard, kUnwritten},
 
-    {kSyncing, kStartsync, kSyncing},
-    {kSyncing, kEndsync, kDirty},
-    {kSyncing, kAbortsync, kNeedSync},
-    {kSyncing, kReload, kNeedSync},
-    {kSyncing, kDiscard, kUnwritten},
-    {kSyncing, kStale, kNeedSync},
+    {kSyncing, kStartsync, kSyncing},  {kSyncing, kEndsync, kDirty},
+    {kSyncing, kAbortsync, kNeedSync}, {kSyncing, kReload, kNeedSync},
+    {kSyncing, kDiscard, kUnwritten},  {kSyncing, kStale, kNeedSync},
 };
 
 constexpr std::uint8_t table(std::uint8_t state, std::uint8_t action) {
@@ -116,7 +109,9 @@ constexpr TransitionContext context_from_bits(unsigned bits) {
 }
 constexpr unsigned kContextCount = 16;
 
-constexpr std::uint8_t byte_of(Action a) { return static_cast<std::uint8_t>(a); }
+constexpr std::uint8_t byte_of(Action a) {
+  return static_cast<std::uint8_t>(a);
+}
 
 constexpr bool matches_reference(std::uint8_t raw, Action action, const TransitionContext& ctx) {
   const ref::Result want = ref::state_machine(raw, byte_of(action), ctx.degraded, ctx.parity,
@@ -164,8 +159,8 @@ static_assert(apply_action(std::uint8_t{5}, Action::kDaemon) ==
               Transition{ChunkState::kNeedSync, true});
 static_assert(apply_action(ChunkState::kNone, Action::kStartwrite) ==
               Transition{ChunkState::kNeedSync, true});
-static_assert(apply_action(ChunkState::kUnwritten, Action::kStartwrite,
-                           {.degraded = true}).next == ChunkState::kNeedSync);
+static_assert(apply_action(ChunkState::kUnwritten, Action::kStartwrite, {.degraded = true}).next ==
+              ChunkState::kNeedSync);
 static_assert(apply_action(ChunkState::kDirty, Action::kStartsync, {.degraded = true}).next ==
               ChunkState::kSyncing);
 static_assert(apply_action(ChunkState::kUnwritten, Action::kStartwrite, {.parity = true}).next ==
@@ -302,16 +297,15 @@ TEST(ChunkStateTest, DegradedOverrides) {
   EXPECT_EQ(apply_action(ChunkState::kDirty, Action::kStartsync, degraded).next,
             ChunkState::kSyncing);
   EXPECT_EQ(apply_action(ChunkState::kDirty, Action::kStartsync).next, ChunkState::kNone);
-  EXPECT_EQ(apply_action(ChunkState::kClean, Action::kStartsync, degraded).next,
-            ChunkState::kNone);
+  EXPECT_EQ(apply_action(ChunkState::kClean, Action::kStartsync, degraded).next, ChunkState::kNone);
   EXPECT_EQ(apply_action(ChunkState::kNeedSync, Action::kStartsync, degraded).next,
             ChunkState::kSyncing);
   // The daemon cleans nothing.
   EXPECT_EQ(apply_action(ChunkState::kDirty, Action::kDaemon, degraded).next, ChunkState::kNone);
   // Everything else is the table.
   for (ChunkState s : kChunkStates)
-    for (Action a : {Action::kEndsync, Action::kAbortsync, Action::kReload, Action::kDiscard,
-                     Action::kStale})
+    for (Action a :
+         {Action::kEndsync, Action::kAbortsync, Action::kReload, Action::kDiscard, Action::kStale})
       EXPECT_EQ(apply_action(s, a, degraded), apply_action(s, a))
           << describe(to_byte(s), a, degraded);
 }
@@ -322,8 +316,7 @@ TEST(ChunkStateTest, ParityDelaysTheInitialBuildToTheFirstWrite) {
             ChunkState::kNeedSync);
   EXPECT_EQ(apply_action(ChunkState::kUnwritten, Action::kStartwrite).next, ChunkState::kDirty);
   // Only Unwritten is affected: Clean has consistent parity already.
-  EXPECT_EQ(apply_action(ChunkState::kClean, Action::kStartwrite, parity).next,
-            ChunkState::kDirty);
+  EXPECT_EQ(apply_action(ChunkState::kClean, Action::kStartwrite, parity).next, ChunkState::kDirty);
   for (ChunkState s : kChunkStates)
     for (Action a : kTableActions) {
       if (s == ChunkState::kUnwritten && a == Action::kStartwrite) continue;

@@ -2,8 +2,9 @@
 //
 // Clock: the coarse word never runs ahead of now(), a subscription keeps it moving,
 // FakeClock moves only when told.
-#include <gtest/gtest.h>
 #include <llbitmap/clock.h>
+
+#include <gtest/gtest.h>
 
 #include <chrono>
 #include <thread>

@@ -8,10 +8,11 @@
 //   S1  no sync makes Clean or Unwritten durable for such a chunk.
 // With the upstream pre-fix order switched back on (mark before raise), some seeds must
 // violate the oracle: the scheduler finds the bug on its own.
-#include <gtest/gtest.h>
 #include <llbitmap/bitmap.h>
 #include <llbitmap/detail/sync_point.h>
 #include <llbitmap/fault_storage.h>
+
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -27,11 +28,11 @@ namespace {
 using namespace std::chrono_literals;
 constexpr std::uint64_t kChunk = 64 << 10;
 
-const std::vector<std::string> kPoints = {
-    "start_write:after_raise", "start_write:after_mark", "start_write:done",
-    "end_write:before_release", "persist:after_snapshot", "persist:before_sync",
-    "daemon:after_suspend",    "daemon:before_resume",   "barrier:after_kill",
-    "barrier:raise_wait"};
+const std::vector<std::string> kPoints = {"start_write:after_raise", "start_write:after_mark",
+                                          "start_write:done",        "end_write:before_release",
+                                          "persist:after_snapshot",  "persist:before_sync",
+                                          "daemon:after_suspend",    "daemon:before_resume",
+                                          "barrier:after_kill",      "barrier:raise_wait"};
 
 struct SeedResult {
   int violations = 0;
@@ -44,7 +45,7 @@ SeedResult run_seed(std::uint64_t seed) {
   BitmapOptions o;
   o.device_bytes = 64ull << 20;  // 1024 chunks: one page, one block
   o.space_bytes = 4096;
-  o.daemon_sleep = 4ms;           // the daemon's patience with a write in flight
+  o.daemon_sleep = 4ms;  // the daemon's patience with a write in flight
   o.barrier_idle = 1000ms;
   o.start_daemon = false;
   o.clock = &clock;
@@ -98,8 +99,10 @@ SeedResult run_seed(std::uint64_t seed) {
       for (int i = 0; i < 3; ++i) {
         sched.step("daemon:next");
         clock.advance(1500ms);  // every page has been idle long enough
-        if (i == 1) (void)bm.flush();
-        else bm.run_daemon_once();
+        if (i == 1)
+          (void)bm.flush();
+        else
+          bm.run_daemon_once();
       }
     });
     r.steps = sched.run([&](const std::string& pt) {
@@ -135,9 +138,8 @@ TEST(DeterministicScheduleTest, NoSeedViolatesWriteAhead) {
     cleaned += r.cleaned;
     timeouts += r.timeouts;
   }
-  std::printf("dsched: %d seeds, %zu steps, %llu pages cleaned, %llu suspend timeouts\n", n,
-              steps, static_cast<unsigned long long>(cleaned),
-              static_cast<unsigned long long>(timeouts));
+  std::printf("dsched: %d seeds, %zu steps, %llu pages cleaned, %llu suspend timeouts\n", n, steps,
+              static_cast<unsigned long long>(cleaned), static_cast<unsigned long long>(timeouts));
   EXPECT_GT(cleaned, 0u) << "no seed let the daemon clean: the race was not exercised";
   EXPECT_GT(timeouts, 0u) << "no seed made the daemon meet a write in flight";
 }

@@ -139,7 +139,7 @@ TEST(FaultStorage, RepeatedAndPermanentFaults) {
 
 TEST(FaultStorage, FailedSyncDropsTheUnsyncedWritesForever) {
   FaultStorage s(bytes(4096, 0));
-  ASSERT_FALSE(s.write(0, bytes(100, 1)));   // A
+  ASSERT_FALSE(s.write(0, bytes(100, 1)));    // A
   ASSERT_FALSE(s.write(200, bytes(100, 2)));  // B
   s.fail_sync(1);
   EXPECT_EQ(s.sync(), std::errc::io_error);
@@ -262,7 +262,8 @@ TEST(FaultStorage, HooksCanFailAnOperation) {
   // Fail the sync that would make byte 0 durable as 9: an oracle refusing a state.
   s.set_sync_hook([](const SyncEvent& ev) {
     for (const PendingWrite& w : ev.pending)
-      if (w.offset == 0 && w.data[0] == std::byte{9}) return std::make_error_code(std::errc::io_error);
+      if (w.offset == 0 && w.data[0] == std::byte{9})
+        return std::make_error_code(std::errc::io_error);
     return std::error_code{};
   });
   ASSERT_FALSE(s.write(0, bytes(1, 9)));
@@ -376,9 +377,9 @@ TEST(FaultStorage, CrashImageWithSubsetsAndPermutations) {
 
 TEST(FaultStorage, CrashImageWithATornWrite) {
   FaultStorage s(bytes(16384, 0));
-  ASSERT_FALSE(s.write(0, bytes(4096, 1)));      // 0: eight 512-byte sectors
+  ASSERT_FALSE(s.write(0, bytes(4096, 1)));           // 0: eight 512-byte sectors
   ASSERT_FALSE(s.write(4096 + 256, bytes(1024, 2)));  // 1: misaligned, three sector pieces
-  ASSERT_FALSE(s.write(8192, bytes(8192, 3)));   // 2: two 4 KiB pages
+  ASSERT_FALSE(s.write(8192, bytes(8192, 3)));        // 2: two 4 KiB pages
   const std::vector<std::size_t> none;
 
   // Sectors 0 and 2 of write 0 land.
@@ -410,10 +411,12 @@ TEST(FaultStorage, CrashImageWithATornWrite) {
 // that crashes in between, or tears, is unverifiable on reopen, never silently accepted.
 TEST(FaultStorage, TornOrHalfPersistedBlockIsUnverifiable) {
   std::error_code ec;
-  const std::optional<Superblock> sb =
-      make_superblock({.device_bytes = 20000ull * (64 << 10), .chunk_bytes = 64 << 10,
-                       .space_bytes = 64 << 10, .block_bytes = 4096, .uuid = random_uuid()},
-                      ec);
+  const std::optional<Superblock> sb = make_superblock({.device_bytes = 20000ull * (64 << 10),
+                                                        .chunk_bytes = 64 << 10,
+                                                        .space_bytes = 64 << 10,
+                                                        .block_bytes = 4096,
+                                                        .uuid = random_uuid()},
+                                                       ec);
   ASSERT_TRUE(sb) << ec.message();
   const Geometry& g = sb->geometry;
   FaultStorage s(build_fresh_file(*sb, 1));

@@ -93,7 +93,7 @@ TEST(Crc32c, SoftwareAndHardwareAgreeOnEveryLengthAndAlignment) {
 // ------------------------------------------------------------------------- errors
 
 TEST(Errc, CategoryCodesAndMessages) {
-  const std::vector<Errc> all = {Errc::not_a_bitmap,  Errc::unsupported_version,
+  const std::vector<Errc> all = {Errc::not_a_bitmap,   Errc::unsupported_version,
                                  Errc::bad_superblock, Errc::bad_geometry,
                                  Errc::size_mismatch,  Errc::busy,
                                  Errc::bitmap_failed,  Errc::short_io};
@@ -163,12 +163,14 @@ TEST(Geometry, AutoChunkSizeDoublesUntilTheChunksFit) {
 
 TEST(Geometry, ExactBoundaryAcceptedAndOneMoreChunkRejected) {
   // space 4096: chunks + 1024 <= 4096, so 3072 chunks fit and 3073 do not.
-  Geometry g = geometry_or_die({.device_bytes = 3072 * 512, .chunk_bytes = 512, .space_bytes = 4096});
+  Geometry g =
+      geometry_or_die({.device_bytes = 3072 * 512, .chunk_bytes = 512, .space_bytes = 4096});
   EXPECT_EQ(g.chunks(), 3072u);
   EXPECT_EQ(g.chunks() + kDataOffset, g.space_bytes());
   EXPECT_EQ(g.pages(), 1u);
-  EXPECT_EQ(geometry_error({.device_bytes = 3072 * 512 + 1, .chunk_bytes = 512, .space_bytes = 4096}),
-            Errc::bad_geometry);
+  EXPECT_EQ(
+      geometry_error({.device_bytes = 3072 * 512 + 1, .chunk_bytes = 512, .space_bytes = 4096}),
+      Errc::bad_geometry);
 
   // The same boundary with the automatic size: 64 KiB fits exactly, one byte more doubles.
   g = geometry_or_die({.device_bytes = 3072ull * (64 << 10), .space_bytes = 4096});
@@ -186,8 +188,8 @@ TEST(Geometry, BadInputsAreBadGeometry) {
   EXPECT_EQ(geometry_error({.device_bytes = 1 << 20, .chunk_bytes = kMaxChunkBytes * 2}),
             Errc::bad_geometry);
   // Space: too small, not a multiple of 4096, too large.
-  for (std::uint64_t space : std::initializer_list<std::uint64_t>{0, 512, 4095, 6144, 4097,
-                                                                   kMaxSpaceBytes * 2})
+  for (std::uint64_t space :
+       std::initializer_list<std::uint64_t>{0, 512, 4095, 6144, 4097, kMaxSpaceBytes * 2})
     EXPECT_EQ(geometry_error({.device_bytes = 1 << 20, .space_bytes = space}), Errc::bad_geometry)
         << space;
   // Block size.
@@ -355,20 +357,20 @@ TEST(Superblock, FieldOffsetsMatchTheDocumentedLayout) {
   EXPECT_EQ(std::memcmp(b.data() + 8, sb.uuid.data(), 16), 0);
   EXPECT_EQ(field64(b, 24), 0x1122334455667788ull);
   EXPECT_EQ(field64(b, 32), 77u);
-  EXPECT_EQ(field64(b, 40), (3ull << 30) / 512);               // sync_size, sectors
+  EXPECT_EQ(field64(b, 40), (3ull << 30) / 512);  // sync_size, sectors
   EXPECT_EQ(field32(b, 48), kSbClean | kSbStale | kSbDaemonBusy);
-  EXPECT_EQ(field32(b, 52), g.chunk_bytes() / 512);            // chunksize, sectors
-  EXPECT_EQ(field32(b, 56), 1500u);                            // daemon_sleep, ms
-  EXPECT_EQ(field32(b, 60), 0u);                               // write_behind
-  EXPECT_EQ(field32(b, 64), (256u << 10) / 512);               // sectors_reserved
-  EXPECT_EQ(field32(b, 68), 0u);                               // nodes
-  EXPECT_EQ(field32(b, 136), 250u);                            // barrier_idle, ms
-  EXPECT_EQ(field32(b, 140), 1024u);                           // block_bytes
-  EXPECT_EQ(field64(b, 144), 3ull << 30);                      // device_bytes
+  EXPECT_EQ(field32(b, 52), g.chunk_bytes() / 512);  // chunksize, sectors
+  EXPECT_EQ(field32(b, 56), 1500u);                  // daemon_sleep, ms
+  EXPECT_EQ(field32(b, 60), 0u);                     // write_behind
+  EXPECT_EQ(field32(b, 64), (256u << 10) / 512);     // sectors_reserved
+  EXPECT_EQ(field32(b, 68), 0u);                     // nodes
+  EXPECT_EQ(field32(b, 136), 250u);                  // barrier_idle, ms
+  EXPECT_EQ(field32(b, 140), 1024u);                 // block_bytes
+  EXPECT_EQ(field64(b, 144), 3ull << 30);            // device_bytes
   EXPECT_EQ(field64(b, 152), g.chunks());
-  EXPECT_EQ(field64(b, 160), 256u << 10);                      // space_bytes
-  EXPECT_EQ(field32(b, 168), 1u);                              // format_revision
-  EXPECT_EQ(field32(b, 172), 0u);                              // flags2
+  EXPECT_EQ(field64(b, 160), 256u << 10);                                      // space_bytes
+  EXPECT_EQ(field32(b, 168), 1u);                                              // format_revision
+  EXPECT_EQ(field32(b, 172), 0u);                                              // flags2
   for (std::size_t i = 72; i < 136; ++i) EXPECT_EQ(b[i], std::byte{0}) << i;   // cluster_name
   for (std::size_t i = 176; i < 252; ++i) EXPECT_EQ(b[i], std::byte{0}) << i;  // reserved
   EXPECT_EQ(field32(b, 252), crc32c(std::span<const std::byte>(b.data(), 252)));
@@ -425,12 +427,11 @@ TEST(Superblock, NonZeroReservedFieldsAreBadSuperblock) {
     std::size_t offset;
     std::uint32_t value;
   };
-  for (const Case& c : {Case{"unknown state bit 0", 48, kSbClean | 1u},
-                        Case{"HOSTENDIAN state bit", 48, 1u << 15},
-                        Case{"write_behind", 60, 1}, Case{"nodes", 68, 2},
-                        Case{"cluster_name", 72, 0x41}, Case{"cluster_name end", 132, 0x41},
-                        Case{"flags2", 172, 1}, Case{"reserved", 200, 9},
-                        Case{"reserved end", 248, 1}}) {
+  for (const Case& c :
+       {Case{"unknown state bit 0", 48, kSbClean | 1u}, Case{"HOSTENDIAN state bit", 48, 1u << 15},
+        Case{"write_behind", 60, 1}, Case{"nodes", 68, 2}, Case{"cluster_name", 72, 0x41},
+        Case{"cluster_name end", 132, 0x41}, Case{"flags2", 172, 1}, Case{"reserved", 200, 9},
+        Case{"reserved end", 248, 1}}) {
     auto b = encoded(sample_superblock());
     set32(b, c.offset, c.value);
     update_superblock_crc(b);
@@ -540,11 +541,10 @@ TEST(Superblock, MakeSuperblockValidatesOptions) {
   EXPECT_EQ(ec, std::errc::invalid_argument);
   EXPECT_FALSE(make_superblock({.device_bytes = 0}, ec));
   EXPECT_EQ(ec, Errc::bad_geometry);
-  std::optional<Superblock> sb =
-      make_superblock({.device_bytes = 1 << 20,
-                       .daemon_sleep = milliseconds(1),
-                       .barrier_idle = milliseconds(24 * 3600 * 1000)},
-                      ec);
+  std::optional<Superblock> sb = make_superblock({.device_bytes = 1 << 20,
+                                                  .daemon_sleep = milliseconds(1),
+                                                  .barrier_idle = milliseconds(24 * 3600 * 1000)},
+                                                 ec);
   ASSERT_TRUE(sb) << ec.message();
   EXPECT_FALSE(ec);
   EXPECT_EQ(sb->state, 0u);
@@ -566,11 +566,15 @@ TEST(Uuid, RandomUuidsAreVersion4AndDiffer) {
 struct File {
   Superblock sb;
   std::vector<std::byte> bytes;
-  std::span<std::byte> image() { return std::span<std::byte>(bytes).first(sb.geometry.image_bytes()); }
+  std::span<std::byte> image() {
+    return std::span<std::byte>(bytes).first(sb.geometry.image_bytes());
+  }
   std::span<std::byte> table() {
     return std::span<std::byte>(bytes).subspan(sb.geometry.checksum_table_offset());
   }
-  std::vector<std::uint64_t> bad() { return unverifiable_blocks(sb.geometry, sb.uuid, image(), table()); }
+  std::vector<std::uint64_t> bad() {
+    return unverifiable_blocks(sb.geometry, sb.uuid, image(), table());
+  }
 };
 
 File fresh(std::uint32_t block_bytes, std::uint8_t fill, std::uint8_t uuid_seed = 9) {
@@ -652,8 +656,8 @@ TEST(BlockCrc, DetectsABlockFromAnotherIndexOrAnotherBitmap) {
   File f = fresh(4096, 1);
   const Geometry& g = f.sb.geometry;
   // Blocks 1 and 2 hold identical bytes (all Clean); only the index tells them apart.
-  ASSERT_TRUE(std::equal(f.image().begin() + 4096, f.image().begin() + 8192,
-                         f.image().begin() + 8192));
+  ASSERT_TRUE(
+      std::equal(f.image().begin() + 4096, f.image().begin() + 8192, f.image().begin() + 8192));
   std::copy_n(f.table().begin() + 4, 4, f.table().begin() + 8);  // block 1's entry at 2
   EXPECT_EQ(f.bad(), std::vector<std::uint64_t>{2});
 

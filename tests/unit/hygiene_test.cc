@@ -20,15 +20,11 @@
 //     lose no count: each ref reaches zero exactly when its last reference is put.
 // A child that hangs is killed after 60 s (its stacks are printed first when gdb is
 // available) and the test fails; it never blocks the suite.
-#include <gtest/gtest.h>
 #include <llbitmap/bitmap.h>
 #include <llbitmap/page_barrier.h>
 #include <llbitmap/percpu_ref.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
-#include <unistd.h>
+
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
@@ -45,6 +41,11 @@
 #include "percpu_area.h"
 #include "start_gate.h"
 #include "switch_worker.h"
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 extern char** environ;
 
@@ -100,10 +101,12 @@ class TempDir {
 // than fork: no fork handler runs.
 void print_stacks(pid_t pid) {
   const std::string p = std::to_string(pid);
-  const char* argv[] = {"timeout", "60", "gdb", "-batch", "-nx", "-p", p.c_str(),
-                        "-ex", "thread apply all bt", nullptr};
+  const char* argv[] = {
+      "timeout", "60", "gdb", "-batch", "-nx", "-p", p.c_str(), "-ex", "thread apply all bt",
+      nullptr};
   pid_t child = 0;
-  if (posix_spawnp(&child, "timeout", nullptr, nullptr, const_cast<char* const*>(argv), environ) != 0)
+  if (posix_spawnp(&child, "timeout", nullptr, nullptr, const_cast<char* const*>(argv), environ) !=
+      0)
     return;
   int st = 0;
   while (::waitpid(child, &st, 0) < 0 && errno == EINTR) {
@@ -161,7 +164,8 @@ int child_uses_the_library(const fs::path& dir, int n) {
     ref.kill();
     if (!within(10s, [&] { return ref.is_zero(); }))
       return fail(10, "PercpuRef kill -> is_zero took more than 10 s");
-    if (released.load() != 1) return fail(11, "release ran " + std::to_string(released.load()) + " times");
+    if (released.load() != 1)
+      return fail(11, "release ran " + std::to_string(released.load()) + " times");
   }
   // A new page barrier with a held reference: suspend waits for it.
   {
@@ -293,7 +297,8 @@ TEST(HygieneTest, ForkWhileAnotherThreadsRefAwaitsItsSwitch) {
     const int rc = run_in_child([&] { return child_uses_the_library(dir.path(), n); }, 60s);
     forked.set();
     t.join();
-    EXPECT_EQ(rc, 0) << "fork " << n << ": the child failed (step number, 128+signal, or -1 = hung)";
+    EXPECT_EQ(rc, 0) << "fork " << n
+                     << ": the child failed (step number, 128+signal, or -1 = hung)";
     if (rc != 0) break;
   }
 }
@@ -396,7 +401,8 @@ TEST(HygieneTest, ForkWhileOtherThreadsUseTheLibrary) {
     const long target = gets.load() + static_cast<long>(rng() % 20000);
     test::spin_until([&] { return gets.load() >= target; });
     const int rc = run_in_child([&] { return child_uses_the_library(dir.path(), n); }, 60s);
-    EXPECT_EQ(rc, 0) << "fork " << n << ": the child failed (step number, 128+signal, or -1 = hung)";
+    EXPECT_EQ(rc, 0) << "fork " << n
+                     << ": the child failed (step number, 128+signal, or -1 = hung)";
     if (rc != 0) break;
   }
   const long writes_at_end = writes.load(), cycles_at_end = cycles.load();
@@ -413,8 +419,9 @@ TEST(HygieneTest, ForkWhileOtherThreadsUseTheLibrary) {
   EXPECT_TRUE(within(10s, [&] { return hammered.is_zero(); }));
   EXPECT_EQ(hammer_releases.load(), 1);
   EXPECT_FALSE(parent.bm->close());
-  std::printf("forks %d of %d: %ld get/put, %ld kill/resurrect cycles, %ld writes, %ld page barriers\n",
-              forks, kForks, gets.load(), cycles.load(), writes.load(), barriers.load());
+  std::printf(
+      "forks %d of %d: %ld get/put, %ld kill/resurrect cycles, %ld writes, %ld page barriers\n",
+      forks, kForks, gets.load(), cycles.load(), writes.load(), barriers.load());
 }
 
 TEST(HygieneTest, ShortLivedThreadsLeaveNoCounterMemoryAndLoseNoCount) {
@@ -469,7 +476,8 @@ TEST(HygieneTest, ShortLivedThreadsLeaveNoCounterMemoryAndLoseNoCount) {
   EXPECT_EQ(after.areas, baseline.areas) << "per-thread counter areas were not returned";
   EXPECT_EQ(after.blocks, baseline.blocks);
   EXPECT_EQ(after.bytes, baseline.bytes);
-  EXPECT_LE(max_areas.load(), baseline.areas + kAtOnce + 2) << "areas pile up while threads come and go";
+  EXPECT_LE(max_areas.load(), baseline.areas + kAtOnce + 2)
+      << "areas pile up while threads come and go";
 
   // Exact counts: each ref is at 1 (initial) + owed. After kill and the switch, it is
   // zero only once the last owed reference is put, and release runs exactly once.

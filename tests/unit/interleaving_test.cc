@@ -9,10 +9,11 @@
 // checks the durable state at the moment start_write returns. With the library's order
 // (raise, then mark) that state is Dirty; with the pre-fix order switched back on
 // (a test hook), the same checker reports the violation.
-#include <gtest/gtest.h>
 #include <llbitmap/bitmap.h>
 #include <llbitmap/detail/sync_point.h>
 #include <llbitmap/fault_storage.h>
+
+#include <gtest/gtest.h>
 
 #include <thread>
 

@@ -3,8 +3,9 @@
 // PageBarrier: raise / release / suspend / resume / expired (SPEC §4), including the
 // two upstream barrier bugs: a suspend timeout must resurrect the page (d119bd2e1643,
 // CVE-2026-45955) and wake the writers that queued meanwhile (still missing upstream).
-#include <gtest/gtest.h>
 #include <llbitmap/page_barrier.h>
+
+#include <gtest/gtest.h>
 
 #include <array>
 #include <atomic>
@@ -135,8 +136,7 @@ TEST(PageBarrierTest, SuspendTimeoutWakesWritersThatQueuedMeanwhile) {
   test::spin_until([&] { return page.stats().raise_waits == 1; });
   join_or_die(daemon, suspend_done, "suspend did not time out");
   EXPECT_FALSE(suspended);
-  join_or_die(writer, writer_done,
-              "a writer queued during a timed-out suspend was never woken");
+  join_or_die(writer, writer_done, "a writer queued during a timed-out suspend was never woken");
   page.release();
 }
 

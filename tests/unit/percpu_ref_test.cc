@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // PercpuRef: every behaviour of SPEC §3 (kernel percpu_ref semantics).
-#include <gtest/gtest.h>
 #include <llbitmap/percpu_ref.h>
+
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
@@ -152,7 +153,7 @@ TEST(PercpuRefTest, ThreadExitKeepsItsCounts) {
 TEST(PercpuRefTest, ThreadExitAfterPutsOfOthersBalances) {
   Counter released;
   PercpuRef ref(released.fn());
-  ref.get(2);  // main: +2
+  ref.get(2);                          // main: +2
   std::thread t([&] { ref.put(2); });  // other thread: -2, then exits
   t.join();
   ref.kill();

@@ -17,10 +17,9 @@
 #include <thread>
 #include <vector>
 
+#include "start_gate.h"
 #include <sys/resource.h>
 #include <unistd.h>
-
-#include "start_gate.h"
 
 namespace llbitmap {
 namespace {
@@ -251,8 +250,8 @@ TEST_F(FileStorageTest, AFailureAtAnyStepLeavesNothing) {
         EXPECT_FALSE(s);
         EXPECT_EQ(ec, err) << "named " << named << " step " << static_cast<int>(fail_at);
         EXPECT_FALSE(fs::exists(fs::symlink_status(path())));
-        EXPECT_TRUE(entries(dir_).empty()) << "named " << named << " step "
-                                           << static_cast<int>(fail_at);
+        EXPECT_TRUE(entries(dir_).empty())
+            << "named " << named << " step " << static_cast<int>(fail_at);
       }
     }
   }
@@ -284,8 +283,8 @@ TEST_F(FileStorageTest, RealAllocationFailureLeavesNothing) {
 TEST_F(FileStorageTest, ConcurrentWritersToDisjointRanges) {
   constexpr int kThreads = 2, kWritesPerThread = 200;
   std::error_code ec;
-  auto s = FileStorage::create(path(), std::vector<std::byte>(kThreads * kWritesPerThread * 16),
-                               ec);
+  auto s =
+      FileStorage::create(path(), std::vector<std::byte>(kThreads * kWritesPerThread * 16), ec);
   ASSERT_TRUE(s) << ec.message();
   test::StartGate gate(kThreads);
   std::vector<std::thread> threads;

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // WaitQueue: wait / wait_for / wake_up, and no lost wake-ups (SPEC §4).
-#include <gtest/gtest.h>
 #include <llbitmap/wait_queue.h>
+
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>

@@ -24,10 +24,10 @@ namespace llbitmap::detail {
 #define LLBM_LIKELY(x) __builtin_expect(!!(x), 1)
 #define LLBM_UNLIKELY(x) __builtin_expect(!!(x), 0)
 
-#define LLBM_CHECK(cond, ...)                                                      \
-  do {                                                                             \
-    if (LLBM_UNLIKELY(!(cond)))                                                    \
-      ::llbitmap::detail::check_failed(__FILE__, __LINE__, #cond, __VA_ARGS__);    \
+#define LLBM_CHECK(cond, ...)                                                   \
+  do {                                                                          \
+    if (LLBM_UNLIKELY(!(cond)))                                                 \
+      ::llbitmap::detail::check_failed(__FILE__, __LINE__, #cond, __VA_ARGS__); \
   } while (0)
 
 #ifdef NDEBUG
