@@ -16,6 +16,10 @@
 #endif
 
 namespace llbitmap::tool {
+
+// cmd_demo.cc (built on the mirror example, examples/mirror).
+int cmd_demo(std::span<char* const> args);
+
 namespace {
 
 constexpr const char* kUsage = R"(Usage: llbitmap COMMAND [ARGS]
@@ -40,8 +44,14 @@ Commands:
       suspends and resumes the idle pages; prints progress once per second and a
       summary. Defaults: 2 threads, 8 pages, 5 s, idle 20 ms.
 
-  demo
-      For now the same as barrier-demo with its defaults (accepts its options).
+  demo [--size BYTES] [--seconds S] [--seed N] [--keep] [--dir DIR]
+      Crash and recover a RAID-1 mirror of two sparse files (default 1G each) with
+      a write-intent bitmap: writer threads in a child process are killed with
+      SIGKILL at a random moment between S/3 and S seconds (default 3), the mirror
+      is reopened and resynced, a leg is failed and re-added; prints the chunks
+      and bytes resynced against a full copy of the device and checks that the
+      legs are identical (exit status 1 if not). Runs in a new directory under
+      --dir (default $TMPDIR or /tmp), removed at the end unless --keep.
 
   help, --help, -h     Show this help.
   --version            Show the version.
@@ -67,7 +77,8 @@ int run(int argc, char** argv) {
   }
   if (cmd == "create") return cmd_create(rest);
   if (cmd == "examine") return cmd_examine(rest);
-  if (cmd == "barrier-demo" || cmd == "demo") return cmd_barrier_demo(rest);
+  if (cmd == "barrier-demo") return cmd_barrier_demo(rest);
+  if (cmd == "demo") return cmd_demo(rest);
   return usage_error("unknown command '" + std::string(cmd) + "'");
 }
 

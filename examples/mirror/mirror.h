@@ -28,7 +28,14 @@
 //
 // Threads: write/read/flush/trim from any number of threads at once; resync from one
 // thread at a time, concurrently with IO; fail_leg/readd_leg/close not concurrently
-// with each other. Errors are std::error_code; nothing throws.
+// with each other. Errors are std::error_code; nothing throws. As with md raid1, two
+// writes to the same bytes that are in flight at the same time may land in different
+// orders on the two legs: callers (file systems, the NBD client) do not issue them.
+//
+// State beyond the legs and the bitmap: <primary>.llmirror-degraded names a failed
+// leg (it stays failed across a reopen until readd_leg), and in kNone/kClassic modes
+// <primary>.llmirror-clean records a clean close. A write error on one leg fails that
+// leg (the write succeeds on the other); see mirror.cc.
 #pragma once
 
 #include <llbitmap/bitmap.h>
@@ -62,6 +69,18 @@ struct ResyncProgress {
   std::uint64_t bytes_copied = 0;
 };
 
+// Counters since open (tests, benchmarks, tools).
+struct MirrorStats {
+  std::uint64_t writes = 0;          // write() calls that issued their data
+  std::uint64_t fua_writes = 0;      // of those, with fua=true
+  std::uint64_t bytes_written = 0;   // bytes of those writes (counted once, not per leg)
+  std::uint64_t trims = 0;
+  std::uint64_t leg_syncs = 0;       // fdatasync calls on the legs, for any reason
+  std::uint64_t chunks_copied = 0;   // by resync() and readd_leg()
+  std::uint64_t bytes_copied = 0;
+  std::uint64_t leg_errors = 0;      // IO errors that failed a leg
+};
+
 class Mirror {
  public:
   // Opens (or, with create, creates) the legs and the bitmap. An existing bitmap is
@@ -87,6 +106,13 @@ class Mirror {
   std::error_code close();
   [[nodiscard]] std::uint64_t size() const noexcept;
   [[nodiscard]] Bitmap* bitmap() noexcept;  // null in kNone and kClassic modes
+  [[nodiscard]] MirrorStats stats() const noexcept;
+  // The unit of resync copies and of the write/copy exclusion: the bitmap's chunk in
+  // kLlbitmap mode, MirrorOptions::chunk_bytes (or the bitmap's automatic choice for
+  // this size) in the others.
+  [[nodiscard]] std::uint64_t chunk_bytes() const noexcept;
+  // The leg is failed (fail_leg, an IO error, or recorded so by an earlier run).
+  [[nodiscard]] bool leg_failed(int leg) const noexcept;
 
  private:
   struct Impl;
