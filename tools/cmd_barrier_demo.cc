@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // cmd_barrier_demo.cc: `llbitmap barrier-demo [--threads N] [--pages P] [--seconds S]
-// [--idle MS]` (and, for now, `llbitmap demo`): page barriers under load. Writer threads
+// [--idle MS]`: page barriers under load. Writer threads
 // raise and release the PageBarriers of a set of pages while a daemon thread suspends
 // and resumes the expired ones, as the bitmap's daemon does; the tool prints a
 // progress line once per second and a summary table at the end.
