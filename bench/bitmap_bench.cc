@@ -11,9 +11,10 @@
 //   BM_BitmapGroupCommit      writers dirtying fresh chunks of one block, with a storage
 //                             whose sync takes 50 µs (a device flush): reports syncs per
 //                             write (1.0 without group commit).
-#include <benchmark/benchmark.h>
 #include <llbitmap/bitmap.h>
 #include <llbitmap/fault_storage.h>
+
+#include <benchmark/benchmark.h>
 
 #include <atomic>
 #include <chrono>

@@ -22,13 +22,6 @@
 // The legs are sparse: reading a hole is cheaper than reading data, so the full copy of
 // a real device costs more than it does here. The temporary directory is removed at the
 // end unless --keep is given.
-#include <fcntl.h>
-#include <signal.h>
-#include <stdlib.h>
-#include <sys/mman.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -49,6 +42,12 @@
 #include "cli.h"
 #include "leg_io.h"
 #include "mirror.h"
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace llbitmap::tool {
 
@@ -81,7 +80,8 @@ double seconds_since(Clock::time_point t0) {
 
 std::string pct(std::uint64_t part, std::uint64_t whole) {
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f %%", whole == 0 ? 0.0 : 100.0 * static_cast<double>(part) / static_cast<double>(whole));
+  std::snprintf(buf, sizeof buf, "%.2f %%",
+                whole == 0 ? 0.0 : 100.0 * static_cast<double>(part) / static_cast<double>(whole));
   return buf;
 }
 
@@ -335,7 +335,8 @@ int parse(std::span<char* const> args, DemoOptions& opt) {
     } else if (cur.option("--seconds", v, missing)) {
       if (missing) return usage_error("demo: --seconds needs a value");
       const auto s = parse_uint(v);
-      if (!s || *s < 1 || *s > 3600) return usage_error("demo: --seconds: '" + v + "' must be 1 .. 3600");
+      if (!s || *s < 1 || *s > 3600)
+        return usage_error("demo: --seconds: '" + v + "' must be 1 .. 3600");
       opt.seconds = static_cast<unsigned>(*s);
     } else if (cur.option("--seed", v, missing)) {
       if (missing) return usage_error("demo: --seed needs a value");
@@ -368,7 +369,8 @@ std::error_code count_differing_chunks(
   for (const auto& [off, len] : runs) {
     for (std::uint64_t o = off; o < off + len && !ec; o += chunk) {
       const auto n = static_cast<std::size_t>(std::min(chunk, off + len - o));
-      if ((ec = mirror::pread_all(fa, ba.data(), n, o)) || (ec = mirror::pread_all(fb, bb.data(), n, o)))
+      if ((ec = mirror::pread_all(fa, ba.data(), n, o)) ||
+          (ec = mirror::pread_all(fb, bb.data(), n, o)))
         break;
       if (std::memcmp(ba.data(), bb.data(), n) != 0) ++differing;
     }
@@ -419,12 +421,12 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
   const std::uint64_t hot_off =
       std::uniform_int_distribution<std::uint64_t>(0, (size - hot_len) / chunk)(rng) * chunk;
   hot_len = std::min(hot_len, size - hot_off);
-  std::printf("\n1. crash: %u writer threads, random data (4-64 KiB per write) into a hot "
-              "region of %s at %s,\n   one write elsewhere every %lld ms per thread; "
-              "SIGKILL at a random moment (%.1f-%u s)\n",
-              kWriterThreads, format_size(hot_len).c_str(), format_size(hot_off).c_str(),
-              static_cast<long long>(kColdEvery.count()), std::max(0.2, opt.seconds / 3.0),
-              opt.seconds);
+  std::printf(
+      "\n1. crash: %u writer threads, random data (4-64 KiB per write) into a hot "
+      "region of %s at %s,\n   one write elsewhere every %lld ms per thread; "
+      "SIGKILL at a random moment (%.1f-%u s)\n",
+      kWriterThreads, format_size(hot_len).c_str(), format_size(hot_off).c_str(),
+      static_cast<long long>(kColdEvery.count()), std::max(0.2, opt.seconds / 3.0), opt.seconds);
   CrashResult crash;
   if (!crash_writer(dir, opt, rng, hot_off, hot_len, crash)) return kExitError;
   std::printf("  killed the writer after %.2f s: %" PRIu64 " writes (%" PRIu64
@@ -446,8 +448,8 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
     std::fprintf(stderr, "llbitmap: demo: compare: %s\n", ec.message().c_str());
     return kExitError;
   }
-  std::printf("\n2. reopen (crash recovery) in %.3f s: the bitmap marks %" PRIu64
-              " of %" PRIu64 " chunks NeedSync;\n   in %" PRIu64
+  std::printf("\n2. reopen (crash recovery) in %.3f s: the bitmap marks %" PRIu64 " of %" PRIu64
+              " chunks NeedSync;\n   in %" PRIu64
               " of them the legs differ (writes in flight at the kill)\n",
               open_s, need_sync, chunks, torn);
   ResyncProgress rp;
@@ -455,7 +457,9 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
   const auto t_resync = Clock::now();
   ec = m->resync([&](const ResyncProgress& p) {
     rp = p;
-    rbar.update(p.chunks_total ? static_cast<double>(p.chunks_done) / static_cast<double>(p.chunks_total) : 1.0,
+    rbar.update(p.chunks_total
+                    ? static_cast<double>(p.chunks_done) / static_cast<double>(p.chunks_total)
+                    : 1.0,
                 std::to_string(p.chunks_done) + "/" + std::to_string(p.chunks_total) + " chunks");
   });
   const double resync_s = seconds_since(t_resync);
@@ -470,8 +474,8 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
     std::fprintf(stderr, "llbitmap: demo: compare: %s\n", ec.message().c_str());
     return kExitError;
   }
-  std::printf("  compared the legs (%s read from each): %s\n", format_size(cmp1.bytes_compared).c_str(),
-              cmp1.identical ? "identical" : "DIFFERENT");
+  std::printf("  compared the legs (%s read from each): %s\n",
+              format_size(cmp1.bytes_compared).c_str(), cmp1.identical ? "identical" : "DIFFERENT");
 
   // 4. Fail the secondary, write, re-add.
   const std::uint64_t degraded_bytes = std::min<std::uint64_t>(4ull << 20, size / 16);
@@ -484,7 +488,8 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
     Rng wrng{opt.seed ^ 0x5eed};
     std::vector<std::byte> buf(64 << 10);
     while (written < degraded_bytes) {
-      const std::uint64_t len = std::min<std::uint64_t>((1 + wrng.below(16)) * 4096, degraded_bytes - written);
+      const std::uint64_t len =
+          std::min<std::uint64_t>((1 + wrng.below(16)) * 4096, degraded_bytes - written);
       const std::uint64_t off = wrng.below((size - len) / 4096 + 1) * 4096;
       const std::span<std::byte> data(buf.data(), len);
       wrng.fill(data);
@@ -507,7 +512,9 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
   const auto t_readd = Clock::now();
   ec = m->readd_leg(1, [&](const ResyncProgress& p) {
     ap = p;
-    abar.update(p.chunks_total ? static_cast<double>(p.chunks_done) / static_cast<double>(p.chunks_total) : 1.0,
+    abar.update(p.chunks_total
+                    ? static_cast<double>(p.chunks_done) / static_cast<double>(p.chunks_total)
+                    : 1.0,
                 std::to_string(p.chunks_done) + "/" + std::to_string(p.chunks_total) + " chunks");
   });
   const double readd_s = seconds_since(t_readd);
@@ -529,8 +536,9 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
   m.reset();
 
   // 5. The cost without a bitmap: copy everything.
-  std::printf("\n4. for comparison, a full copy of the device (primary -> secondary), as a "
-              "resync without a bitmap\n");
+  std::printf(
+      "\n4. for comparison, a full copy of the device (primary -> secondary), as a "
+      "resync without a bitmap\n");
   ProgressBar fbar("full copy");
   const auto t_full = Clock::now();
   ec = full_copy(dir / "primary.img", dir / "secondary.img", size, chunk, fbar);
@@ -570,9 +578,11 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
               cmp_before.identical ? "yes" : "no (as expected)");
   std::printf("    %-34s %s\n", "legs identical after the re-add", yes_no(cmp2.identical));
   if (!cmp1.identical)
-    std::printf("  the legs differ after the resync, first at byte %" PRIu64 "\n", cmp1.first_difference);
+    std::printf("  the legs differ after the resync, first at byte %" PRIu64 "\n",
+                cmp1.first_difference);
   if (!cmp2.identical)
-    std::printf("  the legs differ after the re-add, first at byte %" PRIu64 "\n", cmp2.first_difference);
+    std::printf("  the legs differ after the re-add, first at byte %" PRIu64 "\n",
+                cmp2.first_difference);
   return cmp1.identical && cmp2.identical ? kExitOk : kExitError;
 }
 
@@ -589,21 +599,23 @@ int cmd_demo(std::span<char* const> args) {
   }
   std::string templ = (parent / "llbitmap-demo.XXXXXX").string();
   if (::mkdtemp(templ.data()) == nullptr) {
-    std::fprintf(stderr, "llbitmap: demo: cannot create a directory in %s: %s\n",
-                 parent.c_str(), std::strerror(errno));
+    std::fprintf(stderr, "llbitmap: demo: cannot create a directory in %s: %s\n", parent.c_str(),
+                 std::strerror(errno));
     return kExitError;
   }
   const std::filesystem::path dir(templ);
   std::printf("llbitmap demo: crash and recover a RAID-1 mirror with a write-intent bitmap\n");
   std::printf("  directory   %s (%s)\n", dir.c_str(),
               opt.keep ? "kept: --keep" : "removed at the end; --keep keeps it");
-  std::printf("  seed        %" PRIu64 " (--seed %" PRIu64 " gives the same workload)\n", opt.seed, opt.seed);
+  std::printf("  seed        %" PRIu64 " (--seed %" PRIu64 " gives the same workload)\n", opt.seed,
+              opt.seed);
   std::fflush(stdout);
   const int rc = run_demo(opt, dir);
   if (!opt.keep) {
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
-    if (ec) std::fprintf(stderr, "llbitmap: demo: remove %s: %s\n", dir.c_str(), ec.message().c_str());
+    if (ec)
+      std::fprintf(stderr, "llbitmap: demo: remove %s: %s\n", dir.c_str(), ec.message().c_str());
   } else {
     std::printf("kept %s\n", dir.c_str());
   }

@@ -3,12 +3,7 @@
 // leg_io.cc: the POSIX IO helpers of leg_io.h.
 #include "leg_io.h"
 
-#include <fcntl.h>
-#include <linux/fs.h>
 #include <llbitmap/error.h>
-#include <sys/ioctl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -17,11 +12,19 @@
 #include <utility>
 #include <vector>
 
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 namespace llbitmap::mirror {
 
 namespace {
 
-std::error_code errno_code(int e) { return {e, std::generic_category()}; }
+std::error_code errno_code(int e) {
+  return {e, std::generic_category()};
+}
 
 // Closes a descriptor on scope exit.
 class Fd {
@@ -137,8 +140,8 @@ std::error_code write_marker(const std::filesystem::path& path, const std::strin
   {
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
     if (fd.get() < 0) return errno_code(errno);
-    if (std::error_code ec = pwrite_all(fd.get(), reinterpret_cast<const std::byte*>(text.data()),
-                                        text.size(), 0)) {
+    if (std::error_code ec =
+            pwrite_all(fd.get(), reinterpret_cast<const std::byte*>(text.data()), text.size(), 0)) {
       ::unlink(tmp.c_str());
       return ec;
     }

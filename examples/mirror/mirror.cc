@@ -49,12 +49,9 @@
 // mode and copies whatever became NeedSync meanwhile.
 #include "mirror.h"
 
-#include <fcntl.h>
 #include <llbitmap/error.h>
 #include <llbitmap/format.h>
 #include <llbitmap/page_barrier.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -73,6 +70,9 @@
 
 #include "classic_bitmap.h"
 #include "leg_io.h"
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 namespace llbitmap::mirror {
 
@@ -86,7 +86,9 @@ constexpr std::uint64_t kResyncSyncBytes = 64ull << 20;
 
 enum LegState : int { kActive = 0, kFailed = 1, kRecovering = 2 };
 
-std::error_code errno_code(int e) { return {e, std::generic_category()}; }
+std::error_code errno_code(int e) {
+  return {e, std::generic_category()};
+}
 
 // One stripe (see the top of the file). Padded: stripes of neighbouring chunks are
 // entered by different writers.
@@ -232,8 +234,8 @@ struct Mirror::Impl {
   bool classic_stop = false;  // guarded by classic_mu
 
   // Statistics (relaxed: plain counters).
-  std::atomic<std::uint64_t> writes{0}, fua_writes{0}, bytes_written{0}, trims{0},
-      leg_syncs{0}, chunks_copied{0}, bytes_copied{0}, leg_errors{0};
+  std::atomic<std::uint64_t> writes{0}, fua_writes{0}, bytes_written{0}, trims{0}, leg_syncs{0},
+      chunks_copied{0}, bytes_copied{0}, leg_errors{0};
 
   ~Impl() {
     stop_classic_daemon();
@@ -430,8 +432,9 @@ std::unique_ptr<Mirror> Mirror::open(const MirrorOptions& options, std::error_co
     const bool regular = ::fstat(m->fd[leg], &st) == 0 && S_ISREG(st.st_mode);
     if (!regular || !(options.create || created[leg]) ||
         ::ftruncate(m->fd[leg], static_cast<off_t>(m->size)) != 0) {
-      ec = regular && (options.create || created[leg]) ? errno_code(errno)
-                                                       : std::make_error_code(std::errc::invalid_argument);
+      ec = regular && (options.create || created[leg])
+               ? errno_code(errno)
+               : std::make_error_code(std::errc::invalid_argument);
       undo_created();
       return nullptr;
     }
@@ -519,7 +522,8 @@ std::unique_ptr<Mirror> Mirror::open(const MirrorOptions& options, std::error_co
 
 std::error_code Mirror::write(std::uint64_t offset, std::span<const std::byte> data, bool fua) {
   Impl& m = *impl_;
-  if (m.closed.load(std::memory_order_relaxed)) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (m.closed.load(std::memory_order_relaxed))
+    return std::make_error_code(std::errc::bad_file_descriptor);
   const std::uint64_t len = data.size();
   if (len == 0) return {};
   if (offset >= m.size || len > m.size - offset)
@@ -569,7 +573,8 @@ std::error_code Mirror::write(std::uint64_t offset, std::span<const std::byte> d
 
 std::error_code Mirror::read(std::uint64_t offset, std::span<std::byte> out) {
   Impl& m = *impl_;
-  if (m.closed.load(std::memory_order_relaxed)) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (m.closed.load(std::memory_order_relaxed))
+    return std::make_error_code(std::errc::bad_file_descriptor);
   if (out.empty()) return {};
   if (offset >= m.size || out.size() > m.size - offset)
     return std::make_error_code(std::errc::invalid_argument);
@@ -586,7 +591,8 @@ std::error_code Mirror::read(std::uint64_t offset, std::span<std::byte> out) {
 
 std::error_code Mirror::flush() {
   Impl& m = *impl_;
-  if (m.closed.load(std::memory_order_relaxed)) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (m.closed.load(std::memory_order_relaxed))
+    return std::make_error_code(std::errc::bad_file_descriptor);
   std::error_code ec[2];
   bool synced[2] = {false, false};
   for (int leg = 0; leg < 2; ++leg) {
@@ -630,7 +636,8 @@ std::error_code punch_leg(int fd, std::uint64_t offset, std::uint64_t length) {
 
 std::error_code Mirror::trim(std::uint64_t offset, std::uint64_t length) {
   Impl& m = *impl_;
-  if (m.closed.load(std::memory_order_relaxed)) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (m.closed.load(std::memory_order_relaxed))
+    return std::make_error_code(std::errc::bad_file_descriptor);
   if (length == 0) return {};
   if (offset >= m.size || length > m.size - offset)
     return std::make_error_code(std::errc::invalid_argument);
@@ -690,7 +697,8 @@ std::error_code Mirror::trim(std::uint64_t offset, std::uint64_t length) {
 
   if (m.bitmap) {
     if (discarding) m.bitmap->end_discard(full_first, full_end - full_first);
-    for (std::size_t i = 0; i < started; ++i) m.bitmap->end_write(partial[i].first, partial[i].second);
+    for (std::size_t i = 0; i < started; ++i)
+      m.bitmap->end_write(partial[i].first, partial[i].second);
   } else if (m.classic) {
     m.classic->end_write(offset, length, !ec);
   }
@@ -701,7 +709,8 @@ std::error_code Mirror::trim(std::uint64_t offset, std::uint64_t length) {
 
 std::error_code Mirror::Impl::copy_runs(
     const std::vector<std::pair<std::uint64_t, std::uint64_t>>& runs, int src, int dst,
-    bool use_bitmap, ResyncProgress& p, const std::function<void(const ResyncProgress&)>& progress) {
+    bool use_bitmap, ResyncProgress& p,
+    const std::function<void(const ResyncProgress&)>& progress) {
   for (const auto& [off, len] : runs) p.chunks_total += (len + chunk_bytes - 1) / chunk_bytes;
   if (progress) progress(p);
   AlignedBuffer buf(static_cast<std::size_t>(chunk_bytes));
@@ -748,7 +757,8 @@ std::error_code Mirror::Impl::copy_runs(
 
 std::error_code Mirror::resync(const std::function<void(const ResyncProgress&)>& progress) {
   Impl& m = *impl_;
-  if (m.closed.load(std::memory_order_relaxed)) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (m.closed.load(std::memory_order_relaxed))
+    return std::make_error_code(std::errc::bad_file_descriptor);
   std::lock_guard lk(m.resync_mu);
   // With a leg failed there is nothing to copy to: readd_leg copies.
   if (m.load_state(0) != kActive || m.load_state(1) != kActive) return {};
@@ -789,9 +799,11 @@ void Mirror::fail_leg(int leg) {
   m.record_failed_leg(leg);
 }
 
-std::error_code Mirror::readd_leg(int leg, const std::function<void(const ResyncProgress&)>& progress) {
+std::error_code Mirror::readd_leg(int leg,
+                                  const std::function<void(const ResyncProgress&)>& progress) {
   Impl& m = *impl_;
-  if (m.closed.load(std::memory_order_relaxed)) return std::make_error_code(std::errc::bad_file_descriptor);
+  if (m.closed.load(std::memory_order_relaxed))
+    return std::make_error_code(std::errc::bad_file_descriptor);
   if (leg < 0 || leg > 1) return std::make_error_code(std::errc::invalid_argument);
   std::lock_guard admin(m.admin_mu);
   std::lock_guard rl(m.resync_mu);
@@ -880,11 +892,17 @@ std::error_code Mirror::close() {
   return ec;
 }
 
-std::uint64_t Mirror::size() const noexcept { return impl_->size; }
+std::uint64_t Mirror::size() const noexcept {
+  return impl_->size;
+}
 
-Bitmap* Mirror::bitmap() noexcept { return impl_->bitmap.get(); }
+Bitmap* Mirror::bitmap() noexcept {
+  return impl_->bitmap.get();
+}
 
-std::uint64_t Mirror::chunk_bytes() const noexcept { return impl_->chunk_bytes; }
+std::uint64_t Mirror::chunk_bytes() const noexcept {
+  return impl_->chunk_bytes;
+}
 
 bool Mirror::leg_failed(int leg) const noexcept {
   return leg >= 0 && leg <= 1 && impl_->load_state(leg) == kFailed;

@@ -54,11 +54,11 @@ enum class Mode { kLlbitmap, kNone, kClassic };
 struct MirrorOptions {
   std::filesystem::path primary;
   std::filesystem::path secondary;
-  std::filesystem::path bitmap;       // unused in kNone and kClassic modes
-  std::uint64_t size = 0;             // required when the files are created
-  bool create = false;                // create missing legs (sparse) and the bitmap
+  std::filesystem::path bitmap;  // unused in kNone and kClassic modes
+  std::uint64_t size = 0;        // required when the files are created
+  bool create = false;           // create missing legs (sparse) and the bitmap
   Mode mode = Mode::kLlbitmap;
-  std::uint64_t chunk_bytes = 0;      // 0: the bitmap's automatic choice
+  std::uint64_t chunk_bytes = 0;  // 0: the bitmap's automatic choice
   std::chrono::milliseconds daemon_sleep{5000};
   std::chrono::milliseconds barrier_idle{1000};
 };
@@ -71,14 +71,14 @@ struct ResyncProgress {
 
 // Counters since open (tests, benchmarks, tools).
 struct MirrorStats {
-  std::uint64_t writes = 0;          // write() calls that issued their data
-  std::uint64_t fua_writes = 0;      // of those, with fua=true
-  std::uint64_t bytes_written = 0;   // bytes of those writes (counted once, not per leg)
+  std::uint64_t writes = 0;         // write() calls that issued their data
+  std::uint64_t fua_writes = 0;     // of those, with fua=true
+  std::uint64_t bytes_written = 0;  // bytes of those writes (counted once, not per leg)
   std::uint64_t trims = 0;
-  std::uint64_t leg_syncs = 0;       // fdatasync calls on the legs, for any reason
-  std::uint64_t chunks_copied = 0;   // by resync() and readd_leg()
+  std::uint64_t leg_syncs = 0;      // fdatasync calls on the legs, for any reason
+  std::uint64_t chunks_copied = 0;  // by resync() and readd_leg()
   std::uint64_t bytes_copied = 0;
-  std::uint64_t leg_errors = 0;      // IO errors that failed a leg
+  std::uint64_t leg_errors = 0;  // IO errors that failed a leg
 };
 
 class Mirror {
@@ -100,8 +100,9 @@ class Mirror {
   // after an unclean shutdown).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> needs_sync() const;
 
-  void fail_leg(int leg);                 // 0 = primary, 1 = secondary
-  std::error_code readd_leg(int leg, const std::function<void(const ResyncProgress&)>& progress = {});
+  void fail_leg(int leg);  // 0 = primary, 1 = secondary
+  std::error_code readd_leg(int leg,
+                            const std::function<void(const ResyncProgress&)>& progress = {});
 
   std::error_code close();
   [[nodiscard]] std::uint64_t size() const noexcept;

@@ -57,10 +57,6 @@
 // fdatasynced before the reply); flush -> Mirror::flush; trim -> Mirror::trim (+ flush with
 // FUA). Zeroing is left to nbdkit, which emulates it with pwrite.
 #define NBDKIT_API_VERSION 2
-#include <nbdkit-plugin.h>
-
-#include "mirror.h"
-
 #include <llbitmap/format.h>
 
 #include <array>
@@ -80,7 +76,9 @@
 #include <system_error>
 #include <thread>
 
+#include "mirror.h"
 #include <fcntl.h>
+#include <nbdkit-plugin.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -106,7 +104,7 @@ struct Config {
   std::optional<std::chrono::milliseconds> barrier_idle;
   Mode mode = Mode::kLlbitmap;
   ResyncPolicy resync = ResyncPolicy::kWait;
-  int fail_leg = -1;  // fail=: 0 primary, 1 secondary
+  int fail_leg = -1;    // fail=: 0 primary, 1 secondary
   bool create = false;  // decided by get_ready: no file exists yet
 };
 
@@ -152,11 +150,24 @@ std::optional<std::uint64_t> parse_size(std::string_view s) {
   unsigned shift = 0;
   if (i < s.size()) {
     switch (s[i]) {
-      case 'k': case 'K': shift = 10; break;
-      case 'm': case 'M': shift = 20; break;
-      case 'g': case 'G': shift = 30; break;
-      case 't': case 'T': shift = 40; break;
-      default: return std::nullopt;
+      case 'k':
+      case 'K':
+        shift = 10;
+        break;
+      case 'm':
+      case 'M':
+        shift = 20;
+        break;
+      case 'g':
+      case 'G':
+        shift = 30;
+        break;
+      case 't':
+      case 'T':
+        shift = 40;
+        break;
+      default:
+        return std::nullopt;
     }
     ++i;
   }
@@ -175,9 +186,12 @@ std::optional<std::chrono::milliseconds> parse_ms(std::string_view s) {
 
 const char* mode_name(Mode m) {
   switch (m) {
-    case Mode::kLlbitmap: return "llbitmap";
-    case Mode::kNone: return "none";
-    case Mode::kClassic: return "classic";
+    case Mode::kLlbitmap:
+      return "llbitmap";
+    case Mode::kNone:
+      return "none";
+    case Mode::kClassic:
+      return "classic";
   }
   return "?";
 }
@@ -205,9 +219,10 @@ int llmirror_config(const char* key, const char* value) {
   if (k == "size" || k == "chunk") {
     const std::optional<std::uint64_t> v = parse_size(value);
     if (!v || *v == 0) {
-      nbdkit_error("llmirror: %s=%s: not a size (a positive number of bytes with an "
-                   "optional K, M, G or T suffix, e.g. %s=1G)",
-                   key, value, key);
+      nbdkit_error(
+          "llmirror: %s=%s: not a size (a positive number of bytes with an "
+          "optional K, M, G or T suffix, e.g. %s=1G)",
+          key, value, key);
       return -1;
     }
     (k == "size" ? g_config.size : g_config.chunk) = *v;
@@ -311,9 +326,9 @@ bool check_bitmap_file(const std::filesystem::path& path) {
     return false;
   }
   std::error_code ec;
-  const std::optional<llbitmap::Superblock> decoded =
-      llbitmap::Superblock::decode(std::span<const std::byte>(sb.data(), static_cast<std::size_t>(got)),
-                                   ec, static_cast<std::uint64_t>(st.st_size));
+  const std::optional<llbitmap::Superblock> decoded = llbitmap::Superblock::decode(
+      std::span<const std::byte>(sb.data(), static_cast<std::size_t>(got)), ec,
+      static_cast<std::uint64_t>(st.st_size));
   if (!decoded) {
     nbdkit_error("llmirror: bitmap=%s: %s", path.c_str(), ec.message().c_str());
     return false;
@@ -350,17 +365,18 @@ int llmirror_get_ready() {
     note(p, "primary", g_config.primary);
     note(s, "secondary", g_config.secondary);
     if (uses_bitmap) note(b, "bitmap", g_config.bitmap);
-    nbdkit_error("llmirror: missing files: %s %s not exist but %s %s; either every file "
-                 "exists (an existing mirror) or none does (a new one, with size=)",
-                 lack.c_str(), n_lack == 1 ? "does" : "do", have.c_str(),
-                 n_have == 1 ? "exists" : "exist");
+    nbdkit_error(
+        "llmirror: missing files: %s %s not exist but %s %s; either every file "
+        "exists (an existing mirror) or none does (a new one, with size=)",
+        lack.c_str(), n_lack == 1 ? "does" : "do", have.c_str(), n_have == 1 ? "exists" : "exist");
     return -1;
   }
   g_config.create = none;
   if (none && !g_config.size) {
-    nbdkit_error("llmirror: size= is required to create a new mirror (%s and %s do not "
-                 "exist)",
-                 g_config.primary.c_str(), g_config.secondary.c_str());
+    nbdkit_error(
+        "llmirror: size= is required to create a new mirror (%s and %s do not "
+        "exist)",
+        g_config.primary.c_str(), g_config.secondary.c_str());
     return -1;
   }
   if (g_config.create && g_config.fail_leg >= 0) {
@@ -371,7 +387,9 @@ int llmirror_get_ready() {
   return 0;
 }
 
-const char* leg_name(int leg) { return leg == 0 ? "primary" : "secondary"; }
+const char* leg_name(int leg) {
+  return leg == 0 ? "primary" : "secondary";
+}
 
 // What the start-up does to bring the legs back in step.
 enum class Repair { kNone, kResync, kReaddPrimary, kReaddSecondary };
@@ -400,8 +418,7 @@ void run_repair(Mirror& m, Repair what) {
   } else {
     std::fprintf(stderr, "llmirror: resync: %llu chunks, %llu bytes copied in %.6f s%s\n",
                  static_cast<unsigned long long>(after.chunks_copied - before.chunks_copied),
-                 static_cast<unsigned long long>(after.bytes_copied - before.bytes_copied), s,
-                 how);
+                 static_cast<unsigned long long>(after.bytes_copied - before.bytes_copied), s, how);
   }
   std::fflush(stderr);
 }
@@ -429,17 +446,17 @@ int llmirror_after_fork() {
   }
   std::fprintf(stderr, "llmirror: serving %llu bytes, mode=%s, chunk %llu bytes%s\n",
                static_cast<unsigned long long>(m->size()), mode_name(g_config.mode),
-               static_cast<unsigned long long>(m->chunk_bytes()),
-               g_config.create ? " (new)" : "");
+               static_cast<unsigned long long>(m->chunk_bytes()), g_config.create ? " (new)" : "");
 
   Repair repair = Repair::kNone;
   if (g_config.fail_leg >= 0) {
     const int leg = g_config.fail_leg;
     m->fail_leg(leg);
     if (!m->leg_failed(leg)) {
-      nbdkit_error("llmirror: fail=%s refused: the %s is failed already (recorded by an "
-                   "earlier run), and the last working leg is never failed",
-                   leg_name(leg), leg_name(1 - leg));
+      nbdkit_error(
+          "llmirror: fail=%s refused: the %s is failed already (recorded by an "
+          "earlier run), and the last working leg is never failed",
+          leg_name(leg), leg_name(1 - leg));
       (void)m->close();
       return -1;
     }
@@ -481,22 +498,36 @@ void close_mirror() {
   g_mirror.reset();
 }
 
-void llmirror_cleanup() { close_mirror(); }
-void llmirror_unload() { close_mirror(); }
+void llmirror_cleanup() {
+  close_mirror();
+}
+void llmirror_unload() {
+  close_mirror();
+}
 
 // One Mirror for every connection: the handle carries nothing.
 int g_handle;
-void* llmirror_open(int /*readonly*/) { return &g_handle; }
+void* llmirror_open(int /*readonly*/) {
+  return &g_handle;
+}
 void llmirror_close(void* /*handle*/) {}
 
 std::int64_t llmirror_get_size(void* /*handle*/) {
   return static_cast<std::int64_t>(g_mirror->size());
 }
 
-int llmirror_can_flush(void* /*handle*/) { return 1; }
-int llmirror_can_trim(void* /*handle*/) { return 1; }
-int llmirror_can_fua(void* /*handle*/) { return NBDKIT_FUA_NATIVE; }
-int llmirror_can_multi_conn(void* /*handle*/) { return 1; }
+int llmirror_can_flush(void* /*handle*/) {
+  return 1;
+}
+int llmirror_can_trim(void* /*handle*/) {
+  return 1;
+}
+int llmirror_can_fua(void* /*handle*/) {
+  return NBDKIT_FUA_NATIVE;
+}
+int llmirror_can_multi_conn(void* /*handle*/) {
+  return 1;
+}
 
 int llmirror_pread(void* /*handle*/, void* buf, std::uint32_t count, std::uint64_t offset,
                    std::uint32_t /*flags*/) {
@@ -507,9 +538,9 @@ int llmirror_pread(void* /*handle*/, void* buf, std::uint32_t count, std::uint64
 
 int llmirror_pwrite(void* /*handle*/, const void* buf, std::uint32_t count, std::uint64_t offset,
                     std::uint32_t flags) {
-  const std::error_code ec = g_mirror->write(
-      offset, std::span<const std::byte>(static_cast<const std::byte*>(buf), count),
-      (flags & NBDKIT_FLAG_FUA) != 0);
+  const std::error_code ec =
+      g_mirror->write(offset, std::span<const std::byte>(static_cast<const std::byte*>(buf), count),
+                      (flags & NBDKIT_FLAG_FUA) != 0);
   return ec ? fail("write", offset, count, ec) : 0;
 }
 

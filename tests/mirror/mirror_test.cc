@@ -12,14 +12,12 @@
 //
 // No test sleeps: a crash is triggered once the child reports (through a pipe) that it
 // has done a number of writes, and racing threads start behind a StartGate.
-#include <fcntl.h>
-#include <gtest/gtest.h>
+#include "mirror.h"
+
 #include <llbitmap/bitmap.h>
 #include <llbitmap/error.h>
-#include <signal.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
+
+#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <atomic>
@@ -35,8 +33,12 @@
 #include <vector>
 
 #include "leg_io.h"
-#include "mirror.h"
 #include "start_gate.h"
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace llbitmap::mirror {
 namespace {
@@ -81,9 +83,9 @@ std::set<std::uint64_t> chunk_set(const Runs& runs, std::uint64_t chunk = kChunk
 // (aim() follows the pass's progress callback): random data, 4 or 8 KiB inside the
 // chunk. Without the copy's exclusion, a write landing between the copy's read of the
 // source and its write of the target would be undone on the target; the race tests use
-// 1 MiB chunks so that this window is wide enough for such writes to fall into it. Writer t keeps to
-// its own part of the chunk: concurrent writes to the same bytes may land in different
-// orders on the two legs (as with md raid1), which is not what is tested here.
+// 1 MiB chunks so that this window is wide enough for such writes to fall into it. Writer t keeps
+// to its own part of the chunk: concurrent writes to the same bytes may land in different orders on
+// the two legs (as with md raid1), which is not what is tested here.
 class RacingWriters {
  public:
   RacingWriters(Mirror& m, std::uint64_t first_target, unsigned threads = 2)
@@ -109,7 +111,8 @@ class RacingWriters {
     const std::uint64_t chunk = m_.chunk_bytes();
     const std::uint64_t chunks = (m_.size() + chunk - 1) / chunk;
     while (!stop_.load(std::memory_order_relaxed)) {
-      const std::uint64_t c = std::min(target_.load(std::memory_order_relaxed) + rng() % 2, chunks - 1);
+      const std::uint64_t c =
+          std::min(target_.load(std::memory_order_relaxed) + rng() % 2, chunks - 1);
       const std::uint64_t part = chunk / n_;
       const std::uint64_t len = std::min<std::uint64_t>((1 + rng() % 2) * 4096, part);
       const std::uint64_t off = c * chunk + t * part + rng() % ((part - len) / 4096 + 1) * 4096;
@@ -132,7 +135,8 @@ class MirrorTest : public ::testing::Test {
  protected:
   void SetUp() override {
     const char* tmp = std::getenv("TMPDIR");
-    std::string t = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/llmirror-test.XXXXXX";
+    std::string t =
+        std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/llmirror-test.XXXXXX";
     ASSERT_NE(::mkdtemp(t.data()), nullptr) << std::strerror(errno);
     dir_ = t;
   }
@@ -476,7 +480,8 @@ TEST_F(MirrorTest, ResyncAfterCrashCopiesExactlyTheNeedSyncChunks) {
   CompareResult r = compare(kSize);
   ASSERT_FALSE(r.identical);
   EXPECT_EQ(r.first_difference / kChunk, in_sync);
-  write_leg(dir_ / "secondary", in_sync * kChunk, read_leg(dir_ / "primary", in_sync * kChunk, 4096));
+  write_leg(dir_ / "secondary", in_sync * kChunk,
+            read_leg(dir_ / "primary", in_sync * kChunk, 4096));
   r = compare(kSize);
   EXPECT_TRUE(r.identical) << "first difference at " << r.first_difference;
   ASSERT_FALSE(m->close());
@@ -513,8 +518,8 @@ TEST_F(MirrorTest, ResyncRacesWritersOnTheChunksItCopies) {
   EXPECT_EQ(last.chunks_done, need.size());
   EXPECT_GT(writes, 0u);
   const CompareResult r = compare(kSize);
-  EXPECT_TRUE(r.identical) << "first difference at " << r.first_difference << " after "
-                           << writes << " racing writes";
+  EXPECT_TRUE(r.identical) << "first difference at " << r.first_difference << " after " << writes
+                           << " racing writes";
   ASSERT_FALSE(m->close());
 }
 
@@ -734,7 +739,8 @@ TEST_P(UncleanTest, FullResyncRacesWriters) {
   ASSERT_TRUE(m);
   ASSERT_EQ(m->chunk_bytes(), kBig);
   RacingWriters writers(*m, 0);
-  const std::error_code ec = m->resync([&](const ResyncProgress& p) { writers.aim(p.chunks_done); });
+  const std::error_code ec =
+      m->resync([&](const ResyncProgress& p) { writers.aim(p.chunks_done); });
   const std::uint64_t writes = writers.stop();
   ASSERT_FALSE(ec) << ec.message();
   EXPECT_FALSE(writers.failed());
@@ -761,7 +767,8 @@ TEST_P(UncleanTest, ReaddCopiesTheWholeDevice) {
 
 INSTANTIATE_TEST_SUITE_P(Mode, UncleanTest, ::testing::Values(Mode::kNone, Mode::kClassic),
                          [](const ::testing::TestParamInfo<Mode>& i) {
-                           return i.param == Mode::kNone ? std::string("None") : std::string("Classic");
+                           return i.param == Mode::kNone ? std::string("None")
+                                                         : std::string("Classic");
                          });
 
 }  // namespace
