@@ -8,10 +8,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstdio>
 #include <cstring>
 
 #include "bitmap_internal.h"
+#include "page_barrier_fast.h"
 
 namespace llbitmap {
 
@@ -139,6 +141,8 @@ Bitmap::Bitmap(std::unique_ptr<Storage> storage, const Superblock& sb, std::vect
                std::vector<std::byte> table, bool parity,
                std::function<std::error_code()> data_flush, Clock* clock)
     : geo_(sb.geometry),
+      block_shift_(static_cast<unsigned>(std::countr_zero(sb.geometry.block_bytes()))),
+      ok_category_(&std::system_category()),
       storage_(std::move(storage)),
       clock_(clock != nullptr ? clock : &Clock::system()),
       parity_(parity),
@@ -256,15 +260,15 @@ std::error_code Bitmap::chunk_range(std::uint64_t offset, std::uint64_t length, 
 }
 
 void Bitmap::raise_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept {
-  const std::uint64_t p0 = geo_.page_of_chunk(first_chunk);
-  const std::uint64_t p1 = geo_.page_of_chunk(last_chunk);
-  for (std::uint64_t p = p0; p <= p1; ++p) pages_[p]->raise();
+  const std::uint64_t p0 = (first_chunk + kDataOffset) >> kPageShift;
+  const std::uint64_t p1 = (last_chunk + kDataOffset) >> kPageShift;
+  for (std::uint64_t p = p0; p <= p1; ++p) detail::PageBarrierFast::raise(*pages_[p]);
 }
 
 void Bitmap::release_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept {
-  const std::uint64_t p0 = geo_.page_of_chunk(first_chunk);
-  const std::uint64_t p1 = geo_.page_of_chunk(last_chunk);
-  for (std::uint64_t p = p0; p <= p1; ++p) pages_[p]->release();
+  const std::uint64_t p0 = (first_chunk + kDataOffset) >> kPageShift;
+  const std::uint64_t p1 = (last_chunk + kDataOffset) >> kPageShift;
+  for (std::uint64_t p = p0; p <= p1; ++p) detail::PageBarrierFast::release(*pages_[p]);
 }
 
 void Bitmap::note_dirty() noexcept {
@@ -285,7 +289,7 @@ std::uint64_t Bitmap::bump_block(std::uint64_t block) noexcept {
 std::uint64_t Bitmap::change_chunk(std::uint64_t chunk, Action action,
                                    const TransitionContext& ctx) {
   const std::uint64_t pos = geo_.chunk_pos(chunk);
-  const std::uint64_t block = pos / geo_.block_bytes();
+  const std::uint64_t block = pos >> block_shift_;
   std::uint64_t seq = 0;
   {
     std::lock_guard lk(block_lock(block));
@@ -308,7 +312,7 @@ std::uint64_t Bitmap::change_range(std::uint64_t first, std::uint64_t last, Acti
   std::uint64_t changed = 0;
   for (std::uint64_t c = first; c <= last; ++c) {
     const std::uint64_t pos = geo_.chunk_pos(c);
-    const std::uint64_t block = pos / geo_.block_bytes();
+    const std::uint64_t block = pos >> block_shift_;
     const Transition t = apply_action(load_byte(pos), action, ctx);
     std::uint64_t seq = 0;
     if (t.changed() && to_byte(t.next) != load_byte(pos)) {
@@ -336,7 +340,7 @@ std::error_code Bitmap::mark_and_persist(std::uint64_t first, std::uint64_t last
   // already durable: no lock, no store, no IO.
   if (first == last) {
     const std::uint64_t pos = geo_.chunk_pos(first);
-    const std::uint64_t block = pos / geo_.block_bytes();
+    const std::uint64_t block = pos >> block_shift_;
     const Transition t = apply_action(load_byte(pos), action, ctx);
     if (!t.changed()) {
       const BlockCtl& b = blocks_[block];
@@ -351,11 +355,41 @@ std::error_code Bitmap::mark_and_persist(std::uint64_t first, std::uint64_t last
   return persist_targets(targets.data(), targets.size());
 }
 
+// The states Startwrite leaves as they are, whatever the context (degraded and parity
+// only change what Unwritten and Clean become): a write to such a chunk needs no mark,
+// only the durability check.
+namespace {
+constexpr bool startwrite_keeps(std::uint8_t raw) noexcept {
+  return raw == to_byte(ChunkState::kDirty) || raw == to_byte(ChunkState::kNeedSync) ||
+         raw == to_byte(ChunkState::kSyncing);
+}
+constexpr bool startwrite_keeps_matches_table() {
+  for (unsigned raw = 0; raw < 256; ++raw) {
+    for (const TransitionContext ctx : {TransitionContext{}, TransitionContext{.degraded = true},
+                                        TransitionContext{.parity = true}}) {
+      const bool keeps =
+          !apply_action(static_cast<std::uint8_t>(raw), Action::kStartwrite, ctx).changed();
+      if (keeps != startwrite_keeps(static_cast<std::uint8_t>(raw))) return false;
+    }
+  }
+  return true;
+}
+static_assert(startwrite_keeps_matches_table(),
+              "startwrite_keeps() must agree with the state table in every context");
+}  // namespace
+
+// The fast path (one chunk, already Dirty or NeedSync, durably so): bounds, the failed
+// flag, one raise, one byte, the block's two change numbers. No lock, no store but the
+// raise's own, no call. Everything else goes to start_write_slow with the pages raised.
 std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) {
   LLBM_DCHECK(!closed_.load(std::memory_order_relaxed), "Bitmap %p: start_write after close",
               static_cast<void*>(this));
-  std::uint64_t first = 0, last = 0;
-  if (std::error_code ec = chunk_range(offset, length, false, first, last)) return ec;
+  const std::uint64_t dev = geo_.device_bytes();
+  if (LLBM_UNLIKELY(length == 0 || offset >= dev || length > dev - offset))
+    return std::make_error_code(std::errc::invalid_argument);
+  const unsigned shift = geo_.chunk_shift();
+  const std::uint64_t first = offset >> shift;
+  const std::uint64_t last = (offset + length - 1) >> shift;
   if (LLBM_UNLIKELY(failed_.load(std::memory_order_acquire))) return Errc::bitmap_failed;
 #ifdef LLBM_SYNC_POINTS
   if (detail::test_hooks().mark_before_raise.load(std::memory_order_relaxed)) {
@@ -375,6 +409,23 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
   // marked without a reference that makes the daemon wait for this write.
   raise_pages(first, last);
   LLBM_SYNC_POINT("start_write:after_raise");
+  if (LLBM_LIKELY(first == last)) {
+    const std::uint64_t pos = first + kDataOffset;
+    // relaxed failed_: as in mark_and_persist, a failure since the entry check must not
+    // report the write as covered; the acquire load of the byte orders what follows.
+    if (LLBM_LIKELY(startwrite_keeps(load_byte(pos)) && !failed_.load(std::memory_order_relaxed))) {
+      const BlockCtl& b = blocks_[pos >> block_shift_];
+      const std::uint64_t seq = b.dirty_seq.load(std::memory_order_acquire);
+      if (LLBM_LIKELY(b.durable_seq.load(std::memory_order_acquire) >= seq)) {
+        LLBM_SYNC_POINT("start_write:done");
+        return std::error_code(0, *ok_category_);
+      }
+    }
+  }
+  return start_write_slow(first, last);
+}
+
+std::error_code Bitmap::start_write_slow(std::uint64_t first, std::uint64_t last) {
   const std::error_code ec = mark_and_persist(first, last, Action::kStartwrite);
   if (LLBM_UNLIKELY(ec)) release_pages(first, last);
   LLBM_SYNC_POINT("start_write:done");
@@ -382,13 +433,14 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
 }
 
 void Bitmap::end_write(std::uint64_t offset, std::uint64_t length) {
-  std::uint64_t first = 0, last = 0;
-  LLBM_CHECK(!chunk_range(offset, length, false, first, last),
+  const std::uint64_t dev = geo_.device_bytes();
+  LLBM_CHECK(length != 0 && offset < dev && length <= dev - offset,
              "Bitmap %p: end_write(%llu, %llu) of a range start_write would refuse",
              static_cast<void*>(this), static_cast<unsigned long long>(offset),
              static_cast<unsigned long long>(length));
+  const unsigned shift = geo_.chunk_shift();
   LLBM_SYNC_POINT("end_write:before_release");
-  release_pages(first, last);
+  release_pages(offset >> shift, (offset + length - 1) >> shift);
 }
 
 WriteGuard Bitmap::guard_write(std::uint64_t offset, std::uint64_t length, std::error_code& ec) {

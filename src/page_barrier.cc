@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "page_barrier_fast.h"
 #include "switch_worker.h"
 
 namespace llbitmap {
@@ -32,11 +33,7 @@ PageBarrier::~PageBarrier() {
 }
 
 void PageBarrier::raise() noexcept {
-  if (LLBM_LIKELY(active_.tryget_live())) {
-    note_used();
-    return;
-  }
-  raise_slow();
+  detail::PageBarrierFast::raise(*this);
 }
 
 void PageBarrier::raise_slow() noexcept {
@@ -52,7 +49,7 @@ void PageBarrier::raise_slow() noexcept {
 }
 
 void PageBarrier::release() noexcept {
-  active_.put();
+  detail::PageBarrierFast::release(*this);
 }
 
 bool PageBarrier::finish_suspend(std::chrono::steady_clock::time_point deadline) {

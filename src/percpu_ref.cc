@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // PercpuRef: kernel percpu_ref semantics (lib/percpu-refcount.c), written for user
-// space. The fast paths below are leaf functions: the calling thread's counter area
-// and its liburcu-bp registration are checked first, and anything unusual (no area
-// yet, an exiting thread, atomic mode) tail-calls an out-of-line slow path that redoes
-// the whole operation with the full read lock.
+// space. The fast paths are the inline functions of percpu_ref_fast.h (leaf code: the
+// calling thread's counter area and its liburcu-bp registration are checked first);
+// anything unusual (no area yet, an exiting thread, atomic mode) calls an out-of-line
+// slow path below that redoes the whole operation with the full read lock.
 #include <llbitmap/detail/check.h>
 #include <llbitmap/percpu_ref.h>
 
@@ -12,12 +12,14 @@
 #include <utility>
 
 #include "percpu_area.h"
+#include "percpu_ref_fast.h"
 #include "rcu.h"
 #include "switch_worker.h"
 
 namespace llbitmap {
 
 using detail::CounterArea;
+using detail::PercpuRefFast;
 using detail::PercpuRegistry;
 using detail::RcuReader;
 using detail::SwitchWorker;
@@ -27,19 +29,6 @@ namespace {
 // Kernel PERCPU_COUNT_BIAS: keeps the atomic count away from zero while the per-thread
 // counters are not yet folded in.
 constexpr std::uint64_t kBias = std::uint64_t{1} << 63;
-
-// Owner-only update of the calling thread's counter: a relaxed load and a relaxed
-// store, no locked instruction. Ordered against the fold by the RCU grace period.
-inline void add_own(std::atomic<std::uint64_t>* c, std::uint64_t v) noexcept {
-  c->store(c->load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
-}
-
-// The counter of the calling thread if it can take the fast path, else null.
-inline std::atomic<std::uint64_t>* fast_counter(std::uint32_t slot) noexcept {
-  CounterArea* area = detail::tls_counter_area;
-  if (LLBM_UNLIKELY(area == nullptr || !RcuReader::registered())) return nullptr;
-  return area->find(slot);
-}
 
 // atomic_long_add_unless(count, nr, 0) / atomic_long_inc_not_zero.
 inline bool add_unless_zero(std::atomic<std::uint64_t>& count, std::uint64_t nr) noexcept {
@@ -102,57 +91,19 @@ PercpuRef::~PercpuRef() {
 // ---------------------------------------------------------------- fast paths
 
 bool PercpuRef::tryget_live() noexcept {
-  std::atomic<std::uint64_t>* c = fast_counter(slot_);
-  if (LLBM_UNLIKELY(c == nullptr)) return tryget_live_slow();
-  RcuReader::lock_registered();
-  // acquire: pairs with the release store that publishes percpu mode (resurrect), so
-  // the zeroed counter is what we add to.
-  if (LLBM_LIKELY(mode_.load(std::memory_order_acquire) == 0)) {
-    add_own(c, 1);
-    RcuReader::unlock();
-    return true;
-  }
-  RcuReader::unlock();
-  return tryget_live_slow();
+  return PercpuRefFast::tryget_live(*this);
 }
 
 bool PercpuRef::tryget(std::uint64_t nr) noexcept {
-  std::atomic<std::uint64_t>* c = fast_counter(slot_);
-  if (LLBM_UNLIKELY(c == nullptr)) return tryget_slow(nr);
-  RcuReader::lock_registered();
-  if (LLBM_LIKELY(mode_.load(std::memory_order_acquire) == 0)) {
-    add_own(c, nr);
-    RcuReader::unlock();
-    return true;
-  }
-  RcuReader::unlock();
-  return tryget_slow(nr);
+  return PercpuRefFast::tryget(*this, nr);
 }
 
 void PercpuRef::get(std::uint64_t nr) noexcept {
-  std::atomic<std::uint64_t>* c = fast_counter(slot_);
-  if (LLBM_UNLIKELY(c == nullptr)) return get_slow(nr);
-  RcuReader::lock_registered();
-  if (LLBM_LIKELY(mode_.load(std::memory_order_acquire) == 0)) {
-    add_own(c, nr);
-    RcuReader::unlock();
-    return;
-  }
-  RcuReader::unlock();
-  get_slow(nr);
+  PercpuRefFast::get(*this, nr);
 }
 
 void PercpuRef::put(std::uint64_t nr) noexcept {
-  std::atomic<std::uint64_t>* c = fast_counter(slot_);
-  if (LLBM_UNLIKELY(c == nullptr)) return put_slow(nr);
-  RcuReader::lock_registered();
-  if (LLBM_LIKELY(mode_.load(std::memory_order_acquire) == 0)) {
-    add_own(c, 0 - nr);
-    RcuReader::unlock();
-    return;
-  }
-  RcuReader::unlock();
-  put_slow(nr);
+  PercpuRefFast::put(*this, nr);
 }
 
 // ---------------------------------------------------------------- slow paths
@@ -168,7 +119,7 @@ bool PercpuRef::tryget_live_slow() noexcept {
   const std::uintptr_t mode = mode_.load(std::memory_order_acquire);
   if (mode == 0) {
     if (c != nullptr)
-      add_own(c, 1);
+      PercpuRefFast::add_own(c, 1);
     else
       orphan_.fetch_add(1, std::memory_order_relaxed);
     ok = true;
@@ -187,7 +138,7 @@ bool PercpuRef::tryget_slow(std::uint64_t nr) noexcept {
   bool ok;
   if (mode_.load(std::memory_order_acquire) == 0) {
     if (c != nullptr)
-      add_own(c, nr);
+      PercpuRefFast::add_own(c, nr);
     else
       orphan_.fetch_add(nr, std::memory_order_relaxed);
     ok = true;
@@ -203,7 +154,7 @@ void PercpuRef::get_slow(std::uint64_t nr) noexcept {
   RcuReader::lock();
   if (mode_.load(std::memory_order_acquire) == 0) {
     if (c != nullptr)
-      add_own(c, nr);
+      PercpuRefFast::add_own(c, nr);
     else
       orphan_.fetch_add(nr, std::memory_order_relaxed);
   } else {
@@ -217,7 +168,7 @@ void PercpuRef::put_slow(std::uint64_t nr) noexcept {
   RcuReader::lock();
   if (mode_.load(std::memory_order_acquire) == 0) {
     if (c != nullptr)
-      add_own(c, 0 - nr);
+      PercpuRefFast::add_own(c, 0 - nr);
     else
       orphan_.fetch_sub(nr, std::memory_order_relaxed);
     RcuReader::unlock();

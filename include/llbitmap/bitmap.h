@@ -53,6 +53,7 @@
 
 #include <llbitmap/chunk_state.h>
 #include <llbitmap/clock.h>
+#include <llbitmap/detail/cacheline.h>
 #include <llbitmap/error.h>
 #include <llbitmap/format.h>
 #include <llbitmap/page_barrier.h>
@@ -220,6 +221,9 @@ class Bitmap {
   // past the device.
   std::error_code chunk_range(std::uint64_t offset, std::uint64_t length, bool discard,
                               std::uint64_t& first, std::uint64_t& last) const;
+  // The rest of start_write once the pages are raised: mark, persist, or undo the
+  // raise on error.
+  std::error_code start_write_slow(std::uint64_t first, std::uint64_t last);
   void raise_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept;
   void release_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept;
   // Applies `action` to [first, last]; collects the blocks that must be durable.
@@ -250,6 +254,9 @@ class Bitmap {
   bool page_has_dirty(std::uint64_t page) const noexcept;
 
   Geometry geo_;
+  unsigned block_shift_;  // log2(block_bytes)
+  // &std::system_category(), so that the fast path returns success without a call.
+  const std::error_category* ok_category_;
   std::unique_ptr<Storage> storage_;
   Clock* clock_;
   const bool parity_;
@@ -267,7 +274,8 @@ class Bitmap {
   std::atomic<bool> degraded_{false};
   std::atomic<bool> failed_{false};
   std::atomic<bool> closed_{false};
-  std::atomic<std::uint64_t> change_seq_{0};
+  // Bumped by every state change: kept off the line of the flags the fast path reads.
+  alignas(detail::kCacheLine) std::atomic<std::uint64_t> change_seq_{0};
   std::atomic<std::int64_t> daemon_sleep_ms_;
 
   // Persister state.

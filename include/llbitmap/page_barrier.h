@@ -52,6 +52,10 @@
 
 namespace llbitmap {
 
+namespace detail {
+struct PageBarrierFast;  // raise/release inlined into the write path (src/)
+}
+
 class PageBarrier {
  public:
   explicit PageBarrier(Clock& clock = Clock::system(),
@@ -97,6 +101,7 @@ class PageBarrier {
   [[nodiscard]] Stats stats() const noexcept;
 
  private:
+  friend struct detail::PageBarrierFast;
   static constexpr Clock::rep kNever = INT64_MAX;
 
   void raise_slow() noexcept;

@@ -71,7 +71,8 @@ constexpr bool has_flag(RefFlags set, RefFlags flag) noexcept {
 
 namespace detail {
 class SwitchWorker;
-}
+struct PercpuRefFast;  // the inlined fast paths (src/percpu_ref_fast.h)
+}  // namespace detail
 
 class PercpuRef {
  public:
@@ -122,6 +123,7 @@ class PercpuRef {
 
  private:
   friend class detail::SwitchWorker;
+  friend struct detail::PercpuRefFast;
 
   // Mode bits in mode_ (kernel: the low bits of percpu_count_ptr).
   static constexpr std::uintptr_t kAtomic = 1;

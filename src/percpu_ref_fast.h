@@ -1,0 +1,72 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// percpu_ref_fast.h: the percpu-mode fast paths of PercpuRef as inline functions.
+//
+// Layer 1, private. PercpuRef::get/put/tryget/tryget_live are defined with these, and
+// layer 2 (PageBarrier::raise/release) inlines them too, so that a raise is one leaf
+// function with no call into another translation unit (SPEC §7: "a leaf fast path with
+// the slow path out of line").
+//
+// Each fast path: load the calling thread's counter area and its urcu-bp reader (two
+// TLS loads), find the ref's counter (a bounds check and two dependent loads), enter
+// the inlined read-side section, test percpu mode (acquire: pairs with the release
+// store that publishes percpu mode in resurrect, so the zeroed counter is what we add
+// to), add to the counter with an owner-only relaxed load and store, leave the
+// section. Anything unusual (no area or block yet, a thread that never entered a full
+// read lock, atomic mode) goes to the out-of-line *_slow function, which redoes the
+// whole operation.
+#pragma once
+
+#include <llbitmap/detail/check.h>
+#include <llbitmap/percpu_ref.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "percpu_area.h"
+#include "rcu.h"
+
+namespace llbitmap::detail {
+
+struct PercpuRefFast {
+  // Owner-only update of the calling thread's counter: a relaxed load and a relaxed
+  // store, no locked instruction. Ordered against the fold by the RCU grace period.
+  static void add_own(std::atomic<std::uint64_t>* c, std::uint64_t v) noexcept {
+    c->store(c->load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+  }
+
+  // Adds v to the calling thread's counter if the fast path applies; false otherwise
+  // (nothing was changed: the caller takes its slow path).
+  static bool try_add(const PercpuRef& ref, std::uint64_t v) noexcept {
+    CounterArea* area = tls_counter_area;
+    const RcuReader::Handle reader = RcuReader::current();
+    if (LLBM_UNLIKELY(area == nullptr || reader == nullptr)) return false;
+    std::atomic<std::uint64_t>* c = area->find(ref.slot_);
+    if (LLBM_UNLIKELY(c == nullptr)) return false;
+    RcuReader::lock(reader);
+    // acquire: pairs with the release store of percpu mode in resurrect().
+    const bool percpu = ref.mode_.load(std::memory_order_acquire) == 0;
+    if (LLBM_LIKELY(percpu)) add_own(c, v);
+    RcuReader::unlock(reader);
+    return percpu;
+  }
+
+  static bool tryget_live(PercpuRef& ref) noexcept {
+    if (LLBM_LIKELY(try_add(ref, 1))) return true;
+    return ref.tryget_live_slow();
+  }
+  static bool tryget(PercpuRef& ref, std::uint64_t nr) noexcept {
+    if (LLBM_LIKELY(try_add(ref, nr))) return true;
+    return ref.tryget_slow(nr);
+  }
+  static void get(PercpuRef& ref, std::uint64_t nr) noexcept {
+    if (LLBM_LIKELY(try_add(ref, nr))) return;
+    ref.get_slow(nr);
+  }
+  static void put(PercpuRef& ref, std::uint64_t nr) noexcept {
+    if (LLBM_LIKELY(try_add(ref, 0 - nr))) return;
+    ref.put_slow(nr);
+  }
+};
+
+}  // namespace llbitmap::detail
