@@ -12,7 +12,6 @@
 //                             storage whose sync sleeps 50 µs (a device flush): reports
 //                             syncs per write (1.0 without group commit).
 #include <llbitmap/bitmap.h>
-#include <llbitmap/fault_storage.h>
 
 #include <benchmark/benchmark.h>
 
@@ -23,6 +22,7 @@
 
 #include "bench_util.h"
 #include "classic_bitmap.h"
+#include "memory_storage.h"
 
 namespace llbitmap::bench {
 namespace {
@@ -38,7 +38,7 @@ std::unique_ptr<Bitmap> make_bitmap(Clock* clock, std::unique_ptr<Storage> stora
   o.barrier_idle = 5000ms;
   o.clock = clock;
   std::error_code ec;
-  if (!storage) storage = std::make_unique<FaultStorage>();
+  if (!storage) storage = std::make_unique<MemoryStorage>();
   auto bm = Bitmap::create(std::move(storage), o, ec);
   if (!bm) std::abort();
   return bm;
@@ -87,7 +87,7 @@ void BM_BitmapDaemonPass(benchmark::State& state) {
   o.barrier_idle = 5000ms;
   o.clock = &clock;
   std::error_code ec;
-  auto bm = Bitmap::create(std::make_unique<FaultStorage>(), o, ec);
+  auto bm = Bitmap::create(std::make_unique<MemoryStorage>(), o, ec);
   if (!bm) {
     state.SkipWithError(ec.message().c_str());
     return;
@@ -115,14 +115,10 @@ void BM_BitmapGroupCommit(benchmark::State& state) {
   static std::atomic<std::uint64_t> next{0};
   static std::atomic<std::uint64_t> writes{0};
   if (state.thread_index() == 0) {
-    auto storage = std::make_unique<FaultStorage>();
     // A device flush blocks without using the CPU: sleep, so that at 4 and 8 threads
     // on 2 cores the other writers run meanwhile (a spinning sync would starve them).
-    storage->set_sync_hook([](const SyncEvent&) -> std::error_code {
-      std::this_thread::sleep_for(50us);
-      return {};
-    });
-    bm = make_bitmap(nullptr, std::move(storage));
+    bm = make_bitmap(nullptr,
+                     std::make_unique<MemoryStorage>([] { std::this_thread::sleep_for(50us); }));
     next = 0;
     writes = 0;
   }

@@ -190,10 +190,14 @@ Bitmap::Bitmap(std::unique_ptr<Storage> storage, const Superblock& sb, std::vect
   for (std::uint64_t p = 0; p < geo_.pages(); ++p)
     pages_.push_back(std::make_unique<PageBarrier>(*clock_, sb.barrier_idle));
   timeout_logged_.assign(geo_.pages(), false);
+  // Reload leaves no chunk Dirty; count anyway, so the counts never depend on that.
+  page_dirty_.reset(new std::atomic<std::uint32_t>[geo_.pages()]);
+  for (std::uint64_t p = 0; p < geo_.pages(); ++p)
+    page_dirty_[p].store(0, std::memory_order_relaxed);
   for (std::uint64_t c = 0; c < geo_.chunks(); ++c) {
     if (image_[geo_.chunk_pos(c)] == to_byte(ChunkState::kDirty)) {
+      page_dirty_[geo_.page_of_chunk(c)].fetch_add(1, std::memory_order_relaxed);
       armed_.store(true, std::memory_order_relaxed);
-      break;
     }
   }
 }
@@ -215,12 +219,6 @@ TransitionContext Bitmap::context() const noexcept {
   ctx.parity = parity_;
   ctx.write_error = failed_.load(std::memory_order_relaxed);
   return ctx;
-}
-
-std::uint8_t Bitmap::load_byte(std::uint64_t pos) const noexcept {
-  // acquire: pairs with the release store in change_chunk, so the block's change
-  // number read after it is at least the one of the change that produced this byte.
-  return byte_ref(image_.get(), pos).load(std::memory_order_acquire);
 }
 
 ChunkState Bitmap::state(std::uint64_t chunk) const noexcept {
@@ -272,6 +270,10 @@ void Bitmap::release_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) 
 }
 
 void Bitmap::note_dirty() noexcept {
+  // seq_cst fence: pairs with the one in daemon_pass between clearing armed_ and
+  // reading the counts (store-buffering): either the pass sees this page's count or
+  // this load sees armed_ cleared and re-arms.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   if (armed_.load(std::memory_order_relaxed)) return;
   armed_.store(true, std::memory_order_relaxed);
   std::lock_guard lk(daemon_mu_);
@@ -294,33 +296,75 @@ std::uint64_t Bitmap::change_chunk(std::uint64_t chunk, Action action,
   {
     std::lock_guard lk(block_lock(block));
     auto ref = byte_ref(image_.get(), pos);
-    const Transition t = apply_action(ref.load(std::memory_order_relaxed), action, ctx);
-    if (!t.changed() || to_byte(t.next) == ref.load(std::memory_order_relaxed)) return 0;
+    const std::uint8_t old = ref.load(std::memory_order_relaxed);
+    const Transition t = apply_action(old, action, ctx);
+    if (!t.changed() || to_byte(t.next) == old) return 0;
     seq = bump_block(block);
     ref.store(to_byte(t.next), std::memory_order_release);
-    if (t.next == ChunkState::kDirty) note_dirty();
+    const std::uint64_t page = pos >> kPageShift;
+    if (old == to_byte(ChunkState::kDirty))
+      page_dirty_[page].fetch_sub(1, std::memory_order_relaxed);
+    if (t.next == ChunkState::kDirty) {
+      page_dirty_[page].fetch_add(1, std::memory_order_relaxed);
+      note_dirty();
+    }
   }
   enqueue_block(block);
   return seq;
 }
 
+namespace {
+
+// Which bytes `action` changes in context `ctx`. For a long range (a daemon pass over a
+// page, close_sync) the answer for all 256 byte values is computed once, so the scan
+// costs a load and a table lookup per chunk; a short range asks the table directly.
+class ChangeTable {
+ public:
+  ChangeTable(Action action, const TransitionContext& ctx, std::uint64_t chunks) noexcept
+      : action_(action), ctx_(ctx), cached_(chunks >= 256) {
+    if (!cached_) return;
+    for (unsigned raw = 0; raw < 256; ++raw)
+      changes_[raw] = compute(static_cast<std::uint8_t>(raw));
+  }
+  // True if the action changes a chunk whose byte is `raw`.
+  [[nodiscard]] bool changes(std::uint8_t raw) const noexcept {
+    return cached_ ? changes_[raw] : compute(raw);
+  }
+
+ private:
+  [[nodiscard]] bool compute(std::uint8_t raw) const noexcept {
+    const Transition t = apply_action(raw, action_, ctx_);
+    return t.changed() && to_byte(t.next) != raw;
+  }
+  Action action_;
+  TransitionContext ctx_;
+  bool cached_;
+  bool changes_[256] = {};
+};
+
+}  // namespace
+
 // Applies `action` to every chunk of [first, last]; when `targets` is given, collects
-// each touched block with the change number that must be durable (the block's latest,
-// whether this call changed it or found it already changed).
+// each touched block with the change number that must be durable: the block's latest,
+// loaded after every byte of the block was (acquire), so it covers this call's changes
+// and every change whose byte the scan saw. Walks block by block so that a daemon pass
+// over a page of 4096 chunks costs a few instructions per chunk that stays as it is.
 std::uint64_t Bitmap::change_range(std::uint64_t first, std::uint64_t last, Action action,
                                    const TransitionContext& ctx, std::vector<Target>* targets) {
+  const ChangeTable table(action, ctx, last - first + 1);
   std::uint64_t changed = 0;
-  for (std::uint64_t c = first; c <= last; ++c) {
-    const std::uint64_t pos = geo_.chunk_pos(c);
-    const std::uint64_t block = pos >> block_shift_;
-    const Transition t = apply_action(load_byte(pos), action, ctx);
-    std::uint64_t seq = 0;
-    if (t.changed() && to_byte(t.next) != load_byte(pos)) {
-      seq = change_chunk(c, action, ctx);
-      changed += seq != 0 ? 1 : 0;
+  std::uint64_t c = first;
+  while (c <= last) {
+    const std::uint64_t block = (c + kDataOffset) >> block_shift_;
+    const std::uint64_t block_last = ((block + 1) << block_shift_) - kDataOffset - 1;
+    const std::uint64_t stop = std::min(last, block_last);
+    for (; c <= stop; ++c) {
+      const std::uint8_t raw = load_byte(c + kDataOffset);
+      if (!table.changes(raw)) continue;
+      changed += change_chunk(c, action, ctx) != 0 ? 1 : 0;
     }
     if (targets == nullptr) continue;
-    if (seq == 0) seq = blocks_[block].dirty_seq.load(std::memory_order_acquire);
+    const std::uint64_t seq = blocks_[block].dirty_seq.load(std::memory_order_acquire);
     if (!targets->empty() && targets->back().block == block)
       targets->back().seq = std::max(targets->back().seq, seq);
     else
@@ -562,7 +606,8 @@ BitmapStats Bitmap::stats() const noexcept {
                      invalid_bytes_,
                      bad_blocks_,
                      raise_waits,
-                     suspend_waits};
+                     suspend_waits,
+                     armed_.load(std::memory_order_relaxed)};
 }
 
 std::error_code Bitmap::set_daemon_sleep(std::chrono::milliseconds d) {

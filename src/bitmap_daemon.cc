@@ -13,6 +13,7 @@
 #include <llbitmap/detail/check.h>
 #include <llbitmap/detail/sync_point.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 
@@ -21,11 +22,48 @@
 namespace llbitmap {
 
 bool Bitmap::page_has_dirty(std::uint64_t page) const noexcept {
-  const ChunkRange r = geo_.chunks_in_page(page);
-  for (std::uint64_t c = r.first; c < r.end; ++c) {
-    if (load_byte(geo_.chunk_pos(c)) == to_byte(ChunkState::kDirty)) return true;
+  return page_dirty_[page].load(std::memory_order_relaxed) != 0;
+}
+
+namespace {
+// In memory every byte is a state (loading turns the others into NeedSync), and of the
+// states the Daemon action changes only Dirty.
+constexpr bool daemon_changes_only_dirty() {
+  for (std::uint8_t raw = 0; raw < kChunkStateCount; ++raw) {
+    const Transition t = apply_action(raw, Action::kDaemon, TransitionContext{});
+    const bool changes = t.changed() && to_byte(t.next) != raw;
+    if (changes != (raw == to_byte(ChunkState::kDirty))) return false;
   }
-  return false;
+  return true;
+}
+static_assert(daemon_changes_only_dirty(), "clean_page() looks for Dirty bytes only");
+}  // namespace
+
+// Daemon on one suspended page: its Dirty chunks become Clean, block by block, until
+// the page's Dirty count says none is left (a page with one Dirty chunk near its start
+// is not scanned to the end). Each block changed is added to `targets` with its latest
+// change number. A chunk that end_sync turns Dirty meanwhile is either found here or
+// re-arms the daemon (note_dirty).
+void Bitmap::clean_page(std::uint64_t page, const TransitionContext& ctx,
+                        std::vector<Target>& targets) {
+  const ChunkRange r = geo_.chunks_in_page(page);
+  std::uint64_t c = r.first;
+  while (c < r.end && page_has_dirty(page)) {
+    const std::uint64_t block = (c + kDataOffset) >> block_shift_;
+    const std::uint64_t block_end = std::min(r.end, ((block + 1) << block_shift_) - kDataOffset);
+    bool changed = false;
+    for (; c < block_end; ++c) {
+      if (load_byte(c + kDataOffset) != to_byte(ChunkState::kDirty)) continue;
+      if (change_chunk(c, Action::kDaemon, ctx) == 0) continue;
+      changed = true;
+      if (!page_has_dirty(page)) {
+        c = block_end;
+        break;
+      }
+    }
+    if (changed)
+      targets.push_back(Target{block, blocks_[block].dirty_seq.load(std::memory_order_acquire)});
+  }
 }
 
 std::error_code Bitmap::daemon_pass(bool force) {
@@ -68,11 +106,8 @@ std::error_code Bitmap::daemon_pass(bool force) {
     if (!ec) {
       std::vector<Target> targets;
       const TransitionContext ctx = context();
-      for (std::size_t i = 0; i < cand.size(); ++i) {
-        if (!ok[i]) continue;
-        const ChunkRange r = geo_.chunks_in_page(idx[i]);
-        change_range(r.first, r.end - 1, Action::kDaemon, ctx, &targets);
-      }
+      for (std::size_t i = 0; i < cand.size(); ++i)
+        if (ok[i]) clean_page(idx[i], ctx, targets);
       ec = persist_targets(targets.data(), targets.size());  // still suspended
     }
     LLBM_SYNC_POINT("daemon:before_resume");
@@ -82,10 +117,15 @@ std::error_code Bitmap::daemon_pass(bool force) {
       pages_cleaned_.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  // Re-arm only while Dirty chunks remain.
+  // Re-arm only while Dirty chunks remain. Clear first, then count: a chunk that turns
+  // Dirty meanwhile either is counted here or finds armed_ clear and re-arms itself
+  // (note_dirty), so no Dirty chunk is left without a daemon to clean it.
+  armed_.store(false, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   bool dirty = false;
   for (std::uint64_t p = 0; p < pages_.size() && !dirty; ++p) dirty = page_has_dirty(p);
-  armed_.store(dirty, std::memory_order_relaxed);
+  LLBM_SYNC_POINT("daemon:after_rearm_check");
+  if (dirty) armed_.store(true, std::memory_order_relaxed);
   return ec;
 }
 

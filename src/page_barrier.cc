@@ -97,8 +97,17 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
   LLBM_SYNC_POINT("barrier:after_kill");
   // The timeout is the holders' allowance: it starts once the grace period is over, so a
   // slow grace period is never mistaken for a write in flight.
-  for (PageBarrier* p : pages)
+  // Last page first: the switch thread confirms kills in the order they were queued, so
+  // once the last one is confirmed the others are too, and the pass sleeps once instead
+  // of once per page in lockstep with the switch thread.
+  for (auto it = pages.rbegin(); it != pages.rend(); ++it) {
+    PageBarrier* p = *it;
     p->wait_.wait([p] { return p->switched_.load(std::memory_order_acquire); });
+  }
+  // The switch thread confirms a kill before it drops its own reference to the ref: wait
+  // for that drop too, so that an idle page is never given up because the switch
+  // thread was preempted between the two steps.
+  for (PageBarrier* p : pages) detail::PercpuRefFast::wait_switch_done(p->active_);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::size_t n = 0;
   for (std::size_t i = 0; i < pages.size(); ++i) {

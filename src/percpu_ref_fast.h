@@ -22,6 +22,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <thread>
 
 #include "percpu_area.h"
 #include "rcu.h"
@@ -66,6 +67,16 @@ struct PercpuRefFast {
   static void put(PercpuRef& ref, std::uint64_t nr) noexcept {
     if (LLBM_LIKELY(try_add(ref, 0 - nr))) return;
     ref.put_slow(nr);
+  }
+
+  // Not a fast path: waits until no switch of `ref` is queued or running and no release
+  // callback is running. The switch thread runs confirm_kill before it drops the
+  // reference it holds across the switch (as the kernel does); after this returns that
+  // reference is gone too, so a count above zero means real holders. Only briefly
+  // waits (the switch thread is between those two steps) when confirm_kill has run.
+  static void wait_switch_done(const PercpuRef& ref) noexcept {
+    // acquire: pairs with the release decrement at the end of the switch.
+    while (ref.in_flight_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   }
 };
 

@@ -117,6 +117,7 @@ struct BitmapStats {
   std::uint64_t bad_blocks;        // blocks whose checksum failed at open
   std::uint64_t raise_waits;       // page raises that met a suspended page (sum over pages)
   std::uint64_t suspend_waits;     // page suspends that waited for a write in flight
+  bool daemon_armed;               // the daemon thread will wake: Dirty chunks may remain
 };
 
 class Bitmap;
@@ -234,7 +235,11 @@ class Bitmap {
   std::uint64_t change_range(std::uint64_t first, std::uint64_t last, Action action,
                              const TransitionContext& ctx, std::vector<Target>* targets);
   TransitionContext context() const noexcept;
-  std::uint8_t load_byte(std::uint64_t pos) const noexcept;
+  // acquire: pairs with the release store in change_chunk, so the block's change
+  // number read after it is at least the one of the change that produced this byte.
+  std::uint8_t load_byte(std::uint64_t pos) const noexcept {
+    return std::atomic_ref<std::uint8_t>(image_[pos]).load(std::memory_order_acquire);
+  }
   void note_dirty() noexcept;  // arms the daemon
 
   // Persistence (bitmap_persist.cc).
@@ -252,6 +257,7 @@ class Bitmap {
   void start_daemon_thread();
   void stop_daemon_thread() noexcept;
   bool page_has_dirty(std::uint64_t page) const noexcept;
+  void clean_page(std::uint64_t page, const TransitionContext& ctx, std::vector<Target>& targets);
 
   Geometry geo_;
   unsigned block_shift_;  // log2(block_bytes)
@@ -289,8 +295,15 @@ class Bitmap {
   std::mutex daemon_mu_;
   std::condition_variable daemon_cv_;
   std::thread daemon_;
-  bool daemon_stop_ = false;          // guarded by daemon_mu_
-  std::atomic<bool> armed_{false};    // Dirty chunks may exist
+  bool daemon_stop_ = false;  // guarded by daemon_mu_
+  // Dirty chunks may exist. Cleared by a daemon pass before it looks at the counts,
+  // set by the change that makes a chunk Dirty after it counted it; a seq_cst fence on
+  // both sides (store, fence, load) means at least one of them sees the other.
+  std::atomic<bool> armed_{false};
+  // Per page: how many of its chunks are Dirty. Changed only in change_chunk, under
+  // the block's stripe lock, so a daemon pass finds the pages to clean and decides to
+  // re-arm without reading every state byte.
+  std::unique_ptr<std::atomic<std::uint32_t>[]> page_dirty_;
   std::mutex pass_mu_;                // one daemon pass at a time
   std::vector<bool> timeout_logged_;  // guarded by pass_mu_
 

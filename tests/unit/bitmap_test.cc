@@ -281,6 +281,63 @@ TEST_F(BitmapTest, CrashWithAWriteInFlightReopensAsNeedSync) {
   EXPECT_EQ(runs[1], std::make_pair(4000 * kChunk, kChunk));
 }
 
+// A pass walks a page block by block and stops once the page's Dirty count is zero:
+// Dirty chunks at both ends of a page, in several blocks (512-byte blocks: 8 per page),
+// and a write spanning a block boundary are all cleaned and persisted, and nothing else
+// changes.
+TEST_F(BitmapTest, DaemonCleansDirtyChunksAnywhereInAPage) {
+  BitmapOptions o = options();
+  o.block_bytes = 512;
+  make(o);
+  const Geometry& g = bm().geometry();
+  const ChunkRange page1 = g.chunks_in_page(1);
+  const std::vector<std::uint64_t> chunks = {0,           511,           512,
+                                             page1.first, page1.end - 1, g.chunks() - 1};
+  for (std::uint64_t c : chunks) {
+    ASSERT_FALSE(bm().start_write(c * kChunk, 4096));
+    bm().end_write(c * kChunk, 4096);
+  }
+  // One write across the boundary of two blocks (chunks 1535 and 1536).
+  ASSERT_FALSE(bm().start_write(1535 * kChunk, 2 * kChunk));
+  bm().end_write(1535 * kChunk, 2 * kChunk);
+  EXPECT_EQ(bm().counts().dirty, chunks.size() + 2);
+  EXPECT_TRUE(bm().stats().daemon_armed);
+  idle_and_clean();
+  EXPECT_EQ(bm().counts().dirty, 0u);
+  EXPECT_EQ(bm().counts().clean, chunks.size() + 2);
+  EXPECT_FALSE(bm().stats().daemon_armed) << "no Dirty chunk left: the daemon may sleep";
+  const std::vector<std::optional<std::uint8_t>> stored = stored_states(st().durable_image());
+  std::uint64_t clean = 0;
+  for (std::uint64_t c = 0; c < g.chunks(); ++c) {
+    ASSERT_TRUE(stored.at(c).has_value()) << "chunk " << c;
+    ASSERT_TRUE(*stored.at(c) == kU || *stored.at(c) == kC) << "chunk " << c;
+    clean += *stored.at(c) == kC ? 1 : 0;
+  }
+  EXPECT_EQ(clean, chunks.size() + 2) << "every cleaned chunk is durable as Clean";
+}
+
+// The daemon stays armed while any Dirty chunk remains (a page not yet idle), and only
+// then.
+TEST_F(BitmapTest, DaemonStaysArmedWhileDirtyChunksRemain) {
+  make(options());
+  EXPECT_FALSE(bm().stats().daemon_armed);
+  ASSERT_FALSE(bm().start_write(0, 4096));  // page 0
+  bm().end_write(0, 4096);
+  clock_.advance(3000ms);
+  const std::uint64_t late = bm().geometry().first_chunk_of_page(3) * kChunk;
+  ASSERT_FALSE(bm().start_write(late, 4096));  // page 3, written 3 s later
+  bm().end_write(late, 4096);
+  clock_.advance(2001ms);  // page 0 idle, page 3 not
+  bm().run_daemon_once();
+  EXPECT_EQ(bm().state(0), ChunkState::kClean);
+  EXPECT_EQ(bm().counts().dirty, 1u);
+  EXPECT_TRUE(bm().stats().daemon_armed);
+  clock_.advance(3000ms);
+  bm().run_daemon_once();
+  EXPECT_EQ(bm().counts().dirty, 0u);
+  EXPECT_FALSE(bm().stats().daemon_armed);
+}
+
 TEST_F(BitmapTest, IdleCrashNeedsNoResync) {
   make(options());
   for (std::uint64_t c : {1ull, 2000ull, 9000ull}) {

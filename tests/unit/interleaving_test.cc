@@ -93,5 +93,52 @@ TEST(InterleavingTest, CheckerCatchesTheUpstreamMarkBeforeRaiseOrder) {
   EXPECT_EQ(out.stats.pages_cleaned, 1u);
 }
 
+// Re-arming (SPEC §5: the daemon re-arms only while Dirty chunks remain). A pass that
+// found no Dirty chunk left must not disarm the daemon over a chunk that turns Dirty
+// while the pass decides: the writer's note_dirty() saw the daemon still armed and did
+// not wake it, so a pass that then stores "disarmed" would leave that chunk Dirty until
+// some other chunk turned Dirty (an idle crash would then need a resync). The test
+// dirties a chunk on another page exactly between the pass's count and its decision.
+TEST(InterleavingTest, ChunkDirtiedWhileAPassDecidesKeepsTheDaemonArmed) {
+  FakeClock clock;
+  BitmapOptions o;
+  o.device_bytes = 1ull << 30;  // 16384 chunks: 5 pages
+  o.daemon_sleep = 1000ms;
+  o.barrier_idle = 5000ms;
+  o.start_daemon = false;
+  o.clock = &clock;
+  std::error_code ec;
+  auto t = test::make_bitmap(o, ec);
+  ASSERT_FALSE(ec);
+  Bitmap& bm = *t.bitmap;
+  ASSERT_FALSE(bm.start_write(0, 4096));  // page 0
+  bm.end_write(0, 4096);
+  ASSERT_TRUE(bm.stats().daemon_armed);
+  clock.advance(6000ms);
+
+  const std::uint64_t page2 = bm.geometry().chunk_offset(bm.geometry().first_chunk_of_page(2));
+  bool hit = false;
+  detail::SyncPoints::set("daemon:after_rearm_check", [&] {
+    if (hit) return;
+    hit = true;
+    // The pass cleaned page 0 and counted no Dirty chunk; now page 2 gets one.
+    EXPECT_FALSE(bm.start_write(page2, 4096));
+    bm.end_write(page2, 4096);
+  });
+  bm.run_daemon_once();
+  detail::SyncPoints::clear_all();
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(bm.state(0), ChunkState::kClean);
+  EXPECT_EQ(bm.state(bm.geometry().chunk_of(page2)), ChunkState::kDirty);
+  EXPECT_TRUE(bm.stats().daemon_armed)
+      << "a Dirty chunk is left with the daemon disarmed: it would never be cleaned";
+
+  // And the next pass, once the page has been idle, cleans it and disarms.
+  clock.advance(6000ms);
+  bm.run_daemon_once();
+  EXPECT_EQ(bm.state(bm.geometry().chunk_of(page2)), ChunkState::kClean);
+  EXPECT_FALSE(bm.stats().daemon_armed);
+}
+
 }  // namespace
 }  // namespace llbitmap
