@@ -257,16 +257,32 @@ std::error_code Bitmap::chunk_range(std::uint64_t offset, std::uint64_t length, 
   return {};
 }
 
-void Bitmap::raise_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept {
+namespace {
+
+// The page barriers of chunks [first, last], ascending. Forced inline: they are the
+// write path's only work besides the state check.
+using PageList = std::vector<std::unique_ptr<PageBarrier>>;
+[[gnu::always_inline]] inline void raise_range(const PageList& pages, std::uint64_t first_chunk,
+                                               std::uint64_t last_chunk) noexcept {
   const std::uint64_t p0 = (first_chunk + kDataOffset) >> kPageShift;
   const std::uint64_t p1 = (last_chunk + kDataOffset) >> kPageShift;
-  for (std::uint64_t p = p0; p <= p1; ++p) detail::PageBarrierFast::raise(*pages_[p]);
+  for (std::uint64_t p = p0; p <= p1; ++p) detail::PageBarrierFast::raise(*pages[p]);
+}
+[[gnu::always_inline]] inline void release_range(const PageList& pages, std::uint64_t first_chunk,
+                                                 std::uint64_t last_chunk) noexcept {
+  const std::uint64_t p0 = (first_chunk + kDataOffset) >> kPageShift;
+  const std::uint64_t p1 = (last_chunk + kDataOffset) >> kPageShift;
+  for (std::uint64_t p = p0; p <= p1; ++p) detail::PageBarrierFast::release(*pages[p]);
+}
+
+}  // namespace
+
+void Bitmap::raise_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept {
+  raise_range(pages_, first_chunk, last_chunk);
 }
 
 void Bitmap::release_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept {
-  const std::uint64_t p0 = (first_chunk + kDataOffset) >> kPageShift;
-  const std::uint64_t p1 = (last_chunk + kDataOffset) >> kPageShift;
-  for (std::uint64_t p = p0; p <= p1; ++p) detail::PageBarrierFast::release(*pages_[p]);
+  release_range(pages_, first_chunk, last_chunk);
 }
 
 void Bitmap::note_dirty() noexcept {
@@ -451,7 +467,7 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
 #endif
   // Raise before marking (upstream ef4ca3d4bf09): a page the daemon may clean is never
   // marked without a reference that makes the daemon wait for this write.
-  raise_pages(first, last);
+  raise_range(pages_, first, last);
   LLBM_SYNC_POINT("start_write:after_raise");
   if (LLBM_LIKELY(first == last)) {
     const std::uint64_t pos = first + kDataOffset;
@@ -484,7 +500,7 @@ void Bitmap::end_write(std::uint64_t offset, std::uint64_t length) {
              static_cast<unsigned long long>(length));
   const unsigned shift = geo_.chunk_shift();
   LLBM_SYNC_POINT("end_write:before_release");
-  release_pages(offset >> shift, (offset + length - 1) >> shift);
+  release_range(pages_, offset >> shift, (offset + length - 1) >> shift);
 }
 
 WriteGuard Bitmap::guard_write(std::uint64_t offset, std::uint64_t length, std::error_code& ec) {

@@ -24,7 +24,13 @@
 // candidate pages share one grace period), calls the engine's data flush hook, turns
 // Dirty into Clean, persists the page while it is still suspended, and resumes it. A
 // page whose writes outlive daemon_sleep stays Dirty and open. While degraded nothing
-// is cleaned and new writes give NeedSync.
+// is cleaned and new writes give NeedSync. Each page counts its Dirty chunks, so a pass
+// reads only the pages that have some, and a chunk that turns Dirty while a pass decides
+// whether to sleep keeps the daemon armed (BitmapStats::daemon_armed).
+//
+// Fast path: start_write + end_write on a chunk that is already durably Dirty (or
+// NeedSync) is one raise and one release of the page barrier plus a few loads: no lock,
+// no locked instruction, no call into another translation unit.
 //
 // Write-ahead ordering (SPEC §5, fixing upstream ef4ca3d4bf09): raise, then mark, then
 // persist. Persists are serialised and grouped: one round writes every block changed so
