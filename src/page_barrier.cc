@@ -108,6 +108,7 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
   // for that drop too, so that an idle page is never given up because the switch
   // thread was preempted between the two steps.
   for (PageBarrier* p : pages) detail::PercpuRefFast::wait_switch_done(p->active_);
+  LLBM_SYNC_POINT("barrier:allowance_starts");
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::size_t n = 0;
   for (std::size_t i = 0; i < pages.size(); ++i) {

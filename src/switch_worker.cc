@@ -2,6 +2,7 @@
 #include "switch_worker.h"
 
 #include <llbitmap/detail/check.h>
+#include <llbitmap/detail/sync_point.h>
 #include <llbitmap/percpu_ref.h>
 
 #include <new>
@@ -113,6 +114,7 @@ void SwitchWorker::process(PercpuRef* list) noexcept {
       confirm.swap(ref->confirm_switch_);
     }
     if (confirm) confirm();
+    LLBM_SYNC_POINT("switch:after_confirm");
     {
       std::lock_guard lk(switch_lock());
       ref->switch_pending_ = false;

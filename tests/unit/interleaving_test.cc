@@ -12,9 +12,11 @@
 #include <llbitmap/bitmap.h>
 #include <llbitmap/detail/sync_point.h>
 #include <llbitmap/fault_storage.h>
+#include <llbitmap/page_barrier.h>
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <thread>
 
 #include "bitmap_fixture.h"
@@ -91,6 +93,35 @@ TEST(InterleavingTest, CheckerCatchesTheUpstreamMarkBeforeRaiseOrder) {
   EXPECT_EQ(out.durable_at_return, std::optional<std::uint8_t>(1))
       << "with the pre-fix order the daemon should have cleaned the chunk under the write";
   EXPECT_EQ(out.stats.pages_cleaned, 1u);
+}
+
+// The holders' allowance of a suspend starts only once the switch thread has dropped
+// the reference it holds across the switch. It confirms the kill first (as the kernel
+// does) and puts its reference after: a suspender that started its timeout at the
+// confirmation gave up an idle page whenever the switch thread was preempted between the
+// two steps for longer than the timeout (seen once in the differential test under load).
+// The test holds the switch thread right after the confirmation and watches whether the
+// suspender starts its allowance meanwhile; the bound on that watch is a watchdog, the
+// order is what is checked.
+TEST(InterleavingTest, SuspendAllowanceStartsAfterTheSwitchThreadsOwnReference) {
+  PageBarrier page;
+  test::Flag allowance_started;
+  std::atomic<bool> started_while_held{false};
+  std::atomic<int> holds{0};
+  detail::SyncPoints::set("barrier:allowance_starts", [&] { allowance_started.set(); });
+  detail::SyncPoints::set("switch:after_confirm", [&] {
+    if (holds.fetch_add(1) != 0) return;
+    // With the fix the suspender cannot get past wait_switch_done() while this thread is
+    // held here, so the flag stays unset and the watchdog expires.
+    if (allowance_started.wait_for(200ms)) started_while_held.store(true);
+  });
+  const bool ok = page.suspend(1ms);
+  detail::SyncPoints::clear_all();
+  EXPECT_FALSE(started_while_held.load())
+      << "the allowance started while the switch thread still held its own reference";
+  EXPECT_TRUE(ok) << "an idle page was given up";
+  EXPECT_EQ(holds.load(), 1);
+  if (ok) page.resume();
 }
 
 // Re-arming (SPEC §5: the daemon re-arms only while Dirty chunks remain). A pass that
