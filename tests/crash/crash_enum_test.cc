@@ -340,19 +340,8 @@ class Workload {
       };
       for (std::size_t i : sel.order)
         if (!touch(pending[i].offset, pending[i].data)) return std::nullopt;
-      if (sel.torn) {
-        const PendingWrite& w = pending[sel.torn->index];
-        const std::uint64_t g = sel.torn->granularity;
-        const std::uint64_t end = w.offset + w.data.size();
-        std::size_t unit = 0;
-        for (std::uint64_t start = w.offset / g * g; start < end; start += g, ++unit) {
-          if (unit >= sel.torn->units.size() || !sel.torn->units[unit]) continue;
-          const std::uint64_t from = std::max(start, w.offset);
-          const std::uint64_t to = std::min(start + g, end);
-          if (!touch(from, std::span<const std::byte>(w.data).subspan(from - w.offset, to - from)))
-            return std::nullopt;
-        }
-      }
+      if (sel.torn && !test::for_each_landed_unit(pending[sel.torn->index], *sel.torn, touch))
+        return std::nullopt;
       std::uint64_t t = total_;
       for (const auto& [sec, buf] : over) t += sector_hash(sec, buf) - sectors_[sec];
       return ImageKey{t, base_.size()};

@@ -16,6 +16,8 @@
 #include <optional>
 #include <vector>
 
+#include "image_states.h"
+
 namespace llbitmap::test {
 
 struct BitmapUnderTest {
@@ -31,23 +33,9 @@ inline BitmapUnderTest make_bitmap(BitmapOptions opt, std::error_code& ec) {
 }
 
 // The chunk states an image holds, as stored (no Reload): nullopt for a chunk whose
-// block fails its checksum. Requires a decodable superblock.
+// block fails its checksum. Requires a decodable superblock. (image_states.h)
 inline std::vector<std::optional<std::uint8_t>> stored_states(const std::vector<std::byte>& file) {
-  std::error_code ec;
-  auto sb = Superblock::decode(file, ec, file.size());
-  if (!sb) return {};
-  const Geometry& g = sb->geometry;
-  std::span<const std::byte> image(file.data(), g.image_bytes());
-  std::span<const std::byte> table(file.data() + g.checksum_table_offset(),
-                                   g.checksum_table_bytes());
-  std::vector<std::optional<std::uint8_t>> out(g.chunks());
-  for (std::uint64_t b = 0; b < g.blocks(); ++b) {
-    const ChunkRange r = g.chunks_in_block(b);
-    if (r.empty() || !verify_block(g, sb->uuid, image, table, b)) continue;
-    for (std::uint64_t c = r.first; c < r.end; ++c)
-      out[c] = static_cast<std::uint8_t>(image[g.chunk_pos(c)]);
-  }
-  return out;
+  return image_states(file);
 }
 
 // Opens a copy of `file` (a crash image) with no daemon.

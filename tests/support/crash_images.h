@@ -117,6 +117,23 @@ inline std::size_t units(const PendingWrite& w, std::uint64_t g) {
 
 }  // namespace detail_crash
 
+// Calls fn(offset, bytes) for each unit of the torn write that lands, in order; stops
+// and returns false as soon as fn does.
+template <class Fn>
+inline bool for_each_landed_unit(const PendingWrite& w, const TornWrite& torn, Fn&& fn) {
+  const std::uint64_t g = torn.granularity;
+  const std::uint64_t end = w.offset + w.data.size();
+  std::size_t unit = 0;
+  for (std::uint64_t start = w.offset / g * g; start < end; start += g, ++unit) {
+    if (unit >= torn.units.size() || !torn.units[unit]) continue;
+    const std::uint64_t from = std::max(start, w.offset);
+    const std::uint64_t to = std::min(start + g, end);
+    if (!fn(from, std::span<const std::byte>(w.data).subspan(from - w.offset, to - from)))
+      return false;
+  }
+  return true;
+}
+
 // The image for one selection: `durable`, then the selected writes in order, then the
 // torn write's landed units (as FaultStorage::crash_image).
 inline std::vector<std::byte> build_crash_image(std::span<const std::byte> durable,
@@ -125,17 +142,11 @@ inline std::vector<std::byte> build_crash_image(std::span<const std::byte> durab
   std::vector<std::byte> image(durable.begin(), durable.end());
   for (std::size_t i : sel.order) detail_crash::apply(image, pending[i].offset, pending[i].data);
   if (sel.torn) {
-    const PendingWrite& w = pending[sel.torn->index];
-    const std::uint64_t g = sel.torn->granularity;
-    const std::uint64_t end = w.offset + w.data.size();
-    std::size_t unit = 0;
-    for (std::uint64_t start = w.offset / g * g; start < end; start += g, ++unit) {
-      if (unit >= sel.torn->units.size() || !sel.torn->units[unit]) continue;
-      const std::uint64_t from = std::max(start, w.offset);
-      const std::uint64_t to = std::min(start + g, end);
-      detail_crash::apply(image, from,
-                          std::span<const std::byte>(w.data).subspan(from - w.offset, to - from));
-    }
+    for_each_landed_unit(pending[sel.torn->index], *sel.torn,
+                         [&](std::uint64_t from, std::span<const std::byte> bytes) {
+                           detail_crash::apply(image, from, bytes);
+                           return true;
+                         });
   }
   return image;
 }

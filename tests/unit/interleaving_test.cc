@@ -34,16 +34,23 @@ struct Outcome {
   BitmapStats stats{};
 };
 
-Outcome race_writer_against_daemon(bool mark_before_raise) {
-  FakeClock clock;
+// A bitmap without a daemon thread, on a fake clock, idle after 5 s.
+BitmapOptions fake_clock_options(FakeClock& clock, std::uint64_t device,
+                                 std::chrono::milliseconds daemon_sleep) {
   BitmapOptions o;
-  o.device_bytes = 64ull << 20;
-  o.daemon_sleep = 50ms;  // the daemon's patience with a write in flight
+  o.device_bytes = device;
+  o.daemon_sleep = daemon_sleep;
   o.barrier_idle = 5000ms;
   o.start_daemon = false;
   o.clock = &clock;
+  return o;
+}
+
+Outcome race_writer_against_daemon(bool mark_before_raise) {
+  FakeClock clock;
+  // daemon_sleep 50 ms: the daemon's patience with a write in flight.
   std::error_code ec;
-  auto t = test::make_bitmap(o, ec);
+  auto t = test::make_bitmap(fake_clock_options(clock, 64ull << 20, 50ms), ec);
   EXPECT_FALSE(ec);
   Bitmap& bm = *t.bitmap;
   // Page 0 was written long ago: it is expired and holds a Dirty chunk.
@@ -132,14 +139,8 @@ TEST(InterleavingTest, SuspendAllowanceStartsAfterTheSwitchThreadsOwnReference) 
 // dirties a chunk on another page exactly between the pass's count and its decision.
 TEST(InterleavingTest, ChunkDirtiedWhileAPassDecidesKeepsTheDaemonArmed) {
   FakeClock clock;
-  BitmapOptions o;
-  o.device_bytes = 1ull << 30;  // 16384 chunks: 5 pages
-  o.daemon_sleep = 1000ms;
-  o.barrier_idle = 5000ms;
-  o.start_daemon = false;
-  o.clock = &clock;
   std::error_code ec;
-  auto t = test::make_bitmap(o, ec);
+  auto t = test::make_bitmap(fake_clock_options(clock, 1ull << 30, 1000ms), ec);  // 5 pages
   ASSERT_FALSE(ec);
   Bitmap& bm = *t.bitmap;
   ASSERT_FALSE(bm.start_write(0, 4096));  // page 0
