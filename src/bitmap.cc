@@ -286,11 +286,11 @@ void Bitmap::release_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) 
 }
 
 void Bitmap::note_dirty() noexcept {
-  // seq_cst fence: pairs with the one in daemon_pass between clearing armed_ and
-  // reading the counts (store-buffering): either the pass sees this page's count or
-  // this load sees armed_ cleared and re-arms.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (armed_.load(std::memory_order_relaxed)) return;
+  // seq_cst: with the seq_cst increment of the page's count before it, this pairs with
+  // daemon_pass's seq_cst clear of armed_ and its seq_cst loads of the counts
+  // (store-buffering): either the pass sees this page's count or this load sees armed_
+  // cleared and re-arms. (Not fences: GCC's ThreadSanitizer does not support them.)
+  if (armed_.load(std::memory_order_seq_cst)) return;
   armed_.store(true, std::memory_order_relaxed);
   std::lock_guard lk(daemon_mu_);
   daemon_cv_.notify_all();
@@ -321,7 +321,7 @@ std::uint64_t Bitmap::change_chunk(std::uint64_t chunk, Action action,
     if (old == to_byte(ChunkState::kDirty))
       page_dirty_[page].fetch_sub(1, std::memory_order_relaxed);
     if (t.next == ChunkState::kDirty) {
-      page_dirty_[page].fetch_add(1, std::memory_order_relaxed);
+      page_dirty_[page].fetch_add(1, std::memory_order_seq_cst);  // see note_dirty
       note_dirty();
     }
   }

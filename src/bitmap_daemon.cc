@@ -117,13 +117,14 @@ std::error_code Bitmap::daemon_pass(bool force) {
       pages_cleaned_.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  // Re-arm only while Dirty chunks remain. Clear first, then count: a chunk that turns
-  // Dirty meanwhile either is counted here or finds armed_ clear and re-arms itself
-  // (note_dirty), so no Dirty chunk is left without a daemon to clean it.
-  armed_.store(false, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // Re-arm only while Dirty chunks remain. Clear first, then count, all seq_cst (the
+  // other half is in change_chunk/note_dirty): a chunk that turns Dirty meanwhile either
+  // is counted here or finds armed_ clear and re-arms itself, so no Dirty chunk is left
+  // without a daemon to clean it.
+  armed_.store(false, std::memory_order_seq_cst);
   bool dirty = false;
-  for (std::uint64_t p = 0; p < pages_.size() && !dirty; ++p) dirty = page_has_dirty(p);
+  for (std::uint64_t p = 0; p < pages_.size() && !dirty; ++p)
+    dirty = page_dirty_[p].load(std::memory_order_seq_cst) != 0;
   LLBM_SYNC_POINT("daemon:after_rearm_check");
   if (dirty) armed_.store(true, std::memory_order_relaxed);
   return ec;

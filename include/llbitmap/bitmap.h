@@ -303,8 +303,8 @@ class Bitmap {
   std::thread daemon_;
   bool daemon_stop_ = false;  // guarded by daemon_mu_
   // Dirty chunks may exist. Cleared by a daemon pass before it looks at the counts,
-  // set by the change that makes a chunk Dirty after it counted it; a seq_cst fence on
-  // both sides (store, fence, load) means at least one of them sees the other.
+  // set by the change that makes a chunk Dirty after it counted it; seq_cst on both
+  // sides (store, then load) means at least one of them sees the other.
   std::atomic<bool> armed_{false};
   // Per page: how many of its chunks are Dirty. Changed only in change_chunk, under
   // the block's stripe lock, so a daemon pass finds the pages to clean and decides to
