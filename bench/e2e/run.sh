@@ -12,7 +12,9 @@
 #      numjobs=2 (not measured), then --runtime s at numjobs=1 and --runtime s at
 #      numjobs=2 (each job is its own NBD connection). With --reps N every cell is the
 #      median of N runs (the modes take turns, each rep starting with the next mode).
-#      Prints IOPS and MiB/s per cell and the ratios llbitmap/none and llbitmap/classic.
+#      Prints IOPS and MiB/s per cell and the ratios llbitmap/none and llbitmap/classic,
+#      and with N > 1 also the median of the per-rep ratios (the modes of one rep run
+#      back to back, so the pairing cancels drift between reps).
 #   2. Crash and resync. A new mirror; fio writes random 4 KiB blocks, then nbdkit is
 #      killed with SIGKILL; it is restarted and its start-up resync (resync=wait: the
 #      plugin copies before it serves, and logs "llmirror: resync: C chunks, B bytes
@@ -240,6 +242,28 @@ for nj in 1 2; do
   verdict+=("numjobs=$nj: llbitmap/none = $r_none (target >= 0.95): $(awk -v r="$r_none" 'BEGIN { print (r >= 0.95 ? "PASS" : "MISS") }')")
   verdict+=("numjobs=$nj: llbitmap/classic = $r_classic (target > 1): $(awk -v r="$r_classic" 'BEGIN { print (r > 1 ? "PASS" : "MISS") }')")
 done
+
+# The same ratios paired by rep: the modes of one rep run back to back, so a rep's ratio
+# shares that minute's background (a VM's neighbours, writeback); the median of the
+# per-rep ratios is less sensitive to drift between reps than the ratio of medians.
+paired() {  # paired NUMJOBS OTHER_MODE: "median (min-max, N reps)" of llbitmap/OTHER per rep
+  awk -v n="$1" -v o="$2" '
+    $2 == n && $1 == "llbitmap" { l[++nl] = $3 }
+    $2 == n && $1 == o { b[++nb] = $3 }
+    END {
+      for (i = 1; i <= nl && i <= nb; i++) r[i] = (b[i] > 0 ? l[i] / b[i] : 0);
+      m = (nl < nb ? nl : nb);
+      for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (r[j] < r[i]) { t = r[i]; r[i] = r[j]; r[j] = t }
+      med = (m % 2 ? r[(m + 1) / 2] : (r[m / 2] + r[m / 2 + 1]) / 2);
+      printf "%.2f (%.2f-%.2f, %d reps)", med, r[1], r[m], m
+    }' "$results"
+}
+if [[ $reps -gt 1 ]]; then
+  echo
+  for nj in 1 2; do
+    echo "paired by rep, numjobs=$nj: llbitmap/none $(paired "$nj" none), llbitmap/classic $(paired "$nj" classic)"
+  done
+fi
 
 # ---------------------------------------------------------------- 2. crash and resync
 # crash_case NAME MODE KIND: KIND region (time_based in the 1% region, killed while
