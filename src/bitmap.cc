@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <bit>
 #include <cstdio>
 #include <cstring>
 
@@ -141,7 +140,6 @@ Bitmap::Bitmap(std::unique_ptr<Storage> storage, const Superblock& sb, std::vect
                std::vector<std::byte> table, bool parity,
                std::function<std::error_code()> data_flush, Clock* clock)
     : geo_(sb.geometry),
-      block_shift_(static_cast<unsigned>(std::countr_zero(sb.geometry.block_bytes()))),
       ok_category_(&std::system_category()),
       storage_(std::move(storage)),
       clock_(clock != nullptr ? clock : &Clock::system()),
@@ -232,58 +230,39 @@ std::mutex& Bitmap::block_lock(std::uint64_t block) const noexcept {
   return stripes_[block % kStripes];
 }
 
-std::error_code Bitmap::chunk_range(std::uint64_t offset, std::uint64_t length, bool discard,
-                                    std::uint64_t& first, std::uint64_t& last) const {
-  const std::uint64_t dev = geo_.device_bytes();
-  if (length == 0 || offset >= dev || length > dev - offset)
-    return std::make_error_code(std::errc::invalid_argument);
+void Bitmap::discard_chunks(std::uint64_t offset, std::uint64_t length, std::uint64_t& first,
+                            std::uint64_t& last) const noexcept {
+  // Only chunks the discard covers completely (kernel: DIV_ROUND_UP for the start); the
+  // device's last chunk counts as covered when the discard reaches the end.
   const unsigned shift = geo_.chunk_shift();
-  if (discard) {
-    // Only chunks the discard covers completely (kernel: DIV_ROUND_UP for the start);
-    // the device's last chunk counts as covered when the discard reaches the end.
-    first = (offset + geo_.chunk_bytes() - 1) >> shift;
-    const std::uint64_t end = offset + length;
-    last = (end == dev ? geo_.chunks() : end >> shift);  // exclusive
-    if (first >= last) {
-      first = 1;
-      last = 0;  // nothing covered
-      return {};
-    }
-    last -= 1;
-    return {};
+  const std::uint64_t end = offset + length;
+  first = (offset + geo_.chunk_bytes() - 1) >> shift;
+  const std::uint64_t stop = (end == geo_.device_bytes() ? geo_.chunks() : end >> shift);
+  if (first >= stop) {
+    first = 1;
+    last = 0;  // nothing covered
+    return;
   }
-  first = offset >> shift;
-  last = (offset + length - 1) >> shift;
-  return {};
+  last = stop - 1;
 }
 
 namespace {
 
-// The page barriers of chunks [first, last], ascending. Forced inline: they are the
-// write path's only work besides the state check.
+// Raises (or releases) the page barriers of chunks [first, last], ascending. Forced
+// inline: with the state check they are all the write path does.
 using PageList = std::vector<std::unique_ptr<PageBarrier>>;
-[[gnu::always_inline]] inline void raise_range(const PageList& pages, std::uint64_t first_chunk,
-                                               std::uint64_t last_chunk) noexcept {
-  const std::uint64_t p0 = (first_chunk + kDataOffset) >> kPageShift;
-  const std::uint64_t p1 = (last_chunk + kDataOffset) >> kPageShift;
-  for (std::uint64_t p = p0; p <= p1; ++p) detail::PageBarrierFast::raise(*pages[p]);
+[[gnu::always_inline]] inline void raise_range(const Geometry& g, const PageList& pages,
+                                               std::uint64_t first, std::uint64_t last) noexcept {
+  for (std::uint64_t p = g.page_of_chunk(first); p <= g.page_of_chunk(last); ++p)
+    detail::PageBarrierFast::raise(*pages[p]);
 }
-[[gnu::always_inline]] inline void release_range(const PageList& pages, std::uint64_t first_chunk,
-                                                 std::uint64_t last_chunk) noexcept {
-  const std::uint64_t p0 = (first_chunk + kDataOffset) >> kPageShift;
-  const std::uint64_t p1 = (last_chunk + kDataOffset) >> kPageShift;
-  for (std::uint64_t p = p0; p <= p1; ++p) detail::PageBarrierFast::release(*pages[p]);
+[[gnu::always_inline]] inline void release_range(const Geometry& g, const PageList& pages,
+                                                 std::uint64_t first, std::uint64_t last) noexcept {
+  for (std::uint64_t p = g.page_of_chunk(first); p <= g.page_of_chunk(last); ++p)
+    detail::PageBarrierFast::release(*pages[p]);
 }
 
 }  // namespace
-
-void Bitmap::raise_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept {
-  raise_range(pages_, first_chunk, last_chunk);
-}
-
-void Bitmap::release_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept {
-  release_range(pages_, first_chunk, last_chunk);
-}
 
 void Bitmap::note_dirty() noexcept {
   // seq_cst: with the seq_cst increment of the page's count before it, this pairs with
@@ -307,7 +286,7 @@ std::uint64_t Bitmap::bump_block(std::uint64_t block) noexcept {
 std::uint64_t Bitmap::change_chunk(std::uint64_t chunk, Action action,
                                    const TransitionContext& ctx) {
   const std::uint64_t pos = geo_.chunk_pos(chunk);
-  const std::uint64_t block = pos >> block_shift_;
+  const std::uint64_t block = geo_.block_of_chunk(chunk);
   std::uint64_t seq = 0;
   {
     std::lock_guard lk(block_lock(block));
@@ -317,7 +296,7 @@ std::uint64_t Bitmap::change_chunk(std::uint64_t chunk, Action action,
     if (!t.changed() || to_byte(t.next) == old) return 0;
     seq = bump_block(block);
     ref.store(to_byte(t.next), std::memory_order_release);
-    const std::uint64_t page = pos >> kPageShift;
+    const std::uint64_t page = geo_.page_of_chunk(chunk);
     if (old == to_byte(ChunkState::kDirty))
       page_dirty_[page].fetch_sub(1, std::memory_order_relaxed);
     if (t.next == ChunkState::kDirty) {
@@ -371,11 +350,10 @@ std::uint64_t Bitmap::change_range(std::uint64_t first, std::uint64_t last, Acti
   std::uint64_t changed = 0;
   std::uint64_t c = first;
   while (c <= last) {
-    const std::uint64_t block = (c + kDataOffset) >> block_shift_;
-    const std::uint64_t block_last = ((block + 1) << block_shift_) - kDataOffset - 1;
-    const std::uint64_t stop = std::min(last, block_last);
+    const std::uint64_t block = geo_.block_of_chunk(c);
+    const std::uint64_t stop = std::min(last, geo_.chunks_in_block(block).end - 1);
     for (; c <= stop; ++c) {
-      const std::uint8_t raw = load_byte(c + kDataOffset);
+      const std::uint8_t raw = load_byte(geo_.chunk_pos(c));
       if (!table.changes(raw)) continue;
       changed += change_chunk(c, action, ctx) != 0 ? 1 : 0;
     }
@@ -396,20 +374,6 @@ std::error_code Bitmap::mark_and_persist(std::uint64_t first, std::uint64_t last
   // Failed since start_write's entry check: the transition table ignores every action
   // now, so nothing would be marked; never report such a write as covered.
   if (LLBM_UNLIKELY(ctx.write_error)) return Errc::bitmap_failed;
-  // Fast path: one chunk, already in the state the action leaves it in, and that state
-  // already durable: no lock, no store, no IO.
-  if (first == last) {
-    const std::uint64_t pos = geo_.chunk_pos(first);
-    const std::uint64_t block = pos >> block_shift_;
-    const Transition t = apply_action(load_byte(pos), action, ctx);
-    if (!t.changed()) {
-      const BlockCtl& b = blocks_[block];
-      const std::uint64_t seq = b.dirty_seq.load(std::memory_order_acquire);
-      if (LLBM_LIKELY(b.durable_seq.load(std::memory_order_acquire) >= seq)) return {};
-      const Target target{block, seq};
-      return persist_targets(&target, 1);
-    }
-  }
   std::vector<Target> targets;
   change_range(first, last, action, ctx, &targets);
   return persist_targets(targets.data(), targets.size());
@@ -444,12 +408,10 @@ static_assert(startwrite_keeps_matches_table(),
 std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) {
   LLBM_DCHECK(!closed_.load(std::memory_order_relaxed), "Bitmap %p: start_write after close",
               static_cast<void*>(this));
-  const std::uint64_t dev = geo_.device_bytes();
-  if (LLBM_UNLIKELY(length == 0 || offset >= dev || length > dev - offset))
+  if (LLBM_UNLIKELY(!in_device(offset, length)))
     return std::make_error_code(std::errc::invalid_argument);
-  const unsigned shift = geo_.chunk_shift();
-  const std::uint64_t first = offset >> shift;
-  const std::uint64_t last = (offset + length - 1) >> shift;
+  const std::uint64_t first = geo_.chunk_of(offset);
+  const std::uint64_t last = geo_.chunk_of(offset + length - 1);
   if (LLBM_UNLIKELY(failed_.load(std::memory_order_acquire))) return Errc::bitmap_failed;
 #ifdef LLBM_SYNC_POINTS
   if (detail::test_hooks().mark_before_raise.load(std::memory_order_relaxed)) {
@@ -458,23 +420,23 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
     std::vector<Target> targets;
     change_range(first, last, Action::kStartwrite, context(), &targets);
     LLBM_SYNC_POINT("start_write:after_mark");
-    raise_pages(first, last);
+    raise_range(geo_, pages_, first, last);
     const std::error_code ec = persist_targets(targets.data(), targets.size());
-    if (ec) release_pages(first, last);
+    if (ec) release_range(geo_, pages_, first, last);
     LLBM_SYNC_POINT("start_write:done");
     return ec;
   }
 #endif
   // Raise before marking (upstream ef4ca3d4bf09): a page the daemon may clean is never
   // marked without a reference that makes the daemon wait for this write.
-  raise_range(pages_, first, last);
+  raise_range(geo_, pages_, first, last);
   LLBM_SYNC_POINT("start_write:after_raise");
   if (LLBM_LIKELY(first == last)) {
-    const std::uint64_t pos = first + kDataOffset;
     // relaxed failed_: as in mark_and_persist, a failure since the entry check must not
     // report the write as covered; the acquire load of the byte orders what follows.
-    if (LLBM_LIKELY(startwrite_keeps(load_byte(pos)) && !failed_.load(std::memory_order_relaxed))) {
-      const BlockCtl& b = blocks_[pos >> block_shift_];
+    if (LLBM_LIKELY(startwrite_keeps(load_byte(geo_.chunk_pos(first))) &&
+                    !failed_.load(std::memory_order_relaxed))) {
+      const BlockCtl& b = blocks_[geo_.block_of_chunk(first)];
       const std::uint64_t seq = b.dirty_seq.load(std::memory_order_acquire);
       if (LLBM_LIKELY(b.durable_seq.load(std::memory_order_acquire) >= seq)) {
         LLBM_SYNC_POINT("start_write:done");
@@ -487,20 +449,18 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
 
 std::error_code Bitmap::start_write_slow(std::uint64_t first, std::uint64_t last) {
   const std::error_code ec = mark_and_persist(first, last, Action::kStartwrite);
-  if (LLBM_UNLIKELY(ec)) release_pages(first, last);
+  if (LLBM_UNLIKELY(ec)) release_range(geo_, pages_, first, last);
   LLBM_SYNC_POINT("start_write:done");
   return ec;
 }
 
 void Bitmap::end_write(std::uint64_t offset, std::uint64_t length) {
-  const std::uint64_t dev = geo_.device_bytes();
-  LLBM_CHECK(length != 0 && offset < dev && length <= dev - offset,
+  LLBM_CHECK(in_device(offset, length),
              "Bitmap %p: end_write(%llu, %llu) of a range start_write would refuse",
              static_cast<void*>(this), static_cast<unsigned long long>(offset),
              static_cast<unsigned long long>(length));
-  const unsigned shift = geo_.chunk_shift();
   LLBM_SYNC_POINT("end_write:before_release");
-  release_range(pages_, offset >> shift, (offset + length - 1) >> shift);
+  release_range(geo_, pages_, geo_.chunk_of(offset), geo_.chunk_of(offset + length - 1));
 }
 
 WriteGuard Bitmap::guard_write(std::uint64_t offset, std::uint64_t length, std::error_code& ec) {
@@ -510,23 +470,25 @@ WriteGuard Bitmap::guard_write(std::uint64_t offset, std::uint64_t length, std::
 }
 
 std::error_code Bitmap::start_discard(std::uint64_t offset, std::uint64_t length) {
+  if (!in_device(offset, length)) return std::make_error_code(std::errc::invalid_argument);
   std::uint64_t first = 0, last = 0;
-  if (std::error_code ec = chunk_range(offset, length, true, first, last)) return ec;
+  discard_chunks(offset, length, first, last);
   if (first > last) return {};  // no chunk fully covered: nothing to hold
   if (failed_.load(std::memory_order_acquire)) return Errc::bitmap_failed;
-  raise_pages(first, last);
+  raise_range(geo_, pages_, first, last);
   // Unwritten is persisted lazily (as upstream): a stale Dirty/Clean on disk is safe.
   change_range(first, last, Action::kDiscard, context(), nullptr);
   return {};
 }
 
 void Bitmap::end_discard(std::uint64_t offset, std::uint64_t length) {
-  std::uint64_t first = 0, last = 0;
-  LLBM_CHECK(!chunk_range(offset, length, true, first, last),
+  LLBM_CHECK(in_device(offset, length),
              "Bitmap %p: end_discard of a range start_discard would refuse",
              static_cast<void*>(this));
+  std::uint64_t first = 0, last = 0;
+  discard_chunks(offset, length, first, last);
   if (first > last) return;
-  release_pages(first, last);
+  release_range(geo_, pages_, first, last);
 }
 
 // ------------------------------------------------------------------ resync side

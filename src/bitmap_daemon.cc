@@ -49,11 +49,11 @@ void Bitmap::clean_page(std::uint64_t page, const TransitionContext& ctx,
   const ChunkRange r = geo_.chunks_in_page(page);
   std::uint64_t c = r.first;
   while (c < r.end && page_has_dirty(page)) {
-    const std::uint64_t block = (c + kDataOffset) >> block_shift_;
-    const std::uint64_t block_end = std::min(r.end, ((block + 1) << block_shift_) - kDataOffset);
+    const std::uint64_t block = geo_.block_of_chunk(c);
+    const std::uint64_t block_end = std::min(r.end, geo_.chunks_in_block(block).end);
     bool changed = false;
     for (; c < block_end; ++c) {
-      if (load_byte(c + kDataOffset) != to_byte(ChunkState::kDirty)) continue;
+      if (load_byte(geo_.chunk_pos(c)) != to_byte(ChunkState::kDirty)) continue;
       if (change_chunk(c, Action::kDaemon, ctx) == 0) continue;
       changed = true;
       if (!page_has_dirty(page)) {

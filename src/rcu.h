@@ -26,9 +26,9 @@
 #endif
 #endif
 
-#include <urcu-bp.h>
+#include <llbitmap/detail/check.h>
 
-#define LLBM_RCU_LIKELY(x) __builtin_expect(!!(x), 1)
+#include <urcu-bp.h>
 
 namespace llbitmap::detail {
 
@@ -60,7 +60,7 @@ struct RcuReader {
   static void lock(Handle r) noexcept {
     cmm_barrier();
     const unsigned long tmp = _CMM_LOAD_SHARED(r->ctr);
-    if (LLBM_RCU_LIKELY(!(tmp & URCU_BP_GP_CTR_NEST_MASK))) {
+    if (LLBM_LIKELY(!(tmp & URCU_BP_GP_CTR_NEST_MASK))) {
       _CMM_STORE_SHARED(r->ctr, _CMM_LOAD_SHARED(urcu_bp_gp.ctr));
       urcu_bp_smp_mb_slave();
     } else {

@@ -224,15 +224,18 @@ class Bitmap {
   static std::unique_ptr<Bitmap> load(std::unique_ptr<Storage> storage, const OpenOptions& opt,
                                       std::error_code& ec);
 
-  // The chunks [first, last] and pages of a byte range; invalid_argument if empty or
-  // past the device.
-  std::error_code chunk_range(std::uint64_t offset, std::uint64_t length, bool discard,
-                              std::uint64_t& first, std::uint64_t& last) const;
+  // True if [offset, offset + length) is not empty and inside the device.
+  [[nodiscard]] bool in_device(std::uint64_t offset, std::uint64_t length) const noexcept {
+    const std::uint64_t dev = geo_.device_bytes();
+    return length != 0 && offset < dev && length <= dev - offset;
+  }
+  // The chunks a discard of an in-device range covers completely: [first, last], or
+  // first > last when it covers none.
+  void discard_chunks(std::uint64_t offset, std::uint64_t length, std::uint64_t& first,
+                      std::uint64_t& last) const noexcept;
   // The rest of start_write once the pages are raised: mark, persist, or undo the
   // raise on error.
   std::error_code start_write_slow(std::uint64_t first, std::uint64_t last);
-  void raise_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept;
-  void release_pages(std::uint64_t first_chunk, std::uint64_t last_chunk) noexcept;
   // Applies `action` to [first, last]; collects the blocks that must be durable.
   std::error_code mark_and_persist(std::uint64_t first, std::uint64_t last, Action action);
   // Changes one chunk under its block's lock; returns the block's new change number,
@@ -266,7 +269,6 @@ class Bitmap {
   void clean_page(std::uint64_t page, const TransitionContext& ctx, std::vector<Target>& targets);
 
   Geometry geo_;
-  unsigned block_shift_;  // log2(block_bytes)
   // &std::system_category(), so that the fast path returns success without a call.
   const std::error_category* ok_category_;
   std::unique_ptr<Storage> storage_;

@@ -31,6 +31,7 @@
 #include <llbitmap/detail/check.h>
 
 #include <array>
+#include <bit>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -203,8 +204,9 @@ class Geometry {
   [[nodiscard]] std::uint64_t page_of_chunk(std::uint64_t chunk) const noexcept {
     return chunk_pos(chunk) >> kPageShift;
   }
+  // A shift, not a division: block_bytes() is a power of two (512 .. 4096).
   [[nodiscard]] std::uint64_t block_of_chunk(std::uint64_t chunk) const noexcept {
-    return chunk_pos(chunk) / block_bytes_;
+    return chunk_pos(chunk) >> std::countr_zero(block_bytes_);
   }
 
   // The chunks whose state bytes lie in page p (never empty). Requires: p < pages().
