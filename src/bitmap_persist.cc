@@ -152,12 +152,14 @@ void Bitmap::enter_failed_state() noexcept {
     sb_.encode(std::span<std::byte, kSuperblockBytes>(buf.data(), kSuperblockBytes));
   }
   crc_[0] = block_crc(0, sb_.uuid, buf);
-  if (storage_->write(0, buf)) return;
   std::vector<std::byte> table(bs, std::byte{0});
   for (std::uint64_t e = 0; e < bs / 4 && e < geo_.blocks(); ++e)
     store_le32(std::span<std::byte, 4>(table.data() + e * 4, 4), crc_[e]);
-  if (storage_->write(geo_.checksum_table_offset(), table)) return;
-  (void)storage_->sync();
+  if (!storage_->write(0, buf) && !storage_->write(geo_.checksum_table_offset(), table))
+    (void)storage_->sync();
+  // Only now does failed() say so: a caller that sees it may rely on the stale mark
+  // having been made durable (or on the medium having refused that too).
+  failure_final_.store(true, std::memory_order_release);
 }
 
 }  // namespace llbitmap

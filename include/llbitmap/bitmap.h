@@ -203,7 +203,12 @@ class Bitmap {
   [[nodiscard]] std::uint64_t device_bytes() const noexcept { return geo_.device_bytes(); }
   [[nodiscard]] const Geometry& geometry() const noexcept { return geo_; }
   [[nodiscard]] ChunkState state(std::uint64_t chunk) const noexcept;
-  [[nodiscard]] bool failed() const noexcept { return failed_.load(std::memory_order_acquire); }
+  // True once a failed persist is final: writes are refused and the superblock's stale
+  // mark has been written and synced (or the medium refused that too), so a crash from
+  // here reopens with every written chunk NeedSync. start_write refuses slightly earlier.
+  [[nodiscard]] bool failed() const noexcept {
+    return failure_final_.load(std::memory_order_acquire);
+  }
   [[nodiscard]] BitmapStats stats() const noexcept;
 
   // Runtime knobs: 1 ms .. 24 h, else std::errc::invalid_argument (the kernel's sysfs
@@ -286,7 +291,8 @@ class Bitmap {
 
   Superblock sb_;  // guarded by block_lock(0)
   std::atomic<bool> degraded_{false};
-  std::atomic<bool> failed_{false};
+  std::atomic<bool> failed_{false};         // internal: refuse writes, persist no Clean
+  std::atomic<bool> failure_final_{false};  // failed() (see there)
   std::atomic<bool> closed_{false};
   // Bumped by every state change: kept off the line of the flags the fast path reads.
   alignas(detail::kCacheLine) std::atomic<std::uint64_t> change_seq_{0};

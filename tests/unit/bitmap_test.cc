@@ -433,6 +433,29 @@ TEST_F(BitmapTest, ParityFirstWriteGivesNeedSync) {
   EXPECT_EQ(bm().state(0), ChunkState::kNeedSync);
 }
 
+// failed() says true only once the stale mark is durable: a caller that sees it and then
+// crashes must reopen with everything written NeedSync. The sync hook looks at failed()
+// at the failing sync and at the stale mark's sync (the daemon or a flush can be the
+// failing round's leader, so a caller may see failed() while that round still runs).
+TEST_F(BitmapTest, FailedIsReportedOnlyOnceTheStaleMarkIsDurable) {
+  make(options());
+  std::vector<bool> failed_at_sync;
+  st().set_sync_hook([&](const SyncEvent&) -> std::error_code {
+    failed_at_sync.push_back(bm().failed());
+    return {};
+  });
+  st().fail_sync(1);
+  EXPECT_EQ(bm().start_write(7 * kChunk, 4096), std::errc::io_error);
+  ASSERT_EQ(failed_at_sync.size(), 2u) << "the failing sync, then the stale mark's";
+  EXPECT_FALSE(failed_at_sync[0]);
+  EXPECT_FALSE(failed_at_sync[1]) << "failed() said true before the stale mark was durable";
+  EXPECT_TRUE(bm().failed());
+  std::error_code ec;
+  auto sb = Superblock::decode(st().durable_image(), ec, st().durable_image().size());
+  ASSERT_TRUE(sb) << ec.message();
+  EXPECT_NE(sb->state & (kSbStale | kSbWriteError), 0u);
+}
+
 TEST_F(BitmapTest, SyncFailureFailsTheWriterAndTheBitmap) {
   // fsyncgate (S5): the writer gets the error, nothing trusts a retry, no Clean is
   // persisted again, and the next open resyncs everything written.
