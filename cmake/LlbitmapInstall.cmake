@@ -1,5 +1,6 @@
-# Install rules: the CMake package (llbitmap::llbitmap) and a pkg-config file.
-# tests/install/ checks all of it from a consumer's point of view (ctest -L install).
+# Install rules: the CMake package (llbitmap::llbitmap; component "testing" adds
+# llbitmap::testing, FaultStorage) and a pkg-config file for the library. tests/install/ checks all of it from a consumer's point of
+# view (ctest -L install).
 include(CMakePackageConfigHelpers)
 set(_llbm_cfgdir "${CMAKE_INSTALL_LIBDIR}/cmake/llbitmap")
 install(TARGETS llbitmap EXPORT llbitmapTargets
@@ -8,9 +9,19 @@ install(TARGETS llbitmap EXPORT llbitmapTargets
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
         FILE_SET HEADERS DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT llbitmapTargets NAMESPACE llbitmap:: DESTINATION "${_llbm_cfgdir}")
+# The testing component: find_package(llbitmap COMPONENTS testing).
+install(TARGETS llbitmap_testing EXPORT llbitmapTestingTargets COMPONENT testing
+        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+        RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
+        FILE_SET HEADERS DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+install(EXPORT llbitmapTestingTargets NAMESPACE llbitmap:: DESTINATION "${_llbm_cfgdir}"
+        COMPONENT testing)
 # The build tree is usable as a package too (CMAKE_PREFIX_PATH=<build dir>).
 export(EXPORT llbitmapTargets NAMESPACE llbitmap::
        FILE "${PROJECT_BINARY_DIR}/llbitmapTargets.cmake")
+export(EXPORT llbitmapTestingTargets NAMESPACE llbitmap::
+       FILE "${PROJECT_BINARY_DIR}/llbitmapTestingTargets.cmake")
 configure_package_config_file(cmake/llbitmapConfig.cmake.in
   "${PROJECT_BINARY_DIR}/llbitmapConfig.cmake" INSTALL_DESTINATION "${_llbm_cfgdir}")
 # 0.x: a minor release may break the API; use SameMajorVersion from 1.0 on.

@@ -26,11 +26,13 @@ inline constexpr int kExitUsage = 2;  // the command line is wrong
 // Subcommands. `args` excludes the program and subcommand names.
 int cmd_create(std::span<char* const> args);
 int cmd_examine(std::span<char* const> args);
-int cmd_barrier_demo(std::span<char* const> args);
 
-// Prints "llbitmap: <message>" and "Try 'llbitmap help'." to stderr; returns kExitUsage.
+// The program's name in messages: "llbitmap", or "llbitmap-demo" (examples/demo).
+inline const char* g_program = "llbitmap";
+
+// Prints "<program>: <message>" and "Try '<program> help'." to stderr; returns kExitUsage.
 inline int usage_error(const std::string& message) {
-  std::fprintf(stderr, "llbitmap: %s\nTry 'llbitmap help'.\n", message.c_str());
+  std::fprintf(stderr, "%s: %s\nTry '%s help'.\n", g_program, message.c_str(), g_program);
   return kExitUsage;
 }
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// main.cc: the `llbitmap` command-line tool: dispatches to the subcommands (create,
-// examine, barrier-demo, demo), prints the help and the version. No exception leaves
+// main.cc: `llbitmap`, the administration tool: dispatches to the subcommands (create,
+// examine), prints the help and the version. (The demonstrations are a separate program,
+// examples/demo.) No exception leaves
 // main: anything thrown is reported as "llbitmap: ..." with exit status 1.
 #include <cstdio>
 #include <exception>
@@ -16,9 +17,6 @@
 #endif
 
 namespace llbitmap::tool {
-
-// cmd_demo.cc (built on the mirror example, examples/mirror).
-int cmd_demo(std::span<char* const> args);
 
 namespace {
 
@@ -38,20 +36,6 @@ Commands:
       fails, and what a reopen would resynchronise (as byte ranges of the device).
       Read-only: the file is never modified. --json: one JSON object.
       --all: list every range and block (default: the first 20).
-
-  barrier-demo [--threads N] [--pages P] [--seconds S] [--idle MS]
-      Writer threads raise and release page barriers while a daemon thread
-      suspends and resumes the idle pages; prints progress once per second and a
-      summary. Defaults: 2 threads, 8 pages, 5 s, idle 20 ms.
-
-  demo [--size BYTES] [--seconds S] [--seed N] [--keep] [--dir DIR]
-      Crash and recover a RAID-1 mirror of two sparse files (default 1G each) with
-      a write-intent bitmap: writer threads in a child process are killed with
-      SIGKILL at a random moment between S/3 and S seconds (default 3), the mirror
-      is reopened and resynced, a leg is failed and re-added; prints the chunks
-      and bytes resynced against a full copy of the device and checks that the
-      legs are identical (exit status 1 if not). Runs in a new directory under
-      --dir (default $TMPDIR or /tmp), removed at the end unless --keep.
 
   help, --help, -h     Show this help.
   --version            Show the version.
@@ -77,8 +61,6 @@ int run(int argc, char** argv) {
   }
   if (cmd == "create") return cmd_create(rest);
   if (cmd == "examine") return cmd_examine(rest);
-  if (cmd == "barrier-demo") return cmd_barrier_demo(rest);
-  if (cmd == "demo") return cmd_demo(rest);
   return usage_error("unknown command '" + std::string(cmd) + "'");
 }
 

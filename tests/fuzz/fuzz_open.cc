@@ -14,8 +14,8 @@
 #include <llbitmap/bitmap.h>
 #include <llbitmap/chunk_state.h>
 #include <llbitmap/error.h>
-#include <llbitmap/fault_storage.h>
 #include <llbitmap/format.h>
+#include <llbitmap/testing/fault_storage.h>
 
 #include <algorithm>
 #include <cstdarg>

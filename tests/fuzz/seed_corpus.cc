@@ -9,8 +9,8 @@
 // checksum fixed). Every one of them must open (the regression runner checks it), so a
 // format change that the seeds no longer follow is caught.
 #include <llbitmap/bitmap.h>
-#include <llbitmap/fault_storage.h>
 #include <llbitmap/format.h>
+#include <llbitmap/testing/fault_storage.h>
 
 #include <cstdio>
 #include <cstdlib>

@@ -10,6 +10,10 @@
 #                   [--static] llbitmap` (PKG_CONFIG_PATH at the prefix).
 #   headers         the installed public headers never reach liburcu: no code line names it
 #                   and no header pulls in a liburcu header; each header compiles on its own.
+#                   The installed tree is only the product: no sync-point or test-hook
+#                   header, FaultStorage only under llbitmap/testing/, and no
+#                   LLBM_SYNC_POINTS in the exported targets (the library was built with
+#                   sync points on, to prove the definition stays private).
 #   paths           no source or build-tree path in the installed CMake and pkg-config
 #                   files; the .pc points at the install prefix.
 #   add_subdirectory, fetchcontent
@@ -85,6 +89,7 @@ function(build_consumer what)
   run("${what}: build" COMMAND "${CMAKE_COMMAND}" --build "${bdir}" --parallel ${JOBS})
   set(consumer_build "${bdir}" PARENT_SCOPE)
   run_app("${what}" "${bdir}/app")
+  run_app("${what} (testing component)" "${bdir}/testing_app")
 endfunction()
 
 # The installed files the package consists of.
@@ -108,8 +113,10 @@ endfunction()
 
 if(STEP STREQUAL "install")
   set(bdir "${WORK_DIR}/build")
+  # Sync points on: the headers step checks that nothing of them is installed or exported.
   set(args -S "${SOURCE_DIR}" -B "${bdir}" ${common_args} "-DBUILD_SHARED_LIBS=${SHARED}"
-      -DLLBITMAP_BUILD_TESTS=OFF -DLLBITMAP_BUILD_BENCH=OFF -DLLBITMAP_BUILD_TOOLS=OFF)
+      -DLLBITMAP_BUILD_TESTS=OFF -DLLBITMAP_BUILD_BENCH=OFF -DLLBITMAP_BUILD_TOOLS=OFF
+      -DLLBITMAP_BUILD_EXAMPLES=OFF -DLLBITMAP_SYNC_POINTS=ON)
   # The build directory is kept between runs (incremental); a stale one is recreated.
   run("install: configure" COMMAND "${CMAKE_COMMAND}" ${args} RESULT_VARIABLE rc)
   if(NOT rc EQUAL 0)
@@ -206,8 +213,34 @@ elseif(STEP STREQUAL "headers")
   if(bad)
     message(FATAL_ERROR "liburcu is reachable from the installed public headers:\n${bad}")
   endif()
+  # The installed surface is the product only.
+  foreach(h IN LISTS headers)
+    if(h MATCHES "sync_point|test_hook")
+      string(APPEND bad "  test machinery installed: ${h}\n")
+    endif()
+    if(h MATCHES "fault_storage" AND NOT h STREQUAL "llbitmap/testing/fault_storage.h")
+      string(APPEND bad "  FaultStorage outside llbitmap/testing/: ${h}\n")
+    endif()
+    file(READ "${prefix}/include/${h}" text)
+    if(text MATCHES "LLBM_SYNC_POINT|TestHooks")
+      string(APPEND bad "  ${h} mentions the sync points or the test hooks\n")
+    endif()
+  endforeach()
+  file(GLOB_RECURSE exported "${prefix}/*Targets*.cmake")
+  if(NOT exported)
+    message(FATAL_ERROR "no exported target files under ${prefix}")
+  endif()
+  foreach(f IN LISTS exported)
+    file(READ "${f}" text)
+    if(text MATCHES "LLBM_SYNC_POINTS")
+      string(APPEND bad "  ${f} exports LLBM_SYNC_POINTS\n")
+    endif()
+  endforeach()
+  if(bad)
+    message(FATAL_ERROR "the installed tree is not only the product:\n${bad}")
+  endif()
   list(LENGTH headers nh)
-  message(STATUS "${nh} installed headers checked: none reaches liburcu")
+  message(STATUS "${nh} installed headers checked: none reaches liburcu, no test machinery")
 
 elseif(STEP STREQUAL "paths")
   find_installed()

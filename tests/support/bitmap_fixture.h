@@ -9,8 +9,8 @@
 #pragma once
 
 #include <llbitmap/bitmap.h>
-#include <llbitmap/fault_storage.h>
 #include <llbitmap/format.h>
+#include <llbitmap/testing/fault_storage.h>
 
 #include <memory>
 #include <optional>

@@ -30,7 +30,7 @@
 // FaultStorage).
 #pragma once
 
-#include <llbitmap/fault_storage.h>
+#include <llbitmap/testing/fault_storage.h>
 
 #include <algorithm>
 #include <cstddef>

@@ -17,8 +17,6 @@
 // Only meaningful in builds with LLBITMAP_SYNC_POINTS=ON.
 #pragma once
 
-#include <llbitmap/detail/sync_point.h>
-
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -28,6 +26,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "sync_point.h"
 
 namespace llbitmap::test {
 

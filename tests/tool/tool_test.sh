@@ -7,8 +7,6 @@
 #       create, examine (text and --json) a fresh file, crash images (Dirty, NeedSync,
 #       stale, many ranges), a zeroed state block, and the refusals (missing, foreign,
 #       truncated, corrupt superblock), checking that examine never changes a file.
-#   tool_test.sh demo TOOL
-#       barrier-demo --seconds 1: the summary line exists and suspends > 0.
 #
 # Every check that fails prints what it expected and what it got; the script exits 1
 # if any failed.
@@ -98,7 +96,9 @@ examine)
   # --- usage and create errors
   run_rc 0 "$out" "$err" "$tool" --help
   expect_line "$out" '^  examine FILE' "help lists examine"
-  expect_line "$out" '^  barrier-demo' "help lists barrier-demo"
+  expect_line "$out" '^  create FILE' "help lists create"
+  grep -q 'demo' "$out" && fail "the admin tool's help mentions a demo"
+  run_rc 2 "$out" "$err" "$tool" demo
   run_rc 0 "$out" "$err" "$tool" --version
   expect_line "$out" '^llbitmap [0-9]+\.[0-9]+\.[0-9]+$' "version"
   run_rc 2 "$out" "$err" "$tool"
@@ -243,21 +243,6 @@ examine)
   grep -q 'more ranges' "$out" && fail "many --all: unexpected '... more ranges'"
   check_json many.bm 'len(d["resync"]["ranges"]) == 20 and d["resync"]["omitted_ranges"] == 10' \
     'd["resync"]["range_count"] == 30'
-  ;;
-
-demo)
-  run_rc 0 "$out" "$err" "$tool" barrier-demo --seconds 1 --threads 2 --pages 8 --idle 20
-  cat "$out"
-  expect_line "$out" '^\[  1 s\] ' "demo: progress line"
-  expect_line "$out" '^summary: threads=2 pages=8 ' "demo: summary line"
-  suspends=$(sed -n 's/^summary: .* suspends=\([0-9]*\) .*/\1/p' "$out")
-  if [ -z "$suspends" ] || [ "$suspends" -le 0 ]; then
-    fail "demo: expected suspends > 0, got '${suspends}'"
-  fi
-  timeouts=$(sed -n 's/^summary: .* suspend_timeouts=\([0-9]*\) .*/\1/p' "$out")
-  [ "$timeouts" = 0 ] || fail "demo: expected no suspend timeouts, got '$timeouts'"
-  run_rc 2 "$out" "$err" "$tool" barrier-demo --threads 0
-  run_rc 2 "$out" "$err" "$tool" barrier-demo --bogus
   ;;
 
 *)

@@ -44,11 +44,10 @@
 //                                 which shows the oracles can see that bug.
 #include <llbitmap/bitmap.h>
 #include <llbitmap/chunk_state.h>
-#include <llbitmap/detail/sync_point.h>
 #include <llbitmap/error.h>
-#include <llbitmap/fault_storage.h>
 #include <llbitmap/format.h>
 #include <llbitmap/page_barrier.h>
+#include <llbitmap/testing/fault_storage.h>
 
 #include <algorithm>
 #include <atomic>
@@ -72,6 +71,7 @@
 
 #include "bitmap_fixture.h"
 #include "percpu_area.h"
+#include "sync_point.h"
 #include <spawn.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>

@@ -20,5 +20,7 @@
 #define LLBM_REQUIRES(...) LLBM_THREAD_ANNOTATION(requires_capability(__VA_ARGS__))
 #define LLBM_ACQUIRE(...) LLBM_THREAD_ANNOTATION(acquire_capability(__VA_ARGS__))
 #define LLBM_RELEASE(...) LLBM_THREAD_ANNOTATION(release_capability(__VA_ARGS__))
+#define LLBM_ASSERT_CAPABILITY(x) LLBM_THREAD_ANNOTATION(assert_capability(x))
+#define LLBM_TRY_ACQUIRE(...) LLBM_THREAD_ANNOTATION(try_acquire_capability(__VA_ARGS__))
 #define LLBM_EXCLUDES(...) LLBM_THREAD_ANNOTATION(locks_excluded(__VA_ARGS__))
 #define LLBM_NO_THREAD_SAFETY_ANALYSIS LLBM_THREAD_ANNOTATION(no_thread_safety_analysis)

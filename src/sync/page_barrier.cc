@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include <llbitmap/detail/check.h>
-#include <llbitmap/detail/sync_point.h>
 #include <llbitmap/page_barrier.h>
 
 #include <algorithm>
 
 #include "page_barrier_fast.h"
 #include "switch_worker.h"
+#include "sync_point.h"
 
 namespace llbitmap {
 

@@ -9,8 +9,7 @@
 // With the upstream pre-fix order switched back on (mark before raise), some seeds must
 // violate the oracle: the scheduler finds the bug on its own.
 #include <llbitmap/bitmap.h>
-#include <llbitmap/detail/sync_point.h>
-#include <llbitmap/fault_storage.h>
+#include <llbitmap/testing/fault_storage.h>
 
 #include <gtest/gtest.h>
 
@@ -20,6 +19,7 @@
 #include <set>
 
 #include "bitmap_fixture.h"
+#include "sync_point.h"
 #include "sync_scheduler.h"
 
 namespace llbitmap {

@@ -39,8 +39,8 @@
 #include <llbitmap/chunk_state.h>
 #include <llbitmap/clock.h>
 #include <llbitmap/error.h>
-#include <llbitmap/fault_storage.h>
 #include <llbitmap/format.h>
+#include <llbitmap/testing/fault_storage.h>
 
 #include <gtest/gtest.h>
 

@@ -11,13 +11,13 @@
 // turns Dirty, then wakes every daemon_sleep while Dirty chunks remain.
 #include <llbitmap/bitmap.h>
 #include <llbitmap/detail/check.h>
-#include <llbitmap/detail/sync_point.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <memory>
 
 #include "bitmap_internal.h"
+#include "sync_point.h"
 
 namespace llbitmap {
 

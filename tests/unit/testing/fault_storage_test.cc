@@ -3,8 +3,8 @@
 // FaultStorage: durable vs volatile images, k-th failures of each kind, fsyncgate
 // semantics, short writes, the trace, the hooks and crash images.
 #include <llbitmap/error.h>
-#include <llbitmap/fault_storage.h>
 #include <llbitmap/format.h>
+#include <llbitmap/testing/fault_storage.h>
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include <llbitmap/detail/check.h>
 #include <llbitmap/error.h>
-#include <llbitmap/fault_storage.h>
+#include <llbitmap/testing/fault_storage.h>
 
 #include <algorithm>
 #include <limits>

@@ -2,7 +2,6 @@
 #include "switch_worker.h"
 
 #include <llbitmap/detail/check.h>
-#include <llbitmap/detail/sync_point.h>
 #include <llbitmap/percpu_ref.h>
 
 #include <new>
@@ -10,6 +9,7 @@
 
 #include "percpu_area.h"
 #include "rcu.h"
+#include "sync_point.h"
 #include <pthread.h>
 
 namespace llbitmap::detail {

@@ -10,9 +10,8 @@
 // (raise, then mark) that state is Dirty; with the pre-fix order switched back on
 // (a test hook), the same checker reports the violation.
 #include <llbitmap/bitmap.h>
-#include <llbitmap/detail/sync_point.h>
-#include <llbitmap/fault_storage.h>
 #include <llbitmap/page_barrier.h>
+#include <llbitmap/testing/fault_storage.h>
 
 #include <gtest/gtest.h>
 
@@ -21,6 +20,7 @@
 
 #include "bitmap_fixture.h"
 #include "start_gate.h"
+#include "sync_point.h"
 
 namespace llbitmap {
 namespace {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
-#include <llbitmap/detail/sync_point.h>
+#include "sync_point.h"
 
 #include <map>
 #include <mutex>

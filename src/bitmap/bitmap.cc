@@ -4,7 +4,6 @@
 // Persistence is in bitmap_persist.cc, the daemon in bitmap_daemon.cc.
 #include <llbitmap/bitmap.h>
 #include <llbitmap/detail/check.h>
-#include <llbitmap/detail/sync_point.h>
 
 #include <algorithm>
 #include <atomic>
@@ -13,6 +12,7 @@
 
 #include "bitmap_internal.h"
 #include "page_barrier_fast.h"
+#include "sync_point.h"
 
 namespace llbitmap {
 

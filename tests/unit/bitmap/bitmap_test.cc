@@ -3,7 +3,7 @@
 // Bitmap: the write path, write-ahead persistence (S1-S3, S5), the daemon, crash
 // recovery on open (S4), resync calls, degraded mode, close.
 #include <llbitmap/bitmap.h>
-#include <llbitmap/fault_storage.h>
+#include <llbitmap/testing/fault_storage.h>
 
 #include <gtest/gtest.h>
 

@@ -16,12 +16,12 @@
 // trusted); the superblock is then marked stale, best effort, with one more write+sync.
 #include <llbitmap/bitmap.h>
 #include <llbitmap/detail/check.h>
-#include <llbitmap/detail/sync_point.h>
 
 #include <algorithm>
 #include <cstring>
 
 #include "bitmap_internal.h"
+#include "sync_point.h"
 
 namespace llbitmap {
 

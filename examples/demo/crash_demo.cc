@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// cmd_demo.cc: `llbitmap demo [--size BYTES] [--seconds S] [--seed N] [--keep]
-// [--dir DIR]`: crash and recover a RAID-1 mirror (examples/mirror) whose write-intent
+// crash_demo.cc: `llbitmap-demo crash [--size BYTES] [--seconds S] [--seed N] [--keep]
+// [--dir DIR]`: crash and recover a RAID-1 mirror (mirror/) whose write-intent
 // bitmap is an llbitmap Bitmap, and show that the resync follows the dirty region, not
 // the device size.
 //
@@ -226,7 +226,7 @@ bool crash_writer(const std::filesystem::path& dir, const DemoOptions& opt, std:
   void* mem = ::mmap(nullptr, sizeof(ChildShared), PROT_READ | PROT_WRITE,
                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) {
-    std::fprintf(stderr, "llbitmap: demo: mmap: %s\n", std::strerror(errno));
+    std::fprintf(stderr, "llbitmap-demo: crash: mmap: %s\n", std::strerror(errno));
     return false;
   }
   auto* shared = new (mem) ChildShared;
@@ -234,7 +234,7 @@ bool crash_writer(const std::filesystem::path& dir, const DemoOptions& opt, std:
   std::fflush(stderr);
   const pid_t pid = ::fork();
   if (pid < 0) {
-    std::fprintf(stderr, "llbitmap: demo: fork: %s\n", std::strerror(errno));
+    std::fprintf(stderr, "llbitmap-demo: crash: fork: %s\n", std::strerror(errno));
     ::munmap(mem, sizeof(ChildShared));
     return false;
   }
@@ -281,7 +281,8 @@ bool crash_writer(const std::filesystem::path& dir, const DemoOptions& opt, std:
   out.bytes = shared->bytes.load(std::memory_order_relaxed);
   out.cold_writes = shared->cold_writes.load(std::memory_order_relaxed);
   ::munmap(mem, sizeof(ChildShared));
-  if (!ok) std::fprintf(stderr, "llbitmap: demo: the writer process failed (status %d)\n", status);
+  if (!ok)
+    std::fprintf(stderr, "llbitmap-demo: crash: the writer process failed (status %d)\n", status);
   return ok;
 }
 
@@ -327,28 +328,28 @@ int parse(std::span<char* const> args, DemoOptions& opt) {
     if (cur.flag("--keep")) {
       opt.keep = true;
     } else if (cur.option("--size", v, missing)) {
-      if (missing) return usage_error("demo: --size needs a value");
+      if (missing) return usage_error("crash: --size needs a value");
       const auto b = parse_size(v);
       if (!b || *b < (4ull << 20) || *b % 4096 != 0 || *b > (1ull << 40))
-        return usage_error("demo: --size: '" + v + "' must be 4M .. 1T, a multiple of 4K");
+        return usage_error("crash: --size: '" + v + "' must be 4M .. 1T, a multiple of 4K");
       opt.size = *b;
     } else if (cur.option("--seconds", v, missing)) {
-      if (missing) return usage_error("demo: --seconds needs a value");
+      if (missing) return usage_error("crash: --seconds needs a value");
       const auto s = parse_uint(v);
       if (!s || *s < 1 || *s > 3600)
-        return usage_error("demo: --seconds: '" + v + "' must be 1 .. 3600");
+        return usage_error("crash: --seconds: '" + v + "' must be 1 .. 3600");
       opt.seconds = static_cast<unsigned>(*s);
     } else if (cur.option("--seed", v, missing)) {
-      if (missing) return usage_error("demo: --seed needs a value");
+      if (missing) return usage_error("crash: --seed needs a value");
       const auto s = parse_uint(v);
-      if (!s) return usage_error("demo: --seed: '" + v + "' is not a number");
+      if (!s) return usage_error("crash: --seed: '" + v + "' is not a number");
       opt.seed = *s;
       opt.have_seed = true;
     } else if (cur.option("--dir", v, missing)) {
-      if (missing || v.empty()) return usage_error("demo: --dir needs a value");
+      if (missing || v.empty()) return usage_error("crash: --dir needs a value");
       opt.dir = v;
     } else {
-      return usage_error("demo: unknown argument '" + arg + "'");
+      return usage_error("crash: unknown argument '" + arg + "'");
     }
   }
   return kExitOk;
@@ -399,14 +400,14 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
   // 1. Create the mirror.
   std::unique_ptr<Mirror> m = Mirror::open(mirror_options(dir, size, true), ec);
   if (!m) {
-    std::fprintf(stderr, "llbitmap: demo: create the mirror in %s: %s\n", dir.c_str(),
+    std::fprintf(stderr, "llbitmap-demo: crash: create the mirror in %s: %s\n", dir.c_str(),
                  ec.message().c_str());
     return kExitError;
   }
   const std::uint64_t chunk = m->chunk_bytes();
   const std::uint64_t chunks = (size + chunk - 1) / chunk;
   if ((ec = m->close())) {
-    std::fprintf(stderr, "llbitmap: demo: close: %s\n", ec.message().c_str());
+    std::fprintf(stderr, "llbitmap-demo: crash: close: %s\n", ec.message().c_str());
     return kExitError;
   }
   m.reset();
@@ -437,7 +438,8 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
   auto t_open = Clock::now();
   m = Mirror::open(mirror_options(dir, 0, false), ec);
   if (!m) {
-    std::fprintf(stderr, "llbitmap: demo: reopen after the crash: %s\n", ec.message().c_str());
+    std::fprintf(stderr, "llbitmap-demo: crash: reopen after the crash: %s\n",
+                 ec.message().c_str());
     return kExitError;
   }
   const double open_s = seconds_since(t_open);
@@ -445,7 +447,7 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
   std::uint64_t torn = 0;
   if ((ec = count_differing_chunks(dir / "primary.img", dir / "secondary.img", m->needs_sync(),
                                    chunk, torn))) {
-    std::fprintf(stderr, "llbitmap: demo: compare: %s\n", ec.message().c_str());
+    std::fprintf(stderr, "llbitmap-demo: crash: compare: %s\n", ec.message().c_str());
     return kExitError;
   }
   std::printf("\n2. reopen (crash recovery) in %.3f s: the bitmap marks %" PRIu64 " of %" PRIu64
@@ -466,12 +468,12 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
   rbar.finish(1.0, std::to_string(rp.chunks_done) + "/" + std::to_string(rp.chunks_total) +
                        " chunks, " + format_size(rp.bytes_copied));
   if (ec) {
-    std::fprintf(stderr, "llbitmap: demo: resync: %s\n", ec.message().c_str());
+    std::fprintf(stderr, "llbitmap-demo: crash: resync: %s\n", ec.message().c_str());
     return kExitError;
   }
   mirror::CompareResult cmp1;
   if ((ec = mirror::compare_legs(dir / "primary.img", dir / "secondary.img", size, cmp1))) {
-    std::fprintf(stderr, "llbitmap: demo: compare: %s\n", ec.message().c_str());
+    std::fprintf(stderr, "llbitmap-demo: crash: compare: %s\n", ec.message().c_str());
     return kExitError;
   }
   std::printf("  compared the legs (%s read from each): %s\n",
@@ -494,7 +496,7 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
       const std::span<std::byte> data(buf.data(), len);
       wrng.fill(data);
       if ((ec = m->write(off, data))) {
-        std::fprintf(stderr, "llbitmap: demo: degraded write: %s\n", ec.message().c_str());
+        std::fprintf(stderr, "llbitmap-demo: crash: degraded write: %s\n", ec.message().c_str());
         return kExitError;
       }
       degraded_chunks += mark_chunks(seen, off, len, chunk);
@@ -504,7 +506,7 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
   }
   mirror::CompareResult cmp_before;
   if ((ec = mirror::compare_legs(dir / "primary.img", dir / "secondary.img", size, cmp_before))) {
-    std::fprintf(stderr, "llbitmap: demo: compare: %s\n", ec.message().c_str());
+    std::fprintf(stderr, "llbitmap-demo: crash: compare: %s\n", ec.message().c_str());
     return kExitError;
   }
   ResyncProgress ap;
@@ -521,16 +523,16 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
   abar.finish(1.0, std::to_string(ap.chunks_done) + "/" + std::to_string(ap.chunks_total) +
                        " chunks, " + format_size(ap.bytes_copied));
   if (ec) {
-    std::fprintf(stderr, "llbitmap: demo: re-add: %s\n", ec.message().c_str());
+    std::fprintf(stderr, "llbitmap-demo: crash: re-add: %s\n", ec.message().c_str());
     return kExitError;
   }
   mirror::CompareResult cmp2;
   if ((ec = mirror::compare_legs(dir / "primary.img", dir / "secondary.img", size, cmp2))) {
-    std::fprintf(stderr, "llbitmap: demo: compare: %s\n", ec.message().c_str());
+    std::fprintf(stderr, "llbitmap-demo: crash: compare: %s\n", ec.message().c_str());
     return kExitError;
   }
   if ((ec = m->close())) {
-    std::fprintf(stderr, "llbitmap: demo: close: %s\n", ec.message().c_str());
+    std::fprintf(stderr, "llbitmap-demo: crash: close: %s\n", ec.message().c_str());
     return kExitError;
   }
   m.reset();
@@ -545,7 +547,7 @@ int run_demo(const DemoOptions& opt, const std::filesystem::path& dir) {
   const double full_s = seconds_since(t_full);
   fbar.finish(1.0, format_size(size) + " in " + std::to_string(full_s).substr(0, 5) + " s");
   if (ec) {
-    std::fprintf(stderr, "llbitmap: demo: full copy: %s\n", ec.message().c_str());
+    std::fprintf(stderr, "llbitmap-demo: crash: full copy: %s\n", ec.message().c_str());
     return kExitError;
   }
 
@@ -599,12 +601,13 @@ int cmd_demo(std::span<char* const> args) {
   }
   std::string templ = (parent / "llbitmap-demo.XXXXXX").string();
   if (::mkdtemp(templ.data()) == nullptr) {
-    std::fprintf(stderr, "llbitmap: demo: cannot create a directory in %s: %s\n", parent.c_str(),
-                 std::strerror(errno));
+    std::fprintf(stderr, "llbitmap-demo: crash: cannot create a directory in %s: %s\n",
+                 parent.c_str(), std::strerror(errno));
     return kExitError;
   }
   const std::filesystem::path dir(templ);
-  std::printf("llbitmap demo: crash and recover a RAID-1 mirror with a write-intent bitmap\n");
+  std::printf(
+      "llbitmap-demo crash: crash and recover a RAID-1 mirror with a write-intent bitmap\n");
   std::printf("  directory   %s (%s)\n", dir.c_str(),
               opt.keep ? "kept: --keep" : "removed at the end; --keep keeps it");
   std::printf("  seed        %" PRIu64 " (--seed %" PRIu64 " gives the same workload)\n", opt.seed,
@@ -615,7 +618,8 @@ int cmd_demo(std::span<char* const> args) {
     std::error_code ec;
     std::filesystem::remove_all(dir, ec);
     if (ec)
-      std::fprintf(stderr, "llbitmap: demo: remove %s: %s\n", dir.c_str(), ec.message().c_str());
+      std::fprintf(stderr, "llbitmap-demo: crash: remove %s: %s\n", dir.c_str(),
+                   ec.message().c_str());
   } else {
     std::printf("kept %s\n", dir.c_str());
   }

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// cmd_barrier_demo.cc: `llbitmap barrier-demo [--threads N] [--pages P] [--seconds S]
+// barrier_demo.cc: `llbitmap-demo barrier [--threads N] [--pages P] [--seconds S]
 // [--idle MS]`: page barriers under load. Writer threads
 // raise and release the PageBarriers of a set of pages while a daemon thread suspends
-// and resumes the expired ones, as the bitmap's daemon does; the tool prints a
+// and resumes the expired ones, as the bitmap's daemon does; the program prints a
 // progress line once per second and a summary table at the end.
 //
 // Workload: each writer picks a random page per operation among the "hot" pages. A
@@ -326,7 +326,7 @@ int run_demo(const DemoOptions& opt) {
       static_cast<unsigned long long>(pt.raise_waits), max_wait_us, max_sr_us);
   if (pt.suspends != s.daemon_suspends || pt.suspend_timeouts != s.daemon_timeouts) {
     std::fprintf(stderr,
-                 "llbitmap: barrier-demo: page counters (%llu suspends, %llu timeouts) "
+                 "llbitmap-demo: barrier: page counters (%llu suspends, %llu timeouts) "
                  "disagree with the daemon's (%llu, %llu)\n",
                  static_cast<unsigned long long>(pt.suspends),
                  static_cast<unsigned long long>(pt.suspend_timeouts),
@@ -362,23 +362,23 @@ int cmd_barrier_demo(std::span<char* const> args) {
     const std::string name = arg.substr(0, arg.find('='));
     std::uint64_t n = 0;
     if (cur.option("--threads", v, missing)) {
-      if (missing) return usage_error("barrier-demo: --threads needs a value");
+      if (missing) return usage_error("barrier: --threads needs a value");
       if (!parse_bounded(name, v, 1, 1024, n, err)) return usage_error(err);
       opt.threads = static_cast<unsigned>(n);
     } else if (cur.option("--pages", v, missing)) {
-      if (missing) return usage_error("barrier-demo: --pages needs a value");
+      if (missing) return usage_error("barrier: --pages needs a value");
       if (!parse_bounded(name, v, 2, 65536, n, err)) return usage_error(err);
       opt.pages = static_cast<unsigned>(n);
     } else if (cur.option("--seconds", v, missing)) {
-      if (missing) return usage_error("barrier-demo: --seconds needs a value");
+      if (missing) return usage_error("barrier: --seconds needs a value");
       if (!parse_bounded(name, v, 1, 86400, n, err)) return usage_error(err);
       opt.seconds = static_cast<unsigned>(n);
     } else if (cur.option("--idle", v, missing)) {
-      if (missing) return usage_error("barrier-demo: --idle needs a value");
+      if (missing) return usage_error("barrier: --idle needs a value");
       if (!parse_bounded(name, v, 1, 86400000, n, err)) return usage_error(err);
       opt.idle = std::chrono::milliseconds(static_cast<std::int64_t>(n));
     } else {
-      return usage_error("barrier-demo: unexpected argument '" + arg + "'");
+      return usage_error("barrier: unexpected argument '" + arg + "'");
     }
   }
   return run_demo(opt);
