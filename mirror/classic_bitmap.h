@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// classic_bitmap.h: ClassicBitmap, the benchmark's peer for the write path (SPEC §7,
-// BM_ClassicBitmapWrite): the write-intent bitmap md used before llbitmap
+// classic_bitmap.h: ClassicBitmap, the peer of the write path in the benchmarks
+// (BM_ClassicBitmapWrite, docs/design.md#performance-targets) and the mirror's kClassic
+// mode: the write-intent bitmap md used before llbitmap
 // (drivers/md/md-bitmap.c: md_bitmap_startwrite / md_bitmap_endwrite /
 // md_bitmap_daemon_work / md_bitmap_unplug), reimplemented without IO.
 //

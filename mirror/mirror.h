@@ -4,7 +4,7 @@
 // write-intent bitmap is an llbitmap Bitmap, used exactly as md raid1 uses llbitmap.
 //
 // It is the library's reference client, shipped as an example (target
-// llbitmap_mirror, not installed): the `llbitmap demo` crash-and-recover run and the
+// llbitmap_mirror, not installed): the `llbitmap-demo crash` crash-and-recover run and the
 // nbdkit plugin (nbdkit-llmirror-plugin.so) are built on it.
 //
 //   write(off, data)  Bitmap::start_write (durable Dirty) -> pwrite both legs ->

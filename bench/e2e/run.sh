@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# run.sh: the end-to-end benchmark. The Mirror (examples/mirror) is served by nbdkit
+# run.sh: the end-to-end benchmark. The Mirror (mirror/) is served by nbdkit
 # through nbdkit-llmirror-plugin.so on a unix socket, and fio's nbd engine drives it, as a
 # user-space counterpart of the fio randwrite table in the kernel's llbitmap cover letter
 # (none / bitmap / llbitmap; here none / classic / llbitmap).
@@ -42,7 +42,7 @@
 # Usage: bench/e2e/run.sh [--build DIR | --plugin SO] [--size 1G] [--runtime 10]
 #          [--warmup 3] [--iodepth 16] [--reps 1] [--crash-seconds 3] [--dir /var/tmp]
 #          [--png bench/e2e/e2e.png] [--no-png] [--quick]
-#   --build DIR   build directory holding examples/nbdkit/nbdkit-llmirror-plugin.so
+#   --build DIR   build directory holding mirror/nbdkit/nbdkit-llmirror-plugin.so
 #                 (default build/release)
 #   --quick       a smoke run: --size 256M --runtime 2 --warmup 1 --crash-seconds 1
 set -euo pipefail
@@ -80,7 +80,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "run.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
-[[ -n $plugin ]] || plugin=$build/examples/nbdkit/nbdkit-llmirror-plugin.so
+[[ -n $plugin ]] || plugin=$build/mirror/nbdkit/nbdkit-llmirror-plugin.so
 [[ -f $plugin ]] || {
   echo "run.sh: $plugin not found: build the plugin first, e.g." >&2
   echo "  cmake --preset release && cmake --build --preset release --target nbdkit_llmirror_plugin" >&2

@@ -233,7 +233,7 @@ int run_demo(const DemoOptions& opt) {
   s.writers.reset(new WriterStats[opt.threads]);
 
   std::printf(
-      "barrier-demo: %u writer thread%s, %u pages (%u cold at a time, moving every "
+      "llbitmap-demo barrier: %u writer thread%s, %u pages (%u cold at a time, moving every "
       "%.1f ms), %u s, barrier idle %lld ms, suspend timeout %lld ms\n",
       opt.threads, opt.threads == 1 ? "" : "s", opt.pages, s.cold,
       static_cast<double>(s.shift_ns) / 1e6, opt.seconds, static_cast<long long>(opt.idle.count()),
@@ -342,8 +342,8 @@ bool parse_bounded(const std::string& name, const std::string& v, std::uint64_t 
                    std::uint64_t hi, std::uint64_t& out, std::string& err) {
   const auto n = parse_uint(v);
   if (!n || *n < lo || *n > hi) {
-    err = "barrier-demo: " + name + ": '" + v + "' is not a number in " + std::to_string(lo) +
-          ".." + std::to_string(hi);
+    err = "barrier: " + name + ": '" + v + "' is not a number in " + std::to_string(lo) + ".." +
+          std::to_string(hi);
     return false;
   }
   out = *n;

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// mirror_test.cc: tests of the RAID-1 mirror example (examples/mirror, llbitmap_mirror):
+// mirror_test.cc: tests of the RAID-1 mirror component (mirror/, llbitmap_mirror):
 // IO round trips, FUA, trim, resync after a real crash (a writer process killed with
 // SIGKILL), failed and re-added legs (also across a reopen, and after an IO error), a
 // resync and a re-add racing with writers on the chunks being copied, and the kNone and
