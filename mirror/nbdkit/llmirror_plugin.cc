@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // llmirror_plugin.cc: nbdkit-llmirror-plugin.so, an nbdkit plugin that serves a Mirror
-// (examples/mirror/mirror.h: a RAID-1 of two files whose write-intent bitmap is an
+// (mirror/mirror.h: a RAID-1 of two files whose write-intent bitmap is an
 // llbitmap Bitmap) as an NBD export, so that real clients (fio's nbd engine, nbdcopy,
 // qemu, nbd-client) drive the library.
 //
@@ -22,7 +22,8 @@
 //                         resync copies primary -> secondary and a new, empty primary would
 //                         overwrite the data on the secondary.
 //   mode=                 llbitmap (default), none (no bitmap: a crash needs a full
-//                         resync) or classic (the mutex-and-counter bitmap of bench/).
+//                         resync) or classic (the mutex-and-counter bitmap of
+//                         mirror/classic_bitmap.h).
 //   chunk=                bitmap chunk size when the bitmap is created (default: automatic).
 //   resync=               what to do at start-up when the legs need resynchronising
 //                         (after a crash, or a re-add after a run with fail=):
@@ -33,7 +34,8 @@
 //                         Either way the plugin logs to stderr one line
 //                           llmirror: resync: <chunks> chunks, <bytes> bytes copied in <s> s
 //                         (chunks and bytes actually copied, from MirrorStats), or
-//                         "llmirror: resync: nothing to copy"; bench/e2e and tests/nbd read it.
+//                         "llmirror: resync: nothing to copy"; bench/e2e and
+//                         mirror/tests/nbd read it.
 //   fail=primary|secondary  run degraded: that leg is marked failed before serving (the
 //                         Mirror records it durably, next to the primary), writes go to the
 //                         other leg only and, with mode=llbitmap, leave their chunks
