@@ -40,7 +40,9 @@
 // path, symlink or hard link: the lock is on the inode) is refused with
 // Errc::bitmap_in_use, from the same process as from another one, and the file is not
 // touched. create() locks its temporary before linking it, so the file is never
-// visible unlocked. The lock is advisory: it keeps out other FileStorage (and flock)
+// visible unlocked. A Bitmap keeps its FileStorage, and so the lock, until it is
+// destroyed (close() is not enough): destroy it before opening the file again. The
+// lock is advisory: it keeps out other FileStorage (and flock)
 // users, not a plain write(). A child made by fork() shares the descriptor and
 // therefore the lock until it exits or execs (the descriptor is O_CLOEXEC). Two device
 // nodes of the same block device are different inodes and do not share a lock. Locks
