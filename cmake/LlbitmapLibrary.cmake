@@ -76,6 +76,7 @@ function(llbitmap_join_layers target)
     chunk_state.h
     error.h
     format.h
+    recovery.h
     storage.h
     bitmap.h)
   list(TRANSFORM _headers PREPEND "${_root}/include/llbitmap/")

@@ -6,16 +6,17 @@
 // protected device.
 //
 // Strictly read-only: it never constructs a Bitmap (whose open() rewrites the file); it
-// reads the file through a Storage and decodes it with the format functions. The file
-// is opened with FileStorage, or read-only when the caller may not write to it.
+// reads the file through FileStorage::open_read_only (no lock, so a bitmap that is open
+// elsewhere can be examined too; no write ever reaches the file) and decodes it with the
+// format functions.
 //
-// "What a reopen would resync" follows Bitmap's recovery: Reload turns Dirty and
-// Syncing into NeedSync; a byte that is not a state reads as NeedSync; every chunk of a
-// block whose checksum fails is NeedSync; with the stale or write-error flag set, Stale
-// makes every chunk that is not Unwritten NeedSync.
+// "What a reopen would resync" is recover_chunk_states (recovery.h), the very rule
+// Bitmap::open applies, run on a copy of the stored image: every chunk it leaves
+// NeedSync is resynchronised.
 #include <llbitmap/chunk_state.h>
 #include <llbitmap/error.h>
 #include <llbitmap/format.h>
+#include <llbitmap/recovery.h>
 #include <llbitmap/storage.h>
 
 #include <algorithm>
@@ -33,76 +34,12 @@
 
 #include "cli.h"
 #include "json_writer.h"
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 namespace llbitmap::tool {
 namespace {
 
 // Ranges and blocks listed without --all.
 constexpr std::uint64_t kListLimit = 20;
-
-// A read-only Storage over a file, for files the caller may read but not write
-// (FileStorage opens for reading and writing). Writes and syncs are refused.
-class ReadOnlyFile final : public Storage {
- public:
-  static std::unique_ptr<ReadOnlyFile> open(const std::filesystem::path& path,
-                                            std::error_code& ec) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-      ec = std::error_code(errno, std::system_category());
-      return nullptr;
-    }
-    struct stat st {};
-    if (::fstat(fd, &st) != 0 || (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))) {
-      ec = std::make_error_code(std::errc::invalid_argument);
-      ::close(fd);
-      return nullptr;
-    }
-    ec.clear();
-    return std::unique_ptr<ReadOnlyFile>(new ReadOnlyFile(fd));
-  }
-  ~ReadOnlyFile() override { ::close(fd_); }
-
-  std::error_code read(std::uint64_t offset, std::span<std::byte> out) override {
-    std::size_t done = 0;
-    while (done < out.size()) {
-      const ssize_t n =
-          ::pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return {errno, std::system_category()};
-      }
-      if (n == 0) return Errc::short_io;
-      done += static_cast<std::size_t>(n);
-    }
-    return {};
-  }
-  std::error_code write(std::uint64_t, std::span<const std::byte>) override {
-    return std::make_error_code(std::errc::read_only_file_system);
-  }
-  std::error_code sync() override { return {}; }
-  std::error_code size(std::uint64_t& bytes) override {
-    const off_t end = ::lseek(fd_, 0, SEEK_END);  // regular files and block devices
-    if (end < 0) return {errno, std::system_category()};
-    bytes = static_cast<std::uint64_t>(end);
-    return {};
-  }
-
- private:
-  explicit ReadOnlyFile(int fd) : fd_(fd) {}
-  const int fd_;
-};
-
-std::unique_ptr<Storage> open_for_reading(const std::filesystem::path& path, std::error_code& ec) {
-  std::unique_ptr<Storage> s = FileStorage::open(path, ec);
-  if (s) return s;
-  if (ec == std::errc::permission_denied || ec == std::errc::read_only_file_system ||
-      ec == std::errc::text_file_busy || ec == std::errc::operation_not_permitted)
-    s = ReadOnlyFile::open(path, ec);
-  return s;
-}
 
 std::string uuid_string(const Uuid& u) {
   std::string s;
@@ -154,13 +91,12 @@ struct Examined {
   std::string file;
   std::uint64_t file_bytes = 0;
   Superblock sb;
-  std::vector<std::byte> image;
-  std::vector<std::uint64_t> bad_blocks;  // ascending
-  std::vector<bool> block_bad;            // per block
-  std::uint64_t bad_block_chunks = 0;     // chunks held by bad blocks
   // Stored byte counts: the five states, then "invalid" (any other byte).
   std::array<std::uint64_t, kChunkStateCount + 1> counts{};
-  bool stale = false;  // kSbStale or kSbWriteError: a reopen applies Stale, not Reload
+  // The image as a reopen would recover it, and what recovery found.
+  std::vector<std::byte> recovered;
+  RecoveryReport found;
+  bool stale = false;  // a reopen applies Stale, not Reload
   // Resync on reopen.
   std::uint64_t resync_chunks = 0;
   std::uint64_t resync_bytes = 0;
@@ -173,25 +109,14 @@ template <class F>
 void for_each_resync_run(const Examined& ex, F&& f) {
   const Geometry& g = ex.sb.geometry;
   constexpr std::uint64_t kNone = ~std::uint64_t{0};
-  // Reload: Dirty, NeedSync, Syncing and invalid bytes (>= 2) resync. Stale: everything
-  // but Unwritten (>= 1).
-  const std::uint8_t threshold = ex.stale ? 1 : 2;
   std::uint64_t start = kNone;
-  for (std::uint64_t b = 0; b < g.blocks(); ++b) {
-    const ChunkRange r = g.chunks_in_block(b);
-    if (r.empty()) continue;
-    if (ex.block_bad[b]) {
-      if (start == kNone) start = r.first;
-      continue;
-    }
-    for (std::uint64_t c = r.first; c < r.end; ++c) {
-      const auto byte = std::to_integer<std::uint8_t>(ex.image[g.chunk_pos(c)]);
-      if (byte >= threshold) {
-        if (start == kNone) start = c;
-      } else if (start != kNone) {
-        f(start, c);
-        start = kNone;
-      }
+  for (std::uint64_t c = 0; c < g.chunks(); ++c) {
+    const auto byte = std::to_integer<std::uint8_t>(ex.recovered[g.chunk_pos(c)]);
+    if (byte == to_byte(ChunkState::kNeedSync)) {
+      if (start == kNone) start = c;
+    } else if (start != kNone) {
+      f(start, c);
+      start = kNone;
     }
   }
   if (start != kNone) f(start, g.chunks());
@@ -218,7 +143,7 @@ bool load(const std::string& file, Examined& ex) {
     std::fprintf(stderr, "llbitmap: examine %s: %s\n", file.c_str(), m.c_str());
     return false;
   };
-  std::unique_ptr<Storage> st = open_for_reading(file, ec);
+  const std::unique_ptr<Storage> st = FileStorage::open_read_only(file, ec);
   if (!st) return fail(ec);
   if ((ec = st->size(ex.file_bytes))) return fail(ec);
   std::vector<std::byte> head(std::min<std::uint64_t>(ex.file_bytes, kSuperblockBytes));
@@ -227,22 +152,17 @@ bool load(const std::string& file, Examined& ex) {
   if (!sb) return fail(ec);
   ex.sb = *sb;
   const Geometry& g = ex.sb.geometry;
-  ex.image.resize(g.image_bytes());
+  ex.recovered.resize(g.image_bytes());
   std::vector<std::byte> table(g.checksum_table_bytes());
-  if ((ec = st->read(0, ex.image))) return fail(ec);
+  if ((ec = st->read(0, ex.recovered))) return fail(ec);
   if ((ec = st->read(g.checksum_table_offset(), table))) return fail(ec);
 
-  ex.bad_blocks = unverifiable_blocks(g, ex.sb.uuid, ex.image, table);
-  ex.block_bad.assign(g.blocks(), false);
-  for (const std::uint64_t b : ex.bad_blocks) {
-    ex.block_bad[b] = true;
-    ex.bad_block_chunks += g.chunks_in_block(b).size();
-  }
   for (std::uint64_t c = 0; c < g.chunks(); ++c) {
-    const auto byte = std::to_integer<std::uint8_t>(ex.image[g.chunk_pos(c)]);
+    const auto byte = std::to_integer<std::uint8_t>(ex.recovered[g.chunk_pos(c)]);
     ++ex.counts[std::min<std::size_t>(byte, kChunkStateCount)];
   }
-  ex.stale = (ex.sb.state & (kSbStale | kSbWriteError)) != 0;
+  ex.found = recover_chunk_states(ex.sb, ex.recovered, table);
+  ex.stale = ex.found.action == Action::kStale;
   for_each_resync_run(ex, [&](std::uint64_t first, std::uint64_t end) {
     ex.resync_chunks += end - first;
     ex.resync_bytes += byte_range(g, first, end).second;
@@ -288,15 +208,15 @@ void print_text(const Examined& ex, bool all) {
     std::printf("  %-16s %llu (%s)\n", kCountNames[i], ull(ex.counts[i]),
                 percent_string(ex.counts[i], g.chunks()).c_str());
 
-  if (ex.bad_blocks.empty()) {
+  if (ex.found.bad_blocks.empty()) {
     std::printf("\nunverifiable blocks (checksum mismatch): none\n");
   } else {
     std::printf(
         "\nunverifiable blocks (checksum mismatch): %llu, holding %llu chunks; "
         "their chunks count as need sync\n",
-        ull(ex.bad_blocks.size()), ull(ex.bad_block_chunks));
+        ull(ex.found.bad_blocks.size()), ull(ex.found.bad_block_chunks));
     std::uint64_t listed = 0;
-    for (const std::uint64_t b : ex.bad_blocks) {
+    for (const std::uint64_t b : ex.found.bad_blocks) {
       if (!all && listed == kListLimit) break;
       ++listed;
       const ChunkRange r = g.chunks_in_block(b);
@@ -306,8 +226,8 @@ void print_text(const Examined& ex, bool all) {
         std::printf("  block %llu: chunks %llu..%llu (%llu chunks)\n", ull(b), ull(r.first),
                     ull(r.end - 1), ull(r.size()));
     }
-    if (listed < ex.bad_blocks.size())
-      std::printf("  ... and %llu more blocks\n", ull(ex.bad_blocks.size() - listed));
+    if (listed < ex.found.bad_blocks.size())
+      std::printf("  ... and %llu more blocks\n", ull(ex.found.bad_blocks.size() - listed));
   }
 
   std::printf("\nresync on reopen (%s): %llu chunk%s in %llu range%s\n",
@@ -371,12 +291,12 @@ void print_json(const Examined& ex, bool all) {
 
   j.key("unverifiable_blocks");
   j.begin_object();
-  j.member("count", std::uint64_t{ex.bad_blocks.size()});
-  j.member("chunks", ex.bad_block_chunks);
+  j.member("count", std::uint64_t{ex.found.bad_blocks.size()});
+  j.member("chunks", ex.found.bad_block_chunks);
   j.key("blocks");
   j.begin_array();
   std::uint64_t listed = 0;
-  for (const std::uint64_t b : ex.bad_blocks) {
+  for (const std::uint64_t b : ex.found.bad_blocks) {
     if (!all && listed == kListLimit) break;
     ++listed;
     const ChunkRange r = g.chunks_in_block(b);
@@ -387,7 +307,7 @@ void print_json(const Examined& ex, bool all) {
     j.end_object();
   }
   j.end_array();
-  j.member("omitted", std::uint64_t{ex.bad_blocks.size() - listed});
+  j.member("omitted", std::uint64_t{ex.found.bad_blocks.size() - listed});
   j.end_object();
 
   j.key("resync");

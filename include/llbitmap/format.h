@@ -150,7 +150,7 @@ class Geometry {
  public:
   Geometry() = default;
 
-  // Validates `opts` and derives the rest (SPEC §5):
+  // Validates `opts` and derives the rest (docs/format.md#4-geometry-rules):
   //   block_bytes  512, 1024, 2048 or 4096;
   //   space_bytes  a multiple of 4096 (hence of block_bytes), 4096 .. kMaxSpaceBytes;
   //   device_bytes > 0;

@@ -20,7 +20,7 @@
 //
 // Threads: every member of a Storage may be called from any number of threads at once.
 // Concurrent writes to overlapping ranges land in an unspecified order: callers that
-// need ordering (SPEC §6, S3) serialise writes to the same block themselves. read,
+// need ordering (docs/design.md#s3) serialise writes to the same block themselves. read,
 // write and sync block for the duration of the IO.
 //
 // FileStorage::create is atomic: the contents are written, preallocated and synced in
@@ -31,6 +31,29 @@
 // an unnamed O_TMPFILE inode the file system reclaims, or, on file systems without
 // O_TMPFILE, a ".<name>.tmp-XXXXXXXX" file that is never opened as the bitmap).
 // Every descriptor is opened with O_CLOEXEC.
+//
+// One writer per file: create() and open() take an exclusive lock on the file with
+// flock(LOCK_EX | LOCK_NB) and hold it until the FileStorage is destroyed. A flock lock
+// belongs to the open file description, not to the process (unlike a POSIX fcntl lock,
+// which a second open in the same process would silently share and a close of any
+// descriptor of the file would drop), so a second open() of the same file (through any
+// path, symlink or hard link: the lock is on the inode) is refused with
+// Errc::bitmap_in_use, from the same process as from another one, and the file is not
+// touched. create() locks its temporary before linking it, so the file is never
+// visible unlocked. A Bitmap keeps its FileStorage, and so the lock, until it is
+// destroyed (close() is not enough): destroy it before opening the file again. The
+// lock is advisory: it keeps out other FileStorage (and flock)
+// users, not a plain write(). A child made by fork() shares the descriptor and
+// therefore the lock until it exits or execs (the descriptor is O_CLOEXEC). Two device
+// nodes of the same block device are different inodes and do not share a lock. Locks
+// work this way on local file systems; on NFS, Linux emulates flock with whole-file
+// byte-range locks and the server decides.
+//
+// open_read_only() takes no lock at all: it must work while the bitmap is open for
+// writing (`llbitmap examine` of a live bitmap), and even a shared lock, held for a
+// moment, would make a concurrent open() fail. What it reads of a file that is being
+// written is a snapshot that may be mid-update (a block whose checksum does not match
+// yet); it never writes.
 #pragma once
 
 #include <cstddef>
@@ -93,13 +116,23 @@ class FileStorage final : public Storage {
       const std::filesystem::path& path, std::span<const std::byte> initial_contents,
       std::error_code& ec, const CreateFaultHook& inject);
 
-  // Opens an existing regular file (or block device) for reading and writing.
-  // Missing: std::errc::no_such_file_or_directory; a directory or other special file:
-  // std::errc::is_a_directory / std::errc::invalid_argument. The file is not modified.
+  // Opens an existing regular file (or block device) for reading and writing, and
+  // takes its exclusive lock (see above). Missing: std::errc::no_such_file_or_directory;
+  // a directory or other special file: std::errc::is_a_directory /
+  // std::errc::invalid_argument; already open through another FileStorage (here or in
+  // another process): Errc::bitmap_in_use. The file is not modified.
   [[nodiscard]] static std::unique_ptr<FileStorage> open(const std::filesystem::path& path,
                                                          std::error_code& ec);
 
-  // Closes the descriptor. Does not sync: call sync() first if it matters.
+  // Opens an existing regular file (or block device) for reading only, without a lock
+  // (see above): works on a file open elsewhere and on a file the caller may read but
+  // not write. write() and sync() return std::errc::bad_file_descriptor and never
+  // reach the file. Errors as open(), never Errc::bitmap_in_use.
+  [[nodiscard]] static std::unique_ptr<FileStorage> open_read_only(
+      const std::filesystem::path& path, std::error_code& ec);
+
+  // Closes the descriptor, which releases the lock. Does not sync: call sync() first
+  // if it matters.
   ~FileStorage() override;
 
   [[nodiscard]] std::error_code read(std::uint64_t offset, std::span<std::byte> out) override;
@@ -109,12 +142,15 @@ class FileStorage final : public Storage {
   [[nodiscard]] std::error_code size(std::uint64_t& bytes) override;
 
   [[nodiscard]] const std::filesystem::path& path() const noexcept { return path_; }
+  // True for a FileStorage from open_read_only().
+  [[nodiscard]] bool read_only() const noexcept { return read_only_; }
 
  private:
-  FileStorage(int fd, std::filesystem::path path) noexcept;
+  FileStorage(int fd, std::filesystem::path path, bool read_only) noexcept;
 
   const int fd_;
   const std::filesystem::path path_;
+  const bool read_only_;
 };
 
 }  // namespace llbitmap

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // llmirror_plugin.cc: nbdkit-llmirror-plugin.so, an nbdkit plugin that serves a Mirror
-// (examples/mirror/mirror.h: a RAID-1 of two files whose write-intent bitmap is an
+// (mirror/mirror.h: a RAID-1 of two files whose write-intent bitmap is an
 // llbitmap Bitmap) as an NBD export, so that real clients (fio's nbd engine, nbdcopy,
 // qemu, nbd-client) drive the library.
 //
@@ -12,6 +12,8 @@
 // Parameters:
 //   primary=, secondary=  the two legs (files or block devices). Required.
 //   bitmap=               the bitmap file. Required with mode=llbitmap, unused otherwise.
+//                         The three must be distinct files, however they are spelled:
+//                         compared by device and inode, not by name (same_file).
 //   size=                 device size in bytes, with an optional K, M, G or T suffix
 //                         (powers of 1024). Required when the files do not exist yet: they
 //                         are then created (sparse). Optional otherwise (it must then match).
@@ -20,7 +22,8 @@
 //                         resync copies primary -> secondary and a new, empty primary would
 //                         overwrite the data on the secondary.
 //   mode=                 llbitmap (default), none (no bitmap: a crash needs a full
-//                         resync) or classic (the mutex-and-counter bitmap of bench/).
+//                         resync) or classic (the mutex-and-counter bitmap of
+//                         mirror/classic_bitmap.h).
 //   chunk=                bitmap chunk size when the bitmap is created (default: automatic).
 //   resync=               what to do at start-up when the legs need resynchronising
 //                         (after a crash, or a re-add after a run with fail=):
@@ -31,7 +34,8 @@
 //                         Either way the plugin logs to stderr one line
 //                           llmirror: resync: <chunks> chunks, <bytes> bytes copied in <s> s
 //                         (chunks and bytes actually copied, from MirrorStats), or
-//                         "llmirror: resync: nothing to copy"; bench/e2e and tests/nbd read it.
+//                         "llmirror: resync: nothing to copy"; bench/e2e and
+//                         mirror/tests/nbd read it.
 //   fail=primary|secondary  run degraded: that leg is marked failed before serving (the
 //                         Mirror records it durably, next to the primary), writes go to the
 //                         other leg only and, with mode=llbitmap, leave their chunks
@@ -75,6 +79,7 @@
 #include <string_view>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 #include "mirror.h"
 #include <fcntl.h>
@@ -281,6 +286,32 @@ int llmirror_config(const char* key, const char* value) {
   return -1;
 }
 
+// Whether two of the configured files are one and the same, however they are spelled
+// (dir/./f, dir/../dir/f, a symlink, a hard link): nullptr if not, else how they were
+// found to be the same, for the message. Files that exist are compared by device and
+// inode, block devices also by the device they stand for (two device nodes of one
+// disk); files still to be created by their paths once every directory that exists is
+// resolved. Overlapping partitions of one disk are not detected.
+const char* same_file(const std::filesystem::path& a, const std::filesystem::path& b) {
+  struct stat sa {};
+  struct stat sb {};
+  const bool a_exists = ::stat(a.c_str(), &sa) == 0;
+  const bool b_exists = ::stat(b.c_str(), &sb) == 0;
+  if (a_exists && b_exists) {
+    if (sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino) return "the same device and inode";
+    if (S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode) && sa.st_rdev == sb.st_rdev)
+      return "the same block device";
+    return nullptr;
+  }
+  if (a_exists || b_exists) return nullptr;  // a file that exists is not one still to come
+  std::error_code ea;
+  std::error_code eb;
+  const std::filesystem::path ca = std::filesystem::weakly_canonical(a, ea);
+  const std::filesystem::path cb = std::filesystem::weakly_canonical(b, eb);
+  if (!ea && !eb) return ca == cb ? "the same path" : nullptr;
+  return a.lexically_normal() == b.lexically_normal() ? "the same path" : nullptr;
+}
+
 int llmirror_config_complete() {
   if (g_config.primary.empty()) {
     nbdkit_error("llmirror: primary= is required (the first leg of the mirror)");
@@ -294,10 +325,24 @@ int llmirror_config_complete() {
     nbdkit_error("llmirror: bitmap= is required with mode=llbitmap");
     return -1;
   }
-  if (g_config.primary == g_config.secondary) {
-    nbdkit_error("llmirror: primary= and secondary= name the same file (%s)",
-                 g_config.primary.c_str());
+  if (const char* how = same_file(g_config.primary, g_config.secondary)) {
+    nbdkit_error(
+        "llmirror: primary=%s and secondary=%s name the same file (%s): a mirror needs two "
+        "distinct legs",
+        g_config.primary.c_str(), g_config.secondary.c_str(), how);
     return -1;
+  }
+  if (g_config.mode == Mode::kLlbitmap) {
+    for (const auto& [key, leg] :
+         {std::pair{"primary", &g_config.primary}, std::pair{"secondary", &g_config.secondary}}) {
+      if (const char* how = same_file(g_config.bitmap, *leg)) {
+        nbdkit_error(
+            "llmirror: bitmap=%s and %s=%s name the same file (%s): the bitmap needs a file "
+            "of its own",
+            g_config.bitmap.c_str(), key, leg->c_str(), how);
+        return -1;
+      }
+    }
   }
   if (g_config.chunk && (*g_config.chunk & (*g_config.chunk - 1)) != 0) {
     nbdkit_error("llmirror: chunk=%llu: the chunk size must be a power of two",

@@ -356,6 +356,7 @@ TEST_F(MirrorTest, NewBitmapOverOldLegsResyncsEverything) {
   EXPECT_EQ(m->size(), kSize);
   EXPECT_EQ(chunks_in(m->needs_sync()), kSize / kChunk);
   ASSERT_FALSE(m->close());
+  m.reset();  // the old Mirror holds the bitmap file's lock until it is destroyed
   m = open(options(0, Mode::kLlbitmap, false));
   ASSERT_TRUE(m);
   EXPECT_EQ(chunks_in(m->needs_sync()), kSize / kChunk) << "kept across a reopen";
@@ -619,6 +620,7 @@ TEST_F(MirrorTest, FailedLegIsRememberedAcrossReopen) {
   EXPECT_EQ(last.chunks_done, 3u);
   EXPECT_TRUE(compare(kSize).identical);
   ASSERT_FALSE(m->close());
+  m.reset();  // the old Mirror holds the bitmap file's lock until it is destroyed
   m = open(options(0, Mode::kLlbitmap, false));
   ASSERT_TRUE(m);
   EXPECT_FALSE(m->leg_failed(0));
@@ -717,6 +719,7 @@ TEST_P(UncleanTest, UncleanShutdownResyncsEverything) {
   EXPECT_TRUE(m->needs_sync().empty());
   EXPECT_TRUE(compare(kSize).identical);
   ASSERT_FALSE(m->close());
+  m.reset();  // the old Mirror holds the bitmap file's lock until it is destroyed
   m = open(options(0, mode, false));
   ASSERT_TRUE(m);
   EXPECT_TRUE(m->needs_sync().empty());

@@ -26,6 +26,8 @@ class LlbitmapCategory final : public std::error_category {
         return "bitmap failed: an earlier sync failed, a full resync is required";
       case Errc::short_io:
         return "short read or write: not every byte could be transferred";
+      case Errc::bitmap_in_use:
+        return "bitmap file in use: it is already open for writing (here or in another process)";
     }
     return "unknown llbitmap error " + std::to_string(value);
   }

@@ -4,6 +4,7 @@
 // Persistence is in bitmap_persist.cc, the daemon in bitmap_daemon.cc.
 #include <llbitmap/bitmap.h>
 #include <llbitmap/detail/check.h>
+#include <llbitmap/recovery.h>
 
 #include <algorithm>
 #include <atomic>
@@ -150,33 +151,19 @@ Bitmap::Bitmap(std::unique_ptr<Storage> storage, const Superblock& sb, std::vect
       crc_(sb.geometry.blocks()),
       sb_(sb),
       daemon_sleep_ms_(sb.daemon_sleep.count()) {
+  // Crash recovery (recovery.h): the stored bytes become the in-memory states.
+  const RecoveryReport found = recover_chunk_states(sb, image, table);
+  if (found.invalid_bytes != 0)
+    std::fprintf(
+        stderr,
+        "llbitmap: invalid state byte 0x%02x for chunk %llu (%llu in all), forcing resync\n",
+        found.first_invalid_byte, static_cast<unsigned long long>(found.first_invalid_chunk),
+        static_cast<unsigned long long>(found.invalid_bytes));
+  invalid_bytes_ = found.invalid_bytes;
+  bad_blocks_ = found.bad_blocks.size();
   std::memcpy(image_.get(), image.data(), image.size());
-  // Verify every block; remember the checksums the file holds.
-  const std::vector<std::uint64_t> bad = unverifiable_blocks(geo_, sb.uuid, image, table);
+  // Remember the checksums the file holds.
   for (std::uint64_t b = 0; b < geo_.blocks(); ++b) crc_[b] = stored_block_crc(geo_, table, b);
-  bad_blocks_ = bad.size();
-  // Recovery: Reload (Dirty/Syncing -> NeedSync), or Stale for a stale or failed bitmap.
-  const bool stale = (sb.state & (kSbStale | kSbWriteError)) != 0;
-  const Action action = stale ? Action::kStale : Action::kReload;
-  const TransitionContext ctx{};
-  for (std::uint64_t c = 0; c < geo_.chunks(); ++c) {
-    std::uint8_t& byte = image_[geo_.chunk_pos(c)];
-    const Transition t = apply_action(byte, action, ctx);
-    if (t.invalid) {
-      if (invalid_bytes_ == 0)
-        std::fprintf(stderr, "llbitmap: invalid state byte 0x%02x for chunk %llu, forcing resync\n",
-                     byte, static_cast<unsigned long long>(c));
-      ++invalid_bytes_;
-    }
-    if (t.changed()) byte = to_byte(t.next);
-  }
-  // A block that fails its checksum is not trusted at all: NeedSync, never Unwritten
-  // or Clean (a zeroed block would otherwise read as Unwritten and skip the resync).
-  for (std::uint64_t b : bad) {
-    const ChunkRange r = geo_.chunks_in_block(b);
-    for (std::uint64_t c = r.first; c < r.end; ++c)
-      image_[geo_.chunk_pos(c)] = to_byte(ChunkState::kNeedSync);
-  }
   // Everything is rewritten once at open (every block, a fresh checksum table).
   for (std::uint64_t b = 0; b < geo_.blocks(); ++b) {
     blocks_[b].dirty_seq.store(1, std::memory_order_relaxed);

@@ -150,8 +150,9 @@ std::optional<Geometry> Geometry::compute(const GeometryOptions& opts, std::erro
 
   std::uint64_t chunk = opts.chunk_bytes;
   if (chunk == 0) {
-    // SPEC §5: 64 KiB doubled until the chunks and the superblock area fit in the space
-    // (the kernel compares chunks with the whole space and can overrun it by a page).
+    // docs/format.md#4-geometry-rules: 64 KiB doubled until the chunks and the
+    // superblock area fit in the space (the kernel compares chunks with the whole space
+    // and can overrun it by a page).
     chunk = kAutoChunkBytes;
     while (!chunks_fit(ceil_div(opts.device_bytes, chunk), opts.space_bytes)) {
       if (chunk >= kMaxChunkBytes) return std::nullopt;

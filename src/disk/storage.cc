@@ -12,6 +12,7 @@
 #include <utility>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -87,6 +88,17 @@ std::error_code fsync_fd(int fd, bool data_only) noexcept {
   }
 }
 
+// Takes the exclusive lock of the file open at fd (storage.h: one writer per file).
+// Held by another open file description: Errc::bitmap_in_use.
+std::error_code lock_exclusive(int fd) noexcept {
+  for (;;) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return {};
+    if (errno == EINTR) continue;
+    if (errno == EWOULDBLOCK) return make_error_code(Errc::bitmap_in_use);
+    return errno_code(errno);
+  }
+}
+
 // One attempt at the create protocol with a given kind of temporary file.
 class Creator {
  public:
@@ -106,6 +118,9 @@ class Creator {
   int run(bool use_tmpfile, std::error_code& ec, bool& fallback) {
     fallback = false;
     if ((ec = open_temp(use_tmpfile, fallback))) return -1;
+    // Locked before it has a name: nobody can open the new file between the link and
+    // the lock.
+    if ((ec = lock_exclusive(fd_.get()))) return -1;
     if ((ec = allocate())) return -1;
     if ((ec = injected(CreateStep::kWrite))) return -1;
     if ((ec = pwrite_all(fd_.get(), 0, contents_))) return -1;
@@ -226,8 +241,8 @@ std::unique_ptr<FileStorage> null_with(std::error_code& ec, std::error_code e) {
 
 }  // namespace
 
-FileStorage::FileStorage(int fd, std::filesystem::path path) noexcept
-    : fd_(fd), path_(std::move(path)) {}
+FileStorage::FileStorage(int fd, std::filesystem::path path, bool read_only) noexcept
+    : fd_(fd), path_(std::move(path)), read_only_(read_only) {}
 
 FileStorage::~FileStorage() {
   ::close(fd_);
@@ -270,19 +285,47 @@ std::unique_ptr<FileStorage> FileStorage::create(const std::filesystem::path& pa
     fd = c.run(/*use_tmpfile=*/false, ec, fallback);
   }
   if (fd < 0) return nullptr;
-  return std::unique_ptr<FileStorage>(new FileStorage(fd, path));
+  return std::unique_ptr<FileStorage>(new FileStorage(fd, path, /*read_only=*/false));
 }
+
+namespace {
+
+// Opens an existing regular file or block device; locks it unless read_only.
+int open_existing(const std::filesystem::path& path, bool read_only, std::error_code& ec) {
+  ScopedFd fd(::open(path.c_str(), (read_only ? O_RDONLY : O_RDWR) | O_CLOEXEC));
+  if (fd.get() < 0) {
+    ec = errno_code(errno);
+    return -1;
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) {
+    ec = errno_code(errno);
+    return -1;
+  }
+  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode)) {
+    ec = std::make_error_code(std::errc::invalid_argument);
+    return -1;
+  }
+  if (!read_only && (ec = lock_exclusive(fd.get()))) return -1;
+  return fd.release();
+}
+
+}  // namespace
 
 std::unique_ptr<FileStorage> FileStorage::open(const std::filesystem::path& path,
                                                std::error_code& ec) {
   ec.clear();
-  ScopedFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
-  if (fd.get() < 0) return null_with(ec, errno_code(errno));
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) return null_with(ec, errno_code(errno));
-  if (!S_ISREG(st.st_mode) && !S_ISBLK(st.st_mode))
-    return null_with(ec, std::make_error_code(std::errc::invalid_argument));
-  return std::unique_ptr<FileStorage>(new FileStorage(fd.release(), path));
+  const int fd = open_existing(path, /*read_only=*/false, ec);
+  if (fd < 0) return nullptr;
+  return std::unique_ptr<FileStorage>(new FileStorage(fd, path, /*read_only=*/false));
+}
+
+std::unique_ptr<FileStorage> FileStorage::open_read_only(const std::filesystem::path& path,
+                                                         std::error_code& ec) {
+  ec.clear();
+  const int fd = open_existing(path, /*read_only=*/true, ec);
+  if (fd < 0) return nullptr;
+  return std::unique_ptr<FileStorage>(new FileStorage(fd, path, /*read_only=*/true));
 }
 
 std::error_code FileStorage::read(std::uint64_t offset, std::span<std::byte> out) {
@@ -290,10 +333,12 @@ std::error_code FileStorage::read(std::uint64_t offset, std::span<std::byte> out
 }
 
 std::error_code FileStorage::write(std::uint64_t offset, std::span<const std::byte> data) {
+  if (read_only_) return std::make_error_code(std::errc::bad_file_descriptor);
   return pwrite_all(fd_, offset, data);
 }
 
 std::error_code FileStorage::sync() {
+  if (read_only_) return std::make_error_code(std::errc::bad_file_descriptor);
   return fsync_fd(fd_, /*data_only=*/true);
 }
 

@@ -14,6 +14,9 @@
 //     many.bm         64 MiB device, 64 KiB chunks, not assume-clean: 30 single-chunk
 //                     Dirty runs (chunks 0, 2, 4, ..., 58) copied during the writes
 //
+// The copies are read with FileStorage::open_read_only, which takes no lock: the open
+// Bitmap holds the file's exclusive lock.
+//
 // Exit status 0 on success; anything unexpected prints a message and exits 1.
 #include <llbitmap/bitmap.h>
 #include <llbitmap/format.h>
@@ -42,7 +45,7 @@ using llbitmap::BitmapOptions;
 
 std::vector<std::byte> read_file(const std::filesystem::path& p) {
   std::error_code ec;
-  auto st = llbitmap::FileStorage::open(p, ec);
+  auto st = llbitmap::FileStorage::open_read_only(p, ec);  // the bitmap holds the lock
   if (!st) die("open " + p.string(), ec);
   std::uint64_t n = 0;
   if ((ec = st->size(n))) die("size " + p.string(), ec);

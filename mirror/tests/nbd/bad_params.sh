@@ -47,6 +47,13 @@ expect_error "fail= needs an existing mirror" \
   primary="$d/p" secondary="$d/s" bitmap="$d/b" size=1M fail=secondary
 expect_error "unknown parameter 'colour'" primary="$d/p" secondary="$d/s" bitmap="$d/b" size=1M colour=red
 expect_error "name the same file" primary="$d/p" secondary="$d/p" bitmap="$d/b" size=1M
+# The same file spelled differently, before it exists (compared by path once the
+# directories are resolved) ...
+dd=$d/../$(basename "$d")
+expect_error "name the same file" primary="$d/p" secondary="$d/./p" bitmap="$d/b" size=1M
+expect_error "name the same file" primary="$d/p" secondary="$dd/p" bitmap="$d/b" size=1M
+expect_error "the bitmap needs a file of its own" \
+  primary="$d/p" secondary="$d/s" bitmap="$d/./s" size=1M
 [[ ! -e $d/p && ! -e $d/s && ! -e $d/b ]] || fail "a refused command line created files"
 
 step "control: a good command line creates the mirror and serves"
@@ -59,6 +66,26 @@ timeout 30 nbdkit -U "$sock" "$PLUGIN" primary="$d/p" secondary="$d/s" bitmap="$
 }
 grep -qx 1048576 "$d/control.out" || fail "the control served the wrong size: $(cat "$d/control.out")"
 [[ -e $d/p && -e $d/s && -e $d/b ]] || fail "the control did not create the files"
+
+step "one file named twice: refused by device and inode, whatever the spelling"
+ln -s p "$d/p-symlink"
+ln "$d/p" "$d/p-hardlink"
+ln -s "$d" "$d/dir-symlink"
+sums_before=$(sha256sum "$d/p" "$d/s" "$d/b")
+for spelling in "$d/./p" "$dd/p" "$d/p-symlink" "$d/p-hardlink" "$d/dir-symlink/p"; do
+  expect_error "name the same file (the same device and inode)" \
+    primary="$d/p" secondary="$spelling" bitmap="$d/b"
+  expect_error "name the same file (the same device and inode)" \
+    primary="$spelling" secondary="$d/p" bitmap="$d/b"
+done
+# The bitmap may not be one of the legs either.
+for spelling in "$d/./p" "$dd/s" "$d/p-symlink" "$d/p-hardlink"; do
+  expect_error "the bitmap needs a file of its own" primary="$d/p" secondary="$d/s" bitmap="$spelling"
+done
+# With mode=none the bitmap is unused, so it is not checked.
+expect_error "name the same file" primary="$d/p" secondary="$d/p-hardlink" mode=none
+[[ $(sha256sum "$d/p" "$d/s" "$d/b") == "$sums_before" ]] || fail "a refused command line changed a file"
+rm -f "$d/p-symlink" "$d/p-hardlink" "$d/dir-symlink"
 
 step "bad files"
 expect_error "missing files" primary="$d/p" secondary="$d/s" bitmap="$d/other-bitmap"

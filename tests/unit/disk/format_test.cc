@@ -96,7 +96,8 @@ TEST(Errc, CategoryCodesAndMessages) {
   const std::vector<Errc> all = {Errc::not_a_bitmap,   Errc::unsupported_version,
                                  Errc::bad_superblock, Errc::bad_geometry,
                                  Errc::size_mismatch,  Errc::busy,
-                                 Errc::bitmap_failed,  Errc::short_io};
+                                 Errc::bitmap_failed,  Errc::short_io,
+                                 Errc::bitmap_in_use};
   std::set<std::string> messages;
   std::set<int> values;
   for (Errc e : all) {

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // FileStorage: create/open/read/write/sync on real files in a temporary directory, the
-// atomic and non-replacing create, and that a failed create leaves nothing behind.
+// atomic and non-replacing create, that a failed create leaves nothing behind, the
+// exclusive lock (one open per file, in this process or another), and the lock-free
+// read-only open.
 #include <llbitmap/error.h>
 #include <llbitmap/storage.h>
 
@@ -15,10 +17,12 @@
 #include <iterator>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "start_gate.h"
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace llbitmap {
@@ -307,6 +311,177 @@ TEST_F(FileStorageTest, ConcurrentWritersToDisjointRanges) {
       EXPECT_EQ(got, pattern(16, static_cast<unsigned>(t * 1000 + i)));
     }
   }
+}
+
+// --- one open per file: the exclusive lock
+
+TEST_F(FileStorageTest, SecondOpenInTheSameProcessIsRefusedUntilTheFirstIsGone) {
+  const auto contents = pattern(8192, 4);
+  std::error_code ec;
+  auto first = FileStorage::create(path(), contents, ec);  // create holds the lock too
+  ASSERT_TRUE(first) << ec.message();
+  fs::create_symlink(path(), path("symlink"));
+  fs::create_hard_link(path(), path("hardlink"));
+  const fs::path dotted = dir_ / "." / "bitmap";
+  for (const fs::path& p : {path(), path("symlink"), path("hardlink"), dotted}) {
+    EXPECT_FALSE(FileStorage::open(p, ec)) << p;
+    EXPECT_EQ(ec, Errc::bitmap_in_use) << p << ": " << ec.message();
+  }
+  EXPECT_EQ(slurp(path()), contents) << "a refused open touched the file";
+  first.reset();
+
+  auto second = FileStorage::open(path("hardlink"), ec);
+  ASSERT_TRUE(second) << ec.message();
+  EXPECT_FALSE(FileStorage::open(path(), ec));
+  EXPECT_EQ(ec, Errc::bitmap_in_use);
+  second.reset();
+  EXPECT_TRUE(FileStorage::open(path(), ec)) << ec.message();
+}
+
+TEST_F(FileStorageTest, CreateWithANamedTemporaryHoldsTheLockToo) {
+  std::error_code ec;
+  bool first_open = true;
+  auto s = FileStorage::create(path(), pattern(100, 0), ec, [&](CreateStep step) {
+    // No O_TMPFILE: create starts over with a named temporary.
+    if (step == CreateStep::kOpenTemp && std::exchange(first_open, false))
+      return std::make_error_code(std::errc::operation_not_supported);
+    return std::error_code{};
+  });
+  ASSERT_TRUE(s) << ec.message();
+  ASSERT_FALSE(first_open) << "the O_TMPFILE attempt was not made";
+  EXPECT_FALSE(FileStorage::open(path(), ec));
+  EXPECT_EQ(ec, Errc::bitmap_in_use);
+  s.reset();
+  EXPECT_TRUE(FileStorage::open(path(), ec)) << ec.message();
+}
+
+// A child process holds the file; the parent is refused until the child lets go.
+TEST_F(FileStorageTest, AnotherProcessCannotOpenWhileTheFileIsHeld) {
+  const auto contents = pattern(4096, 6);
+  std::error_code ec;
+  ASSERT_TRUE(FileStorage::create(path(), contents, ec)) << ec.message();  // released at once
+  int ready[2], release[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(release), 0);
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::error_code cec;
+    auto held = FileStorage::open(path(), cec);
+    const char ok = held ? '1' : '0';
+    if (::write(ready[1], &ok, 1) != 1) ::_exit(2);
+    char c;
+    if (::read(release[0], &c, 1) != 1) ::_exit(3);
+    held.reset();
+    ::_exit(held == nullptr && ok == '1' ? 0 : 4);
+  }
+  ::close(ready[1]);
+  ::close(release[0]);
+  char ok = 0;
+  ASSERT_EQ(::read(ready[0], &ok, 1), 1);
+  ASSERT_EQ(ok, '1') << "the child could not open the file";
+
+  EXPECT_FALSE(FileStorage::open(path(), ec));
+  EXPECT_EQ(ec, Errc::bitmap_in_use) << ec.message();
+  // The read-only open takes no lock: it works while the child holds the file.
+  auto ro = FileStorage::open_read_only(path(), ec);
+  EXPECT_TRUE(ro) << ec.message();
+
+  ASSERT_EQ(::write(release[1], "x", 1), 1);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  ::close(ready[0]);
+  ::close(release[1]);
+  EXPECT_TRUE(FileStorage::open(path(), ec)) << ec.message();
+  EXPECT_EQ(slurp(path()), contents);
+}
+
+// The parent holds the file; a child process is refused (and touches nothing).
+TEST_F(FileStorageTest, AFileHeldHereIsRefusedToAnotherProcess) {
+  const auto contents = pattern(4096, 7);
+  std::error_code ec;
+  auto held = FileStorage::create(path(), contents, ec);
+  ASSERT_TRUE(held) << ec.message();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::error_code cec;
+    const bool opened = FileStorage::open(path(), cec) != nullptr;
+    ::_exit(opened ? 1 : cec == Errc::bitmap_in_use ? 0 : 2);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "1: the child opened the file; 2: another error";
+  EXPECT_EQ(slurp(path()), contents);
+}
+
+// --- the read-only open
+
+TEST_F(FileStorageTest, ReadOnlyOpenReadsWithoutLockingAndNeverWrites) {
+  const auto contents = pattern(3 * 4096, 8);
+  std::error_code ec;
+  auto held = FileStorage::create(path(), contents, ec);
+  ASSERT_TRUE(held) << ec.message();
+  EXPECT_FALSE(held->read_only());
+
+  auto ro = FileStorage::open_read_only(path(), ec);
+  ASSERT_TRUE(ro) << ec.message();
+  EXPECT_FALSE(ec);
+  EXPECT_TRUE(ro->read_only());
+  std::uint64_t size = 0;
+  ASSERT_FALSE(ro->size(size));
+  EXPECT_EQ(size, contents.size());
+  std::vector<std::byte> back(contents.size());
+  ASSERT_FALSE(ro->read(0, back));
+  EXPECT_EQ(back, contents);
+  // It sees the writer's writes.
+  const auto update = pattern(100, 9);
+  ASSERT_FALSE(held->write(50, update));
+  std::vector<std::byte> part(100);
+  ASSERT_FALSE(ro->read(50, part));
+  EXPECT_EQ(part, update);
+
+  EXPECT_EQ(ro->write(0, pattern(10, 1)), std::errc::bad_file_descriptor);
+  EXPECT_EQ(ro->write(contents.size(), pattern(10, 1)), std::errc::bad_file_descriptor);
+  EXPECT_EQ(ro->sync(), std::errc::bad_file_descriptor);
+  ASSERT_FALSE(ro->size(size));
+  EXPECT_EQ(size, contents.size()) << "a refused write past the end grew the file";
+
+  // It holds no lock: with the writer gone, an exclusive open succeeds beside it.
+  held.reset();
+  auto rw = FileStorage::open(path(), ec);
+  EXPECT_TRUE(rw) << ec.message();
+  std::vector<std::byte> want = contents;
+  std::copy(update.begin(), update.end(), want.begin() + 50);
+  EXPECT_EQ(slurp(path()), want);
+}
+
+TEST_F(FileStorageTest, ReadOnlyOpenOfAFileThatCannotBeWritten) {
+  const auto contents = pattern(4096, 10);
+  std::error_code ec;
+  ASSERT_TRUE(FileStorage::create(path(), contents, ec)) << ec.message();
+  fs::permissions(path(), fs::perms::owner_read | fs::perms::group_read | fs::perms::others_read);
+  if (::geteuid() != 0) {  // root writes anyway
+    EXPECT_FALSE(FileStorage::open(path(), ec));
+    EXPECT_EQ(ec, std::errc::permission_denied);
+  }
+  auto ro = FileStorage::open_read_only(path(), ec);
+  ASSERT_TRUE(ro) << ec.message();
+  std::vector<std::byte> back(contents.size());
+  ASSERT_FALSE(ro->read(0, back));
+  EXPECT_EQ(back, contents);
+}
+
+TEST_F(FileStorageTest, ReadOnlyOpenRefusesWhatOpenRefuses) {
+  std::error_code ec;
+  EXPECT_FALSE(FileStorage::open_read_only(path(), ec));
+  EXPECT_EQ(ec, std::errc::no_such_file_or_directory);
+  EXPECT_FALSE(fs::exists(path()));
+  EXPECT_FALSE(FileStorage::open_read_only(dir_, ec));
+  EXPECT_EQ(ec, std::errc::invalid_argument);  // O_RDONLY opens a directory; fstat refuses it
 }
 
 }  // namespace
