@@ -15,7 +15,9 @@
 #   - it calls anything other than the other fast-path functions or an out-of-line
 #     *_slow / put_atomic function (the fast path is a leaf apart from those); the
 #     Bitmap functions may also call what their error branches need (check_failed,
-#     std::generic_category, llbitmap::make_error_code);
+#     std::generic_category, llbitmap::make_error_code, invalid_range) and the
+#     page-by-page raise and release of their multi-chunk path (start_write_raise,
+#     raise_range, release_range);
 #   - it carries a general/local-dynamic TLS relocation (object files only);
 #   - it contains a lock-prefixed (atomic read-modify-write) instruction.
 # An mfence is allowed: liburcu-bp's inlined read side has one on the branch taken only
@@ -67,12 +69,12 @@ for file in "$@"; do
       function note_call(t) {
         if (t == "" ) return;
         base = t; sub(/[+-]0x[0-9a-f]+$/, "", base);
-        if (base == fn) return;  # a branch inside the function
+        if (base == fn || base == fn " [clone .cold]") return;  # inside the function or its cold part
         if (base ~ /urcu_bp_read_lock|urcu_bp_read_unlock|urcu_bp_register|__tls_get_addr|TLS init function|TLS wrapper function|_ZTW|_ZTH|clock_gettime|steady_clock|::now\(/) {
           bad = bad " calls " base ";";
         } else if (base !~ /^llbitmap::PercpuRef::(tryget_live|tryget|get|put)\(/ &&
                    base !~ /_slow\(/ && base !~ /::put_atomic\(/ &&
-                   !(fn ~ /^llbitmap::Bitmap::/ && base ~ /^(llbitmap::detail::check_failed|std::_V2::generic_category|llbitmap::make_error_code)\(/)) {
+                   !(fn ~ /^llbitmap::Bitmap::/ && base ~ /^(llbitmap::detail::check_failed|std::_V2::generic_category|llbitmap::make_error_code|llbitmap::Bitmap::start_write_raise|llbitmap::\(anonymous namespace\)::(raise_range|release_range|invalid_range))\(/)) {
           bad = bad " unexpected call " base ";";
         }
         calls = calls (calls == "" ? "" : ",") base;

@@ -25,6 +25,8 @@ FAST_ROWS = [
     ("BM_SharedAtomicIncDec", "one shared seq_cst atomic"),
     ("BM_SharedMutexShared", "std::shared_mutex lock_shared/unlock_shared"),
     ("BM_PthreadRwlockRead", "pthread_rwlock rdlock/unlock"),
+    ("BM_KernelShapeRaiseRelease", "hand-written kernel shape raise+release"),
+    ("BM_AsymmetricFenceRaiseRelease", "asymmetric-fence (Dekker) raise+release"),
     ("BM_PercpuRefGetPut", "PercpuRef get+put"),
     ("BM_PercpuRefTrygetLivePut", "PercpuRef tryget_live+put"),
     ("BM_PageBarrierRaiseRelease", "PageBarrier raise+release"),
@@ -183,6 +185,25 @@ def main(argv):
         lambda v: v <= 8)
     add("raise+release 2 thr / 1 thr (per thread)", "≤ 1.1",
         lambda r: ratio(med(r, rr + "2"), med(r, rr + "1")), lambda v: v <= 1.1)
+    ks = "BM_KernelShapeRaiseRelease/threads:"
+    af = "BM_AsymmetricFenceRaiseRelease/threads:"
+    bw = "BM_BitmapWriteDirtyChunk/threads:"
+    for t in ("1", "2"):
+        add(f"raise+release / kernel shape, {t} thr", "≤ 1.2",
+            lambda r, t=t: ratio(med(r, rr + t), med(r, ks + t)), lambda v: v <= 1.2)
+    for t in ("1", "2"):
+        add(f"Bitmap dirty-chunk write / kernel shape, {t} thr", "≤ 2",
+            lambda r, t=t: ratio(med(r, bw + t), med(r, ks + t)), lambda v: v <= 2)
+    add("Bitmap dirty-chunk write 2 thr / 1 thr (per thread)", "≤ 1.1",
+        lambda r: ratio(med(r, bw + "2"), med(r, bw + "1")), lambda v: v <= 1.1)
+    for t in ("1", "2"):
+        add(f"(info) raise+release / asymmetric fence, {t} thr", "–",
+            lambda r, t=t: ratio(med(r, rr + t), med(r, af + t)), None)
+    for t in ("1", "2"):
+        add(f"(info) Bitmap dirty-chunk write / asymmetric fence, {t} thr", "–",
+            lambda r, t=t: ratio(med(r, bw + t), med(r, af + t)), None)
+    add("(info) kernel shape / asymmetric fence, 1 thr", "–",
+        lambda r: ratio(med(r, ks + "1"), med(r, af + "1")), None)
     add("raise+release / shared_mutex, 2 thr", "≤ 0.05",
         lambda r: ratio(med(r, rr + "2"), med(r, "BM_SharedMutexShared/threads:2")),
         lambda v: v <= 0.05)

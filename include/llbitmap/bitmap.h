@@ -241,6 +241,9 @@ class Bitmap {
   // The rest of start_write once the pages are raised: mark, persist, or undo the
   // raise on error.
   std::error_code start_write_slow(std::uint64_t first, std::uint64_t last);
+  // The rest of start_write when its one-chunk fast raise does not apply: raise page by
+  // page (slow paths included), then start_write_slow.
+  std::error_code start_write_raise(std::uint64_t first, std::uint64_t last);
   // Applies `action` to [first, last]; collects the blocks that must be durable.
   std::error_code mark_and_persist(std::uint64_t first, std::uint64_t last, Action action);
   // Changes one chunk under its block's lock; returns the block's new change number,

@@ -235,18 +235,25 @@ void Bitmap::discard_chunks(std::uint64_t offset, std::uint64_t length, std::uin
 
 namespace {
 
-// Raises (or releases) the page barriers of chunks [first, last], ascending. Forced
-// inline: with the state check they are all the write path does.
+// Raises (or releases) the page barriers of chunks [first, last], ascending. Out of
+// line: the write path's one-chunk case uses PageBarrierFast::try_raise/try_release
+// instead, and keeping these calls out of it lets it run without saving a register.
 using PageList = std::vector<std::unique_ptr<PageBarrier>>;
-[[gnu::always_inline]] inline void raise_range(const Geometry& g, const PageList& pages,
-                                               std::uint64_t first, std::uint64_t last) noexcept {
+[[gnu::noinline]] void raise_range(const Geometry& g, const PageList& pages, std::uint64_t first,
+                                   std::uint64_t last) noexcept {
   for (std::uint64_t p = g.page_of_chunk(first); p <= g.page_of_chunk(last); ++p)
     detail::PageBarrierFast::raise(*pages[p]);
 }
-[[gnu::always_inline]] inline void release_range(const Geometry& g, const PageList& pages,
-                                                 std::uint64_t first, std::uint64_t last) noexcept {
+[[gnu::noinline]] void release_range(const Geometry& g, const PageList& pages, std::uint64_t first,
+                                     std::uint64_t last) noexcept {
   for (std::uint64_t p = g.page_of_chunk(first); p <= g.page_of_chunk(last); ++p)
     detail::PageBarrierFast::release(*pages[p]);
+}
+
+// start_write's answer to a range outside the device, out of line so that the call it
+// makes (std::generic_category()) stays out of the write path.
+[[gnu::noinline, gnu::cold]] std::error_code invalid_range() noexcept {
+  return std::make_error_code(std::errc::invalid_argument);
 }
 
 }  // namespace
@@ -395,8 +402,7 @@ static_assert(startwrite_keeps_matches_table(),
 std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) {
   LLBM_DCHECK(!closed_.load(std::memory_order_relaxed), "Bitmap %p: start_write after close",
               static_cast<void*>(this));
-  if (LLBM_UNLIKELY(!in_device(offset, length)))
-    return std::make_error_code(std::errc::invalid_argument);
+  if (LLBM_UNLIKELY(!in_device(offset, length))) return invalid_range();
   const std::uint64_t first = geo_.chunk_of(offset);
   const std::uint64_t last = geo_.chunk_of(offset + length - 1);
   if (LLBM_UNLIKELY(failed_.load(std::memory_order_acquire))) return Errc::bitmap_failed;
@@ -415,22 +421,31 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
   }
 #endif
   // Raise before marking (upstream ef4ca3d4bf09): a page the daemon may clean is never
-  // marked without a reference that makes the daemon wait for this write.
-  raise_range(geo_, pages_, first, last);
+  // marked without a reference that makes the daemon wait for this write. One chunk: the
+  // page's raise without its slow path (if it fails it did nothing), so that a chunk that
+  // is already covered costs no call and no saved register. Anything else goes to
+  // start_write_raise: page by page with the slow paths, then the slow way.
+  if (LLBM_UNLIKELY(first != last ||
+                    !detail::PageBarrierFast::try_raise(*pages_[geo_.page_of_chunk(first)])))
+    return start_write_raise(first, last);
   LLBM_SYNC_POINT("start_write:after_raise");
-  if (LLBM_LIKELY(first == last)) {
-    // relaxed failed_: as in mark_and_persist, a failure since the entry check must not
-    // report the write as covered; the acquire load of the byte orders what follows.
-    if (LLBM_LIKELY(startwrite_keeps(load_byte(geo_.chunk_pos(first))) &&
-                    !failed_.load(std::memory_order_relaxed))) {
-      const BlockCtl& b = blocks_[geo_.block_of_chunk(first)];
-      const std::uint64_t seq = b.dirty_seq.load(std::memory_order_acquire);
-      if (LLBM_LIKELY(b.durable_seq.load(std::memory_order_acquire) >= seq)) {
-        LLBM_SYNC_POINT("start_write:done");
-        return std::error_code(0, *ok_category_);
-      }
+  // relaxed failed_: as in mark_and_persist, a failure since the entry check must not
+  // report the write as covered; the acquire load of the byte orders what follows.
+  if (LLBM_LIKELY(startwrite_keeps(load_byte(geo_.chunk_pos(first))) &&
+                  !failed_.load(std::memory_order_relaxed))) {
+    const BlockCtl& b = blocks_[geo_.block_of_chunk(first)];
+    const std::uint64_t seq = b.dirty_seq.load(std::memory_order_acquire);
+    if (LLBM_LIKELY(b.durable_seq.load(std::memory_order_acquire) >= seq)) {
+      LLBM_SYNC_POINT("start_write:done");
+      return std::error_code(0, *ok_category_);
     }
   }
+  return start_write_slow(first, last);
+}
+
+std::error_code Bitmap::start_write_raise(std::uint64_t first, std::uint64_t last) {
+  raise_range(geo_, pages_, first, last);
+  LLBM_SYNC_POINT("start_write:after_raise");
   return start_write_slow(first, last);
 }
 
@@ -447,7 +462,12 @@ void Bitmap::end_write(std::uint64_t offset, std::uint64_t length) {
              static_cast<void*>(this), static_cast<unsigned long long>(offset),
              static_cast<unsigned long long>(length));
   LLBM_SYNC_POINT("end_write:before_release");
-  release_range(geo_, pages_, geo_.chunk_of(offset), geo_.chunk_of(offset + length - 1));
+  const std::uint64_t first = geo_.chunk_of(offset);
+  const std::uint64_t last = geo_.chunk_of(offset + length - 1);
+  // As in start_write: one chunk tries the release without its slow path first.
+  if (LLBM_UNLIKELY(first != last ||
+                    !detail::PageBarrierFast::try_release(*pages_[geo_.page_of_chunk(first)])))
+    release_range(geo_, pages_, first, last);
 }
 
 WriteGuard Bitmap::guard_write(std::uint64_t offset, std::uint64_t length, std::error_code& ec) {

@@ -37,6 +37,12 @@ void PageBarrier::raise() noexcept {
 }
 
 void PageBarrier::raise_slow() noexcept {
+  // The fast path did not apply: this thread has no counter for the page yet (or is
+  // exiting), or the page is draining or suspended.
+  if (active_.tryget_live()) {
+    note_used();
+    return;
+  }
   raise_waits_.fetch_add(1, std::memory_order_relaxed);
   LLBM_SYNC_POINT("barrier:raise_wait");
   for (;;) {

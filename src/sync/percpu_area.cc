@@ -11,7 +11,8 @@
 
 namespace llbitmap::detail {
 
-thread_local constinit CounterArea* tls_counter_area = nullptr;
+constinit CounterArea no_counter_area;
+thread_local constinit CounterArea* tls_counter_area = &no_counter_area;
 
 namespace {
 
@@ -23,9 +24,9 @@ thread_local constinit AreaState tls_area_state = AreaState::kNone;
 struct AreaReaper {
   ~AreaReaper() {
     CounterArea* area = tls_counter_area;
-    tls_counter_area = nullptr;
+    tls_counter_area = &no_counter_area;
     tls_area_state = AreaState::kGone;
-    if (area != nullptr) PercpuRegistry::instance().detach(area);
+    if (area != &no_counter_area) PercpuRegistry::instance().detach(area);
   }
 };
 thread_local AreaReaper tls_area_reaper;
@@ -98,6 +99,8 @@ CounterArea* PercpuRegistry::attach_current_thread() {
   RcuReader::unlock();
   (void)&tls_area_reaper;  // odr-use: registers the reaper's destructor for this thread
   auto* area = new CounterArea;
+  area->reader_ = RcuReader::current();
+  area->fast_ = RcuReader::fast_sections();
   {
     std::lock_guard lk(mu_);
     area->next_ = areas_;
@@ -112,7 +115,7 @@ CounterArea* PercpuRegistry::attach_current_thread() {
 
 std::atomic<std::uint64_t>* PercpuRegistry::counter_for_current_thread(std::uint32_t slot) {
   CounterArea* area = tls_counter_area;
-  if (area == nullptr) {
+  if (area == &no_counter_area) {
     if (tls_area_state == AreaState::kGone) return nullptr;
     area = attach_current_thread();
   }
@@ -129,6 +132,7 @@ std::atomic<std::uint64_t>* PercpuRegistry::counter_for_current_thread(std::uint
     dir_bytes_ += (n - area->nblocks_) * sizeof(CounterBlock*);
     area->dir_ = dir;
     area->nblocks_ = n;
+    if (area->fast_) area->fast_nblocks_ = n;
   }
   area->dir_[b] = blk;
   ++nblocks_;

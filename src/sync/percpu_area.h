@@ -28,6 +28,8 @@
 #include <mutex>
 #include <vector>
 
+#include "rcu.h"
+
 namespace llbitmap::detail {
 
 inline constexpr std::uint32_t kSlotsPerBlock = 64;
@@ -38,6 +40,8 @@ struct alignas(kCacheLine) CounterBlock {
 
 class CounterArea {
  public:
+  constexpr CounterArea() noexcept = default;
+
   // Owner thread only. Null when the slot's block has not been allocated yet.
   std::atomic<std::uint64_t>* find(std::uint32_t slot) const noexcept {
     const std::uint32_t b = slot / kSlotsPerBlock;
@@ -45,6 +49,18 @@ class CounterArea {
     CounterBlock* blk = dir_[b];
     return blk == nullptr ? nullptr : &blk->slot[slot % kSlotsPerBlock];
   }
+  // The fast path's find(): also null when the thread may not take the fast path at all
+  // (the empty area of a thread that has none, or RcuReader::fast_sections() false), with
+  // the same one bounds check.
+  std::atomic<std::uint64_t>* find_fast(std::uint32_t slot) const noexcept {
+    const std::uint32_t b = slot / kSlotsPerBlock;
+    if (b >= fast_nblocks_) return nullptr;
+    CounterBlock* blk = dir_[b];
+    return blk == nullptr ? nullptr : &blk->slot[slot % kSlotsPerBlock];
+  }
+  // The owner's urcu-bp reader, valid while find_fast() returns non-null (the area is
+  // detached before urcu-bp unregisters the thread).
+  RcuReader::Handle reader() const noexcept { return reader_; }
 
  private:
   friend class PercpuRegistry;
@@ -52,12 +68,21 @@ class CounterArea {
   // others under it.
   CounterBlock** dir_ = nullptr;
   std::uint32_t nblocks_ = 0;
-  CounterArea* prev_ = nullptr;  // registry list, guarded by the registry lock
+  // nblocks_ if the fast path may be used, else 0. Owner only.
+  std::uint32_t fast_nblocks_ = 0;
+  RcuReader::Handle reader_ = nullptr;  // owner only
+  bool fast_ = false;                   // RcuReader::fast_sections() at attach; owner only
+  CounterArea* prev_ = nullptr;         // registry list, guarded by the registry lock
   CounterArea* next_ = nullptr;
 };
 
+// The area of a thread that has none (yet, or any more): empty, never attached, never
+// written. tls_counter_area points to it instead of being null, so that the fast path's
+// bounds check also covers "no area".
+extern CounterArea no_counter_area;
+
 // The calling thread's area: a plain constant-initialised thread_local so that the
-// fast path reads it with a single TLS load and no init wrapper.
+// fast path reads it with a single TLS load and no init wrapper. Never null.
 extern thread_local CounterArea* tls_counter_area;
 
 // Bytes of counter memory live in all areas (blocks + directories); for the memory

@@ -7,14 +7,15 @@
 // function with no call into another translation unit (SPEC §7: "a leaf fast path with
 // the slow path out of line").
 //
-// Each fast path: load the calling thread's counter area and its urcu-bp reader (two
-// TLS loads), find the ref's counter (a bounds check and two dependent loads), enter
-// the inlined read-side section, test percpu mode (acquire: pairs with the release
-// store that publishes percpu mode in resurrect, so the zeroed counter is what we add
-// to), add to the counter with an owner-only relaxed load and store, leave the
-// section. Anything unusual (no area or block yet, a thread that never entered a full
-// read lock, atomic mode) goes to the out-of-line *_slow function, which redoes the
-// whole operation.
+// Each fast path: load the calling thread's counter area (one TLS load; never null),
+// find the ref's counter (one bounds check, which also fails for a thread without an
+// area or without membarrier(), and two dependent loads), take the thread's urcu-bp
+// reader from the area, enter the inlined read-side section, test percpu mode (acquire:
+// pairs with the release store that publishes percpu mode in resurrect, so the zeroed
+// counter is what we add to), add to the counter with an owner-only relaxed load and
+// store, leave the section. Anything unusual (no area or block yet, an exiting thread,
+// no membarrier(), atomic mode) goes to the out-of-line *_slow function, which redoes
+// the whole operation with the full read lock.
 #pragma once
 
 #include <llbitmap/detail/check.h>
@@ -39,16 +40,15 @@ struct PercpuRefFast {
   // Adds v to the calling thread's counter if the fast path applies; false otherwise
   // (nothing was changed: the caller takes its slow path).
   static bool try_add(const PercpuRef& ref, std::uint64_t v) noexcept {
-    CounterArea* area = tls_counter_area;
-    const RcuReader::Handle reader = RcuReader::current();
-    if (LLBM_UNLIKELY(area == nullptr || reader == nullptr)) return false;
-    std::atomic<std::uint64_t>* c = area->find(ref.slot_);
+    const CounterArea* area = tls_counter_area;
+    std::atomic<std::uint64_t>* c = area->find_fast(ref.slot_);
     if (LLBM_UNLIKELY(c == nullptr)) return false;
-    RcuReader::lock(reader);
+    const RcuReader::Handle reader = area->reader();
+    const RcuReader::Word w = RcuReader::enter(reader);
     // acquire: pairs with the release store of percpu mode in resurrect().
     const bool percpu = ref.mode_.load(std::memory_order_acquire) == 0;
     if (LLBM_LIKELY(percpu)) add_own(c, v);
-    RcuReader::unlock(reader);
+    RcuReader::leave(reader, w);
     return percpu;
   }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "percpu_area.h"
+#include "rcu.h"
 #include "start_gate.h"
 
 namespace llbitmap {
@@ -114,6 +115,38 @@ TEST(PercpuRefTest, TrygetLiveFailsAsSoonAsDyingIsVisible) {
   // Same thread: the dying store is visible immediately, before the switch completes.
   EXPECT_FALSE(ref.tryget_live());
   ASSERT_TRUE(wait_zero(ref));
+}
+
+// The application may use liburcu-bp itself (percpu_ref.h). The fast path's read-side
+// section stores the reader's nesting word without reloading it: inside the caller's
+// sections it must leave their nesting as it was, and outside any section it must leave
+// the thread outside, or grace periods (every kill) would never end.
+TEST(PercpuRefTest, FastPathKeepsTheCallersReadSideNesting) {
+  Counter released;
+  PercpuRef ref(released.fn());
+  ref.get();  // the first use takes the slow path and makes this thread's counter
+  ref.put();
+  EXPECT_EQ(urcu_bp_read_ongoing(), 0);
+  urcu_bp_read_lock();
+  urcu_bp_read_lock();
+  ref.get();
+  EXPECT_TRUE(ref.tryget_live());
+  EXPECT_EQ(urcu_bp_read_ongoing(), 2);
+  ref.put(2);
+  EXPECT_EQ(urcu_bp_read_ongoing(), 2);
+  urcu_bp_read_unlock();
+  ref.get();
+  ref.put();
+  EXPECT_EQ(urcu_bp_read_ongoing(), 1);
+  urcu_bp_read_unlock();
+  EXPECT_EQ(urcu_bp_read_ongoing(), 0);
+  ref.get();
+  ref.put();
+  EXPECT_EQ(urcu_bp_read_ongoing(), 0);
+  urcu_bp_synchronize_rcu();  // returns only if this thread is outside every section
+  ref.kill();
+  ASSERT_TRUE(wait_zero(ref));
+  EXPECT_EQ(released.settled(1), 1);
 }
 
 TEST(PercpuRefTest, GetOnOneThreadPutOnAnother) {
