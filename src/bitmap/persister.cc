@@ -30,19 +30,14 @@ namespace llbitmap {
 
 Persister::Persister(ChunkImage& image, std::unique_ptr<Storage> storage,
                      std::vector<std::uint32_t> crc)
-    : image_(image),
-      storage_(std::move(storage)),
-      crc_(std::move(crc)),
-      queued_(new bool[image.geometry().blocks()]) {
+    : image_(image), storage_(std::move(storage)), crc_(std::move(crc)) {
   const std::uint64_t blocks = image_.geometry().blocks();
   LLBM_CHECK(crc_.size() == blocks, "Persister: %zu checksums for %llu blocks", crc_.size(),
              static_cast<unsigned long long>(blocks));
   detail::MutexLock lock(mu_);
+  queued_.assign(blocks, true);
   pending_.reserve(blocks);
-  for (std::uint64_t b = 0; b < blocks; ++b) {
-    queued_[b] = true;
-    pending_.push_back(b);
-  }
+  for (std::uint64_t b = 0; b < blocks; ++b) pending_.push_back(b);
 }
 
 void Persister::enqueue(std::uint64_t block) noexcept {

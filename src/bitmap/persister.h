@@ -106,7 +106,7 @@ class Persister {
   detail::CondVar cv_;                                       // a round ended
   bool running_ LLBM_GUARDED_BY(mu_) = false;                // a round is running
   std::vector<std::uint64_t> pending_ LLBM_GUARDED_BY(mu_);  // queued blocks
-  std::unique_ptr<bool[]> queued_ LLBM_PT_GUARDED_BY(mu_);   // per block: in pending_
+  std::vector<bool> queued_ LLBM_GUARDED_BY(mu_);            // per block: in pending_
   std::error_code failure_ LLBM_GUARDED_BY(mu_);             // the failed round's error
 
   // relaxed: statistics only.
