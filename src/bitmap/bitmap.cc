@@ -190,6 +190,7 @@ BitmapImpl::BitmapImpl(std::unique_ptr<Storage> storage, const Superblock& sb, R
 Bitmap::~Bitmap() = default;
 
 BitmapImpl::~BitmapImpl() {
+  // acquire: pairs with close()'s release store (a close() on another thread).
   if (!closed_.load(std::memory_order_acquire)) {
     const std::error_code ec = close();
     LLBM_CHECK(ec != Errc::busy,
@@ -362,6 +363,7 @@ static_assert(startwrite_keeps_matches_table(),
 // impl(*this) is a static_cast: every field below is at a fixed offset from this.
 std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) {
   BitmapImpl& s = impl(*this);
+  // relaxed: a misuse check only (see BitmapImpl::closed_).
   LLBM_DCHECK(!s.closed_.load(std::memory_order_relaxed), "Bitmap %p: start_write after close",
               static_cast<void*>(this));
   if (LLBM_UNLIKELY(!s.in_device(offset, length)))
@@ -372,6 +374,7 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
   // acquire: pairs with Persister::enter_failed_state's release store.
   if (LLBM_UNLIKELY(s.persister_.failing(std::memory_order_acquire))) return Errc::bitmap_failed;
 #ifdef LLBM_SYNC_POINTS
+  // relaxed: a test switch, set before the test's threads start.
   if (detail::test_hooks().mark_before_raise.load(std::memory_order_relaxed)) {
     // The order upstream shipped before ef4ca3d4bf09, kept only so that tests can show
     // their checkers catch it: the daemon can clean the chunk between mark and raise.

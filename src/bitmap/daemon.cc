@@ -239,7 +239,7 @@ Daemon::CloseResult Daemon::close() {
       for (std::uint64_t p = 0; p < env_.pages.size(); ++p) clean_page(p, ctx, targets);
     }
   }
-  if (!persister.failing(std::memory_order_acquire)) {
+  if (!persister.failing(std::memory_order_acquire)) {  // acquire: as above
     {
       ChunkImage& image = env_.image;
       detail::MutexLock lock(image.superblock_lock());
