@@ -35,7 +35,8 @@ ChunkImage::ChunkImage(const Superblock& sb, std::span<const std::byte> image)
   }
 }
 
-std::uint64_t ChunkImage::bump_block(detail::Mutex& held, std::uint64_t block) noexcept {
+std::uint64_t ChunkImage::bump_block([[maybe_unused]] detail::Mutex& held,
+                                     std::uint64_t block) noexcept {
   LLBM_DCHECK(&held == &block_lock(block),
               "ChunkImage %p: block %llu changed under another block's stripe lock",
               static_cast<void*>(this), static_cast<unsigned long long>(block));
