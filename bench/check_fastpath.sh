@@ -74,7 +74,7 @@ for file in "$@"; do
           bad = bad " calls " base ";";
         } else if (base !~ /^llbitmap::PercpuRef::(tryget_live|tryget|get|put)\(/ &&
                    base !~ /_slow\(/ && base !~ /::put_atomic\(/ &&
-                   !(fn ~ /^llbitmap::Bitmap::/ && base ~ /^(llbitmap::detail::check_failed|std::_V2::generic_category|llbitmap::make_error_code|llbitmap::Bitmap::start_write_raise|llbitmap::\(anonymous namespace\)::(raise_range|release_range|invalid_range))\(/)) {
+                   !(fn ~ /^llbitmap::Bitmap::/ && base ~ /^(llbitmap::detail::check_failed|std::_V2::generic_category|llbitmap::make_error_code|llbitmap::BitmapImpl::start_write_raise|llbitmap::BitmapImpl::start_write_slow|llbitmap::\(anonymous namespace\)::(raise_range|release_range|invalid_range))\(/)) {
           bad = bad " unexpected call " base ";";
         }
         calls = calls (calls == "" ? "" : ",") base;

@@ -32,15 +32,16 @@
 // NeedSync) is one raise and one release of the page barrier plus a few loads: no lock,
 // no locked instruction, no call into another translation unit.
 //
-// Write-ahead ordering (SPEC §5, fixing upstream ef4ca3d4bf09): raise, then mark, then
-// persist. Persists are serialised and grouped: one round writes every block changed so
-// far and syncs once, so concurrent writers that dirty one block share one sync, and
-// two snapshots of a block never land out of order.
+// Write-ahead ordering (docs/design.md#write-ahead-ordering; upstream fix ef4ca3d4bf09):
+// raise, then mark, then persist. Persists are serialised and grouped: one round writes
+// every block changed so far and syncs once, so concurrent writers that dirty one block
+// share one sync, and two snapshots of a block never land out of order.
 //
-// Failure (fsyncgate, SPEC S5): if a persist fails, the writers waiting for it get the
-// error, the bitmap goes to the failed state (every later start_write returns
-// Errc::bitmap_failed, nothing Clean is persisted again), and the superblock is marked
-// stale (best effort) so that the next open resyncs every written chunk.
+// Failure (fsyncgate, docs/design.md#failure-rule): if a persist fails, the writers
+// waiting for it get the error, the bitmap goes to the failed state (every later
+// start_write returns Errc::bitmap_failed, nothing Clean is persisted again), and the
+// superblock is marked stale (best effort) so that the next open resyncs every written
+// chunk.
 //
 // Crash recovery on open: Dirty and Syncing chunks become NeedSync (Reload); a block
 // whose checksum fails makes all its chunks NeedSync; a stale or failed bitmap makes
@@ -52,6 +53,23 @@
 // the setters from any thread, not concurrently with close(). start_write may block (page
 // suspended, persist); end_write never blocks.
 //
+// Memory ordering: when start_write returns success, the sync that made the chunk's
+// Dirty durable has returned (on this thread, or on the round leader's, whose release
+// store of the block's durable change number this thread loaded with acquire), so the
+// data write the engine issues next comes after Dirty is on stable storage. end_write
+// releases the page barrier (release); a daemon pass suspends the page, which waits for
+// every such release (one grace period), then calls data_flush, and only after
+// data_flush returned marks Clean and persists it. So everything the engine did before
+// end_write happens before data_flush, and Clean reaches the file only after the data it
+// covers. failed() is an acquire load paired with the release store made after the
+// stale mark was written and synced.
+//
+// Layout: this header declares only the interface. The state lives in a class derived
+// from Bitmap inside the library (src/bitmap/bitmap_impl.h), which create() and open()
+// make; the member functions reach it by a static_cast (no pointer is followed on the
+// write path), and the virtual destructor lets std::unique_ptr<Bitmap> delete it. Bitmap
+// cannot be derived from or constructed elsewhere.
+//
 // Errors: std::error_code, never exceptions. A range that is empty or reaches past the
 // device is std::errc::invalid_argument (nothing is marked or clamped). Misuse (an
 // end_write without a start_write, any call after close()) aborts with a message.
@@ -59,22 +77,17 @@
 
 #include <llbitmap/chunk_state.h>
 #include <llbitmap/clock.h>
-#include <llbitmap/detail/cacheline.h>
 #include <llbitmap/error.h>
 #include <llbitmap/format.h>
 #include <llbitmap/page_barrier.h>
 #include <llbitmap/storage.h>
 
-#include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <system_error>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -165,7 +178,7 @@ class Bitmap {
                                       std::error_code& ec);
 
   // Closes if not closed. Requires: no write in flight.
-  ~Bitmap();
+  virtual ~Bitmap();
   Bitmap(const Bitmap&) = delete;
   Bitmap& operator=(const Bitmap&) = delete;
 
@@ -198,17 +211,15 @@ class Bitmap {
   std::error_code close();
 
   [[nodiscard]] StateCounts counts() const;
-  [[nodiscard]] std::uint64_t chunk_bytes() const noexcept { return geo_.chunk_bytes(); }
-  [[nodiscard]] std::uint64_t chunks() const noexcept { return geo_.chunks(); }
-  [[nodiscard]] std::uint64_t device_bytes() const noexcept { return geo_.device_bytes(); }
-  [[nodiscard]] const Geometry& geometry() const noexcept { return geo_; }
+  [[nodiscard]] std::uint64_t chunk_bytes() const noexcept;
+  [[nodiscard]] std::uint64_t chunks() const noexcept;
+  [[nodiscard]] std::uint64_t device_bytes() const noexcept;
+  [[nodiscard]] const Geometry& geometry() const noexcept;
   [[nodiscard]] ChunkState state(std::uint64_t chunk) const noexcept;
   // True once a failed persist is final: writes are refused and the superblock's stale
   // mark has been written and synced (or the medium refused that too), so a crash from
   // here reopens with every written chunk NeedSync. start_write refuses slightly earlier.
-  [[nodiscard]] bool failed() const noexcept {
-    return failure_final_.load(std::memory_order_acquire);
-  }
+  [[nodiscard]] bool failed() const noexcept;
   [[nodiscard]] BitmapStats stats() const noexcept;
 
   // Runtime knobs: 1 ms .. 24 h, else std::errc::invalid_argument (the kernel's sysfs
@@ -219,115 +230,9 @@ class Bitmap {
   [[nodiscard]] std::chrono::milliseconds barrier_idle() const noexcept;
 
  private:
-  struct BlockCtl;
-  struct Target;
-  class Persister;
-
-  Bitmap(std::unique_ptr<Storage> storage, const Superblock& sb, std::vector<std::byte> image,
-         std::vector<std::byte> table, bool parity, std::function<std::error_code()> data_flush,
-         Clock* clock);
-  static std::unique_ptr<Bitmap> load(std::unique_ptr<Storage> storage, const OpenOptions& opt,
-                                      std::error_code& ec);
-
-  // True if [offset, offset + length) is not empty and inside the device.
-  [[nodiscard]] bool in_device(std::uint64_t offset, std::uint64_t length) const noexcept {
-    const std::uint64_t dev = geo_.device_bytes();
-    return length != 0 && offset < dev && length <= dev - offset;
-  }
-  // The chunks a discard of an in-device range covers completely: [first, last], or
-  // first > last when it covers none.
-  void discard_chunks(std::uint64_t offset, std::uint64_t length, std::uint64_t& first,
-                      std::uint64_t& last) const noexcept;
-  // The rest of start_write once the pages are raised: mark, persist, or undo the
-  // raise on error.
-  std::error_code start_write_slow(std::uint64_t first, std::uint64_t last);
-  // The rest of start_write when its one-chunk fast raise does not apply: raise page by
-  // page (slow paths included), then start_write_slow.
-  std::error_code start_write_raise(std::uint64_t first, std::uint64_t last);
-  // Applies `action` to [first, last]; collects the blocks that must be durable.
-  std::error_code mark_and_persist(std::uint64_t first, std::uint64_t last, Action action);
-  // Changes one chunk under its block's lock; returns the block's new change number,
-  // or 0 if nothing changed.
-  std::uint64_t change_chunk(std::uint64_t chunk, Action action, const TransitionContext& ctx);
-  std::uint64_t change_range(std::uint64_t first, std::uint64_t last, Action action,
-                             const TransitionContext& ctx, std::vector<Target>* targets);
-  TransitionContext context() const noexcept;
-  // acquire: pairs with the release store in change_chunk, so the block's change
-  // number read after it is at least the one of the change that produced this byte.
-  std::uint8_t load_byte(std::uint64_t pos) const noexcept {
-    return std::atomic_ref<std::uint8_t>(image_[pos]).load(std::memory_order_acquire);
-  }
-  void note_dirty() noexcept;  // arms the daemon
-
-  // Persistence (bitmap_persist.cc).
-  std::error_code persist_targets(const Target* targets, std::size_t n);
-  std::error_code persist_all();
-  std::error_code persist_round(std::unique_lock<std::mutex>& lk);
-  void enqueue_block(std::uint64_t block) noexcept;
-  void enter_failed_state() noexcept;
-  std::uint64_t bump_block(std::uint64_t block) noexcept;  // requires the block's lock
-  std::mutex& block_lock(std::uint64_t block) const noexcept;
-
-  // Daemon (bitmap_daemon.cc).
-  std::error_code daemon_pass(bool force);
-  void daemon_main() noexcept;
-  void start_daemon_thread();
-  void stop_daemon_thread() noexcept;
-  bool page_has_dirty(std::uint64_t page) const noexcept;
-  void clean_page(std::uint64_t page, const TransitionContext& ctx, std::vector<Target>& targets);
-
-  Geometry geo_;
-  // &std::system_category(), so that the fast path returns success without a call.
-  const std::error_category* ok_category_;
-  std::unique_ptr<Storage> storage_;
-  Clock* clock_;
-  const bool parity_;
-  const std::function<std::error_code()> data_flush_;
-  // The bitmap image (superblock area + state bytes), accessed through atomic_ref. Every
-  // change happens under the block's stripe lock; readers load without it.
-  std::unique_ptr<std::uint8_t[]> image_;
-  std::unique_ptr<BlockCtl[]> blocks_;
-  std::vector<std::uint32_t> crc_;  // per block, of the last persisted snapshot (persister)
-  std::vector<std::unique_ptr<PageBarrier>> pages_;
-  static constexpr std::size_t kStripes = 64;
-  mutable std::mutex stripes_[kStripes];
-
-  Superblock sb_;  // guarded by block_lock(0)
-  std::atomic<bool> degraded_{false};
-  std::atomic<bool> failed_{false};         // internal: refuse writes, persist no Clean
-  std::atomic<bool> failure_final_{false};  // failed() (see there)
-  std::atomic<bool> closed_{false};
-  // Bumped by every state change: kept off the line of the flags the fast path reads.
-  alignas(detail::kCacheLine) std::atomic<std::uint64_t> change_seq_{0};
-  std::atomic<std::int64_t> daemon_sleep_ms_;
-
-  // Persister state.
-  mutable std::mutex persist_mu_;
-  std::condition_variable persist_cv_;
-  bool persisting_ = false;                    // guarded by persist_mu_
-  std::vector<std::uint64_t> pending_blocks_;  // guarded by persist_mu_
-  std::error_code failure_;                    // guarded by persist_mu_
-
-  // Daemon state.
-  std::mutex daemon_mu_;
-  std::condition_variable daemon_cv_;
-  std::thread daemon_;
-  bool daemon_stop_ = false;  // guarded by daemon_mu_
-  // Dirty chunks may exist. Cleared by a daemon pass before it looks at the counts,
-  // set by the change that makes a chunk Dirty after it counted it; seq_cst on both
-  // sides (store, then load) means at least one of them sees the other.
-  std::atomic<bool> armed_{false};
-  // Per page: how many of its chunks are Dirty. Changed only in change_chunk, under
-  // the block's stripe lock, so a daemon pass finds the pages to clean and decides to
-  // re-arm without reading every state byte.
-  std::unique_ptr<std::atomic<std::uint32_t>[]> page_dirty_;
-  std::mutex pass_mu_;                // one daemon pass at a time
-  std::vector<bool> timeout_logged_;  // guarded by pass_mu_
-
-  // Counters.
-  std::atomic<std::uint64_t> persist_rounds_{0}, blocks_written_{0}, persist_waits_{0},
-      daemon_passes_{0}, pages_cleaned_{0}, suspend_timeouts_{0};
-  std::uint64_t invalid_bytes_ = 0, bad_blocks_ = 0;
+  // Only the library's implementation class derives from Bitmap (see "Layout" above).
+  friend class BitmapImpl;
+  Bitmap() = default;
 };
 
 }  // namespace llbitmap

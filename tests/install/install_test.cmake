@@ -13,7 +13,10 @@
 #                   The installed tree is only the product: no sync-point or test-hook
 #                   header, FaultStorage only under llbitmap/testing/, and no
 #                   LLBM_SYNC_POINTS in the exported targets (the library was built with
-#                   sync points on, to prove the definition stays private).
+#                   sync points on, to prove the definition stays private). bitmap.h
+#                   compiles alone but reaches no <thread>, <condition_variable> or
+#                   <mutex>: a TU with only it that names std::thread (or
+#                   std::condition_variable, std::mutex) must fail to compile.
 #   paths           no source or build-tree path in the installed CMake and pkg-config
 #                   files; the .pc points at the install prefix.
 #   add_subdirectory, fetchcontent
@@ -212,6 +215,45 @@ elseif(STEP STREQUAL "headers")
   endforeach()
   if(bad)
     message(FATAL_ERROR "liburcu is reachable from the installed public headers:\n${bad}")
+  endif()
+  # 4. bitmap.h shows no private state: it compiles alone, reaches none of <thread>,
+  # <condition_variable>, <mutex> (nor detail/mutex.h), and a translation unit that
+  # includes only it and uses std::thread, std::condition_variable or std::mutex fails to
+  # compile. A standard library may define a name itself through headers bitmap.h cannot
+  # do without (libstdc++ 12 in C++20: <memory> and <atomic> reach <bits/std_mutex.h>);
+  # a probe finds that out, and for such a name the dependency check is what holds.
+  set(tu "${WORK_DIR}/bitmap-private.cc")
+  file(WRITE "${tu}" "#include <llbitmap/bitmap.h>\n")
+  run("headers: bitmap.h alone compiles" COMMAND "${CXX}" -std=c++20 "-I${prefix}/include"
+      -fsyntax-only "${tu}")
+  run("headers: bitmap.h dependencies" COMMAND "${CXX}" -std=c++20 "-I${prefix}/include" -M "${tu}"
+      OUTPUT_VARIABLE deps)
+  string(REGEX MATCHALL "[^ \\\n]*/(thread|condition_variable|mutex|detail/mutex\\.h)( |\n|$)"
+         private_deps "${deps}")
+  if(private_deps)
+    string(APPEND bad "  llbitmap/bitmap.h includes ${private_deps}\n")
+  endif()
+  foreach(name IN ITEMS std::thread std::condition_variable std::mutex)
+    set(use "[[maybe_unused]] static const auto llbm_size = sizeof(${name});\n")
+    file(WRITE "${tu}" "#include <atomic>\n#include <memory>\n${use}")
+    run("headers: does the standard library alone define ${name}?" COMMAND "${CXX}" -std=c++20
+        -fsyntax-only "${tu}" RESULT_VARIABLE rc)
+    if(rc EQUAL 0)
+      message(STATUS "[headers] ${name}: defined by <atomic>/<memory> themselves here; "
+                     "checked by the dependency list only")
+      continue()
+    endif()
+    file(WRITE "${tu}" "#include <llbitmap/bitmap.h>\n${use}")
+    run("headers: bitmap.h must not provide ${name}" COMMAND "${CXX}" -std=c++20
+        "-I${prefix}/include" -fsyntax-only "${tu}" RESULT_VARIABLE rc)
+    if(rc EQUAL 0)
+      string(APPEND bad "  a TU with only llbitmap/bitmap.h can use ${name}\n")
+    else()
+      message(STATUS "[headers] ${name} unknown to a TU with only llbitmap/bitmap.h (as required)")
+    endif()
+  endforeach()
+  if(bad)
+    message(FATAL_ERROR "llbitmap/bitmap.h exposes the Bitmap's private machinery:\n${bad}")
   endif()
   # The installed surface is the product only.
   foreach(h IN LISTS headers)

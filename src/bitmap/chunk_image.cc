@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// ChunkImage: the shared in-memory image (see chunk_image.h for the contract).
+#include "chunk_image.h"
+
+#include <llbitmap/detail/check.h>
+
+#include <cstring>
+
+namespace llbitmap {
+
+ChunkImage::ChunkImage(const Superblock& sb, std::span<const std::byte> image)
+    : geo_(sb.geometry),
+      uuid_(sb.uuid),
+      bytes_(new std::uint8_t[sb.geometry.image_bytes()]),
+      blocks_(new BlockSeq[sb.geometry.blocks()]),
+      page_dirty_(new std::atomic<std::uint32_t>[sb.geometry.pages()]),
+      sb_(sb) {
+  LLBM_CHECK(image.size() == geo_.image_bytes(), "ChunkImage: image of %zu bytes, expected %llu",
+             image.size(), static_cast<unsigned long long>(geo_.image_bytes()));
+  std::memcpy(bytes_.get(), image.data(), image.size());
+  // Everything is rewritten once at open: every block starts at change number 1, which
+  // no round has made durable yet (the Persister queues them all).
+  for (std::uint64_t b = 0; b < geo_.blocks(); ++b)
+    blocks_[b].dirty_seq.store(1, std::memory_order_relaxed);
+  // relaxed: no other thread sees the object before its construction is published.
+  for (std::uint64_t p = 0; p < geo_.pages(); ++p)
+    page_dirty_[p].store(0, std::memory_order_relaxed);
+  // Reload leaves no chunk Dirty; count anyway, so the counts never depend on that.
+  for (std::uint64_t c = 0; c < geo_.chunks(); ++c) {
+    if (bytes_[geo_.chunk_pos(c)] == to_byte(ChunkState::kDirty)) {
+      page_dirty_[geo_.page_of_chunk(c)].fetch_add(1, std::memory_order_relaxed);
+      dirty_at_open_ = true;
+    }
+  }
+}
+
+std::uint64_t ChunkImage::bump_block([[maybe_unused]] detail::Mutex& held,
+                                     std::uint64_t block) noexcept {
+  LLBM_DCHECK(&held == &block_lock(block),
+              "ChunkImage %p: block %llu changed under another block's stripe lock",
+              static_cast<void*>(this), static_cast<unsigned long long>(block));
+  // relaxed: the number only has to be unique and increasing per block; the block's
+  // stripe lock orders the changes of one block.
+  const std::uint64_t seq = change_seq_.fetch_add(1, std::memory_order_relaxed) + 1;
+  // release: ordered before the byte stores that follow it; pairs with the acquire load
+  // in dirty_seq() (see the contract in chunk_image.h).
+  blocks_[block].dirty_seq.store(seq, std::memory_order_release);
+  return seq;
+}
+
+ChunkImage::Change ChunkImage::change_chunk(std::uint64_t chunk, Action action,
+                                            const TransitionContext& ctx) noexcept {
+  const std::uint64_t pos = geo_.chunk_pos(chunk);
+  const std::uint64_t block = geo_.block_of_chunk(chunk);
+  detail::Mutex& mu = block_lock(block);
+  detail::MutexLock lock(mu);
+  std::atomic_ref<std::uint8_t> ref(bytes_[pos]);
+  // relaxed: every store to this byte happens under the lock we hold.
+  const std::uint8_t old = ref.load(std::memory_order_relaxed);
+  const Transition t = apply_action(old, action, ctx);
+  if (!t.changed() || to_byte(t.next) == old) return {};
+  Change change;
+  change.seq = bump_block(mu, block);
+  // release: pairs with the acquire in load_byte (the change number is stored first).
+  ref.store(to_byte(t.next), std::memory_order_release);
+  const std::uint64_t page = geo_.page_of_chunk(chunk);
+  // relaxed decrement: a count that is still high only makes a pass look at the page.
+  if (old == to_byte(ChunkState::kDirty)) page_dirty_[page].fetch_sub(1, std::memory_order_relaxed);
+  if (t.next == ChunkState::kDirty) {
+    // seq_cst: the first half of the store-buffering pair with the daemon's re-arm check
+    // (the caller then loads the armed flag, seq_cst; Daemon::pass clears the flag and
+    // then loads the counts, both seq_cst), so one of the two sides sees the other.
+    page_dirty_[page].fetch_add(1, std::memory_order_seq_cst);
+    change.dirtied = true;
+  }
+  return change;
+}
+
+std::uint64_t ChunkImage::snapshot_block(std::uint64_t block, std::span<std::byte> buf) noexcept {
+  const std::uint32_t bs = geo_.block_bytes();
+  LLBM_DCHECK(buf.size() == bs, "ChunkImage %p: snapshot buffer of %zu bytes",
+              static_cast<void*>(this), buf.size());
+  detail::Mutex& mu = block_lock(block);
+  detail::MutexLock lock(mu);
+  // relaxed: read under the lock every change of the block holds.
+  const std::uint64_t seq = blocks_[block].dirty_seq.load(std::memory_order_relaxed);
+  // Every store to these bytes happens under this lock, so a plain copy is exact.
+  std::memcpy(buf.data(), bytes_.get() + block * bs, bs);
+  if (block == 0) {
+    superblock_lock().assert_held();  // mu is stripes_[0]
+    sb_.encode(std::span<std::byte, kSuperblockBytes>(buf.data(), kSuperblockBytes));
+  }
+  return seq;
+}
+
+void ChunkImage::mark_superblock_and_snapshot(std::uint32_t flags,
+                                              std::span<std::byte> buf) noexcept {
+  const std::uint32_t bs = geo_.block_bytes();
+  LLBM_DCHECK(buf.size() == bs, "ChunkImage %p: snapshot buffer of %zu bytes",
+              static_cast<void*>(this), buf.size());
+  detail::MutexLock lock(stripes_[0]);
+  sb_.state |= flags;
+  std::memcpy(buf.data(), bytes_.get(), bs);
+  sb_.encode(std::span<std::byte, kSuperblockBytes>(buf.data(), kSuperblockBytes));
+}
+
+bool ChunkImage::any_page_dirty() const noexcept {
+  // seq_cst: the second half of the store-buffering pair (see change_chunk).
+  for (std::uint64_t p = 0; p < geo_.pages(); ++p)
+    if (page_dirty_[p].load(std::memory_order_seq_cst) != 0) return true;
+  return false;
+}
+
+}  // namespace llbitmap

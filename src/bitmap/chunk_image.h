@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// chunk_image.h: ChunkImage, the in-memory image of one bitmap that the write path
+// (bitmap.cc), the Persister and the Daemon share: the state bytes, every block's change
+// numbers and stripe lock, the superblock, and every page's count of Dirty chunks.
+//
+// Contract:
+//   - A state byte is read by anyone, without a lock (load_byte, acquire). It is changed
+//     only by change_chunk, under its block's stripe lock, which first bumps the block's
+//     change number (dirty_seq, release) and then stores the byte (release). So a thread
+//     that loads a byte and then the block's dirty_seq sees a change number at least as
+//     new as the change that stored that byte; if durable_seq has reached it, the byte it
+//     saw is on stable storage.
+//   - durable_seq is published only by the Persister's round leader (publish_durable,
+//     release) after a sync that covered a snapshot taken at that change number.
+//   - snapshot_block copies a block (and encodes the superblock into block 0) under the
+//     block's stripe lock, so the copy holds every change up to the change number it
+//     returns and none after it.
+//   - The superblock is guarded by the stripe lock of block 0 (the block it is encoded
+//     into), so a snapshot of block 0 always holds a consistent superblock.
+//   - A page's Dirty count changes only in change_chunk, under the stripe lock of the
+//     chunk's block; it is exact whenever no change_chunk is running on that page.
+// The stripe locks are leaves: held for a few loads and stores, never across IO, a wait
+// or another lock. Nothing here blocks otherwise, allocates after construction or does IO.
+#pragma once
+
+#include <llbitmap/chunk_state.h>
+#include <llbitmap/detail/cacheline.h>
+#include <llbitmap/detail/mutex.h>
+#include <llbitmap/format.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+// lock_returned is not among the project-wide annotations; it is only needed here.
+#define LLBM_LOCK_RETURNED(x) LLBM_THREAD_ANNOTATION(lock_returned(x))
+
+namespace llbitmap {
+
+// A block and the change number of it that must be durable.
+struct Target {
+  std::uint64_t block;
+  std::uint64_t seq;
+};
+
+// The transition context of a bitmap in one state. Every caller reads the flags it is
+// made of with the orders it documents.
+[[nodiscard]] constexpr TransitionContext transition_context(bool degraded, bool parity,
+                                                             bool failed) noexcept {
+  return TransitionContext{.degraded = degraded, .parity = parity, .write_error = failed};
+}
+
+class ChunkImage {
+ public:
+  static constexpr std::size_t kStripes = 64;
+
+  // What one change_chunk did.
+  struct Change {
+    std::uint64_t seq = 0;  // the block's new change number; 0: nothing changed
+    bool dirtied = false;   // the chunk became Dirty (the caller arms the daemon)
+  };
+
+  // Takes the recovered image (image_bytes() long). Every block gets change number 1
+  // (open rewrites every block), and the Dirty chunks are counted per page.
+  ChunkImage(const Superblock& sb, std::span<const std::byte> image);
+  ChunkImage(const ChunkImage&) = delete;
+  ChunkImage& operator=(const ChunkImage&) = delete;
+
+  [[nodiscard]] const Geometry& geometry() const noexcept { return geo_; }
+  [[nodiscard]] const Uuid& uuid() const noexcept { return uuid_; }
+
+  // The byte at image position pos. acquire: pairs with the release store of the byte in
+  // change_chunk, so a dirty_seq loaded after it is at least the number of that change.
+  [[nodiscard]] std::uint8_t load_byte(std::uint64_t pos) const noexcept {
+    return std::atomic_ref<std::uint8_t>(bytes_[pos]).load(std::memory_order_acquire);
+  }
+  // The change number of the block's last change. acquire: pairs with the release store
+  // in bump_block (a byte loaded after it is at least that change's).
+  [[nodiscard]] std::uint64_t dirty_seq(std::uint64_t block) const noexcept {
+    return blocks_[block].dirty_seq.load(std::memory_order_acquire);
+  }
+  // The change number the file has synced. acquire: pairs with the release store in
+  // publish_durable, made by the round leader after its sync returned.
+  [[nodiscard]] std::uint64_t durable_seq(std::uint64_t block) const noexcept {
+    return blocks_[block].durable_seq.load(std::memory_order_acquire);
+  }
+  // The fast path's durability check: true if the block's last change is durable.
+  // dirty_seq first, then durable_seq, both acquire (see the two accessors above).
+  [[nodiscard]] bool block_durable(std::uint64_t block) const noexcept {
+    const BlockSeq& b = blocks_[block];
+    const std::uint64_t seq = b.dirty_seq.load(std::memory_order_acquire);
+    return b.durable_seq.load(std::memory_order_acquire) >= seq;
+  }
+  // Persister only, after a sync that covered a snapshot with change number seq.
+  // release: pairs with the acquire loads in durable_seq.
+  void publish_durable(std::uint64_t block, std::uint64_t seq) noexcept {
+    blocks_[block].durable_seq.store(seq, std::memory_order_release);
+  }
+
+  // The stripe lock of a block. The analysis cannot tell which stripe a block number
+  // selects, so functions that need one take it by reference (bump_block); see stripes_.
+  [[nodiscard]] detail::Mutex& block_lock(std::uint64_t block) const noexcept {
+    return stripes_[block % kStripes];
+  }
+  // The lock of block 0, which guards the superblock.
+  [[nodiscard]] detail::Mutex& superblock_lock() const noexcept LLBM_LOCK_RETURNED(stripes_[0]) {
+    return stripes_[0];
+  }
+  [[nodiscard]] Superblock& superblock() LLBM_REQUIRES(stripes_[0]) { return sb_; }
+
+  // Gives the block a new change number and returns it. Requires: `held` is the block's
+  // stripe lock (checked in debug builds) and is held by the caller.
+  std::uint64_t bump_block(detail::Mutex& held, std::uint64_t block) noexcept LLBM_REQUIRES(held);
+
+  // Applies `action` to one chunk under its block's lock: bumps the change number, stores
+  // the byte, keeps the page's Dirty count. Takes and drops the block's stripe lock.
+  Change change_chunk(std::uint64_t chunk, Action action, const TransitionContext& ctx) noexcept;
+
+  // Copies block b into buf (block_bytes() long) under its stripe lock; block 0 also
+  // gets the encoded superblock. Returns the change number the copy is exact for.
+  std::uint64_t snapshot_block(std::uint64_t block, std::span<std::byte> buf) noexcept;
+  // Sets `flags` in the superblock and copies block 0 as snapshot_block does, without a
+  // new change number (the failed state: no later round will publish one).
+  void mark_superblock_and_snapshot(std::uint32_t flags, std::span<std::byte> buf) noexcept;
+
+  // True if the page holds a Dirty chunk. relaxed: a hint for choosing pages to clean;
+  // a count that changes meanwhile is found by the next pass or re-arms the daemon.
+  [[nodiscard]] bool page_has_dirty(std::uint64_t page) const noexcept {
+    return page_dirty_[page].load(std::memory_order_relaxed) != 0;
+  }
+  // True if any page holds a Dirty chunk, read with seq_cst loads: the daemon's re-arm
+  // check (see Daemon::pass; pairs with the seq_cst increment in change_chunk).
+  [[nodiscard]] bool any_page_dirty() const noexcept;
+  // True if some chunk was Dirty at construction.
+  [[nodiscard]] bool dirty_at_open() const noexcept { return dirty_at_open_; }
+
+ private:
+  struct BlockSeq {
+    std::atomic<std::uint64_t> dirty_seq{0};    // change number of the last change
+    std::atomic<std::uint64_t> durable_seq{0};  // change number the file has synced
+  };
+
+  // Read by every write; written only at construction.
+  const Geometry geo_;
+  const Uuid uuid_;
+  // The superblock area and the state bytes, accessed through std::atomic_ref. Stores
+  // happen under the block's stripe lock; loads need none.
+  const std::unique_ptr<std::uint8_t[]> bytes_;
+  const std::unique_ptr<BlockSeq[]> blocks_;
+  // Per page: how many of its chunks are Dirty. Changed only in change_chunk, under the
+  // stripe lock of the chunk's block (not annotated: which stripe depends on the chunk),
+  // so a daemon pass finds the pages to clean and decides to re-arm without reading every
+  // state byte.
+  const std::unique_ptr<std::atomic<std::uint32_t>[]> page_dirty_;
+  bool dirty_at_open_ = false;
+
+  // Bumped by every change: kept off the lines the fast path reads.
+  alignas(detail::kCacheLine) std::atomic<std::uint64_t> change_seq_{1};
+
+  // Block b is guarded by stripes_[b % kStripes]. The thread-safety analysis has no way
+  // to name "the stripe of block b" for a block number known only at run time, so the
+  // state bytes and change numbers carry no LLBM_GUARDED_BY, block_lock() returns an
+  // unnamed capability, and bump_block checks at run time (debug builds) that the lock it
+  // was handed is the block's. Only the superblock, always behind stripes_[0], is
+  // annotated.
+  alignas(detail::kCacheLine) mutable detail::Mutex stripes_[kStripes];
+  Superblock sb_ LLBM_GUARDED_BY(stripes_[0]);
+};
+
+}  // namespace llbitmap

@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// persister.h: Persister, the write-ahead persistence of one bitmap with group commit
+// (docs/design.md#write-ahead-ordering, docs/design.md#group-commit), and its failed
+// state (docs/design.md#failure-rule).
+//
+// Contract:
+//   - enqueue(block): called after every change of a block (the write path, the daemon,
+//     the setters) once the block's stripe lock is dropped. Takes mu_ briefly; never
+//     blocks otherwise. Queuing is idempotent.
+//   - persist(targets): called by start_write and by a daemon pass; returns once every
+//     target's change number is durable, or with the error of the round that failed. One
+//     round runs at a time; the caller that finds none running leads one (it takes every
+//     queued block, snapshots each through ChunkImage::snapshot_block, writes the blocks
+//     and their checksum-table entries, syncs once and publishes the durable change
+//     numbers); the others wait on cv_ for it and lead the next one if still needed. So
+//     every writer that changed a block before the leader copied it shares that sync,
+//     and two snapshots of one block are never in flight together.
+//   - persist_all(): the same for every queued block (open, flush, close).
+//   - Blocks: persist and persist_all wait for rounds and do IO; enqueue does not.
+//   - Locks: mu_ guards the queue, the round flag and the error; it is never held across
+//     IO and never taken under a stripe lock. The leader takes stripe locks (through
+//     snapshot_block) without holding mu_.
+//   - Failure: a failed write or sync makes the bitmap failed for good. failing() turns
+//     true first (writes are refused and the transition table changes nothing any more);
+//     the superblock is then marked stale with one best-effort write and sync, and only
+//     then does failed() (the public Bitmap::failed) turn true.
+#pragma once
+
+#include <llbitmap/detail/cacheline.h>
+#include <llbitmap/detail/mutex.h>
+#include <llbitmap/storage.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <system_error>
+#include <vector>
+
+#include "chunk_image.h"
+
+namespace llbitmap {
+
+class Persister {
+ public:
+  // `crc` holds the checksum the file stores for every block. Every block is queued:
+  // the first persist_all rewrites the whole image and a fresh checksum table.
+  Persister(ChunkImage& image, std::unique_ptr<Storage> storage, std::vector<std::uint32_t> crc);
+  Persister(const Persister&) = delete;
+  Persister& operator=(const Persister&) = delete;
+
+  void enqueue(std::uint64_t block) noexcept LLBM_EXCLUDES(mu_);
+  std::error_code persist(const Target* targets, std::size_t n) LLBM_EXCLUDES(mu_);
+  std::error_code persist_all() LLBM_EXCLUDES(mu_);
+
+  // The failed state, as the write path and the daemon see it: writes are refused and
+  // nothing is cleaned. The order is the caller's: release/acquire (see failed_) or
+  // relaxed where only the flag itself matters.
+  [[nodiscard]] bool failing(std::memory_order order) const noexcept { return failed_.load(order); }
+  // Bitmap::failed(): the failure is final and the stale mark is durable (or was refused).
+  // acquire: pairs with the release store at the end of enter_failed_state, so the caller
+  // also sees the stale mark's write and sync as done.
+  [[nodiscard]] bool failed() const noexcept {
+    return failure_final_.load(std::memory_order_acquire);
+  }
+
+  // relaxed: statistics only.
+  [[nodiscard]] std::uint64_t rounds() const noexcept {
+    return rounds_.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::uint64_t blocks_written() const noexcept {
+    return blocks_written_.load(std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::uint64_t waits() const noexcept {
+    return waits_.load(std::memory_order_relaxed);
+  }
+
+ private:
+  // Runs one round as its leader. Requires mu_ held and no round running; drops mu_ for
+  // the IO and returns with it held again.
+  std::error_code round() LLBM_REQUIRES(mu_);
+  // Called by the leader of a failed round, without mu_.
+  void enter_failed_state() noexcept LLBM_EXCLUDES(mu_);
+  std::error_code failure() const LLBM_REQUIRES(mu_);
+
+  // Read by every write (Bitmap::start_write): first, on a line of its own.
+  // failed_: set once, by the leader of a failed round, release; the write path and the
+  // daemon load it acquire (on their entry checks) or relaxed (the re-checks that only
+  // need the flag). The flag publishes no data: what the persister itself must see of a
+  // failure it reads under mu_ (failure_), and every later round leader takes mu_ after
+  // the failed leader released it, so mu_ orders failed_ for persist() and persist_all().
+  alignas(detail::kCacheLine) std::atomic<bool> failed_{false};
+  // Bitmap::failed(): stored (release) after the stale mark's write and sync.
+  std::atomic<bool> failure_final_{false};
+
+  ChunkImage& image_;
+  const std::unique_ptr<Storage> storage_;
+  // Per block, the checksum of its last written snapshot. Only the round leader reads or
+  // writes it (rounds are serialised by running_ under mu_, whose unlock and lock order
+  // one leader's accesses before the next one's); the analysis cannot express "the
+  // current leader", so it is not annotated.
+  std::vector<std::uint32_t> crc_;
+
+  alignas(detail::kCacheLine) mutable detail::Mutex mu_;
+  detail::CondVar cv_;                                       // a round ended
+  bool running_ LLBM_GUARDED_BY(mu_) = false;                // a round is running
+  std::vector<std::uint64_t> pending_ LLBM_GUARDED_BY(mu_);  // queued blocks
+  std::vector<bool> queued_ LLBM_GUARDED_BY(mu_);            // per block: in pending_
+  std::error_code failure_ LLBM_GUARDED_BY(mu_);             // the failed round's error
+
+  // relaxed: statistics only.
+  std::atomic<std::uint64_t> rounds_{0}, blocks_written_{0}, waits_{0};
+};
+
+}  // namespace llbitmap
