@@ -44,8 +44,12 @@ PercpuRegistry& PercpuRegistry::instance() noexcept {
   return *registry;
 }
 
+Mutex& registry_lock() noexcept {
+  return PercpuRegistry::instance().mu_;
+}
+
 std::uint32_t PercpuRegistry::alloc_slot(std::atomic<std::uint64_t>* orphan) {
-  std::lock_guard lk(mu_);
+  MutexLock lk(registry_lock());
   std::uint32_t slot;
   if (!free_slots_.empty()) {
     slot = free_slots_.back();
@@ -66,13 +70,13 @@ std::uint32_t PercpuRegistry::alloc_slot(std::atomic<std::uint64_t>* orphan) {
 }
 
 void PercpuRegistry::free_slot(std::uint32_t slot) noexcept {
-  std::lock_guard lk(mu_);
+  MutexLock lk(registry_lock());
   orphans_[slot] = nullptr;
   free_slots_.push_back(slot);
 }
 
 std::uint64_t PercpuRegistry::sum(std::uint32_t slot) noexcept {
-  std::lock_guard lk(mu_);
+  MutexLock lk(registry_lock());
   const std::uint32_t b = slot / kSlotsPerBlock;
   std::uint64_t total = orphans_[slot]->load(std::memory_order_relaxed);
   for (CounterArea* a = areas_; a != nullptr; a = a->next_) {
@@ -83,7 +87,7 @@ std::uint64_t PercpuRegistry::sum(std::uint32_t slot) noexcept {
 }
 
 void PercpuRegistry::zero(std::uint32_t slot) noexcept {
-  std::lock_guard lk(mu_);
+  MutexLock lk(registry_lock());
   const std::uint32_t b = slot / kSlotsPerBlock;
   orphans_[slot]->store(0, std::memory_order_relaxed);
   for (CounterArea* a = areas_; a != nullptr; a = a->next_) {
@@ -99,7 +103,7 @@ CounterArea* PercpuRegistry::attach_current_thread() {
   (void)&tls_area_reaper;  // odr-use: registers the reaper's destructor for this thread
   auto* area = new CounterArea;
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(registry_lock());
     area->next_ = areas_;
     if (areas_ != nullptr) areas_->prev_ = area;
     areas_ = area;
@@ -119,7 +123,7 @@ std::atomic<std::uint64_t>* PercpuRegistry::counter_for_current_thread(std::uint
   if (auto* c = area->find(slot)) return c;
   const std::uint32_t b = slot / kSlotsPerBlock;
   CounterBlock* blk = new_block();
-  std::lock_guard lk(mu_);
+  MutexLock lk(registry_lock());
   if (b >= area->nblocks_) {
     std::uint32_t n = area->nblocks_ == 0 ? 4 : area->nblocks_;
     while (n <= b) n *= 2;
@@ -136,7 +140,7 @@ std::atomic<std::uint64_t>* PercpuRegistry::counter_for_current_thread(std::uint
 }
 
 void PercpuRegistry::detach(CounterArea* area) noexcept {
-  std::lock_guard lk(mu_);
+  MutexLock lk(registry_lock());
   for (std::uint32_t b = 0; b < area->nblocks_; ++b) {
     CounterBlock* blk = area->dir_[b];
     if (blk == nullptr) continue;
@@ -162,7 +166,7 @@ void PercpuRegistry::detach(CounterArea* area) noexcept {
 }
 
 AreaStats PercpuRegistry::stats() noexcept {
-  std::lock_guard lk(mu_);
+  MutexLock lk(registry_lock());
   return AreaStats{nareas_, nblocks_,
                    nblocks_ * sizeof(CounterBlock) + dir_bytes_ + nareas_ * sizeof(CounterArea)};
 }

@@ -65,7 +65,7 @@ PercpuRef::PercpuRef(std::function<void()> release, RefFlags flags)
 
 PercpuRef::~PercpuRef() {
   {
-    std::lock_guard lk(detail::switch_lock());
+    detail::MutexLock lk(detail::switch_lock());
     LLBM_CHECK(!switch_pending_,
                "PercpuRef %p: destroyed while a switch to atomic mode is pending "
                "(wait for is_zero() or switch_to_atomic_sync() first)",
@@ -207,12 +207,10 @@ void PercpuRef::fold_percpu_counts() noexcept {
              static_cast<void*>(this), static_cast<long long>(now));
 }
 
-// Requires switch_lock. Kernel __percpu_ref_switch_mode: wait for a pending switch,
+// Kernel __percpu_ref_switch_mode (switch_lock held): wait for a pending switch,
 // then go to atomic mode if dying or forced, else to percpu mode.
 void PercpuRef::switch_mode_locked() {
-  std::unique_lock lk(detail::switch_lock(), std::adopt_lock);
-  detail::switch_waitq().wait(lk, [this] { return !switch_pending_; });
-  lk.release();
+  while (switch_pending_) detail::switch_waitq().wait(detail::switch_lock());
   const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);
   if (force_atomic_ || (mode & kDead)) {
     if (mode & kAtomic) {
@@ -291,8 +289,8 @@ void PercpuRef::switch_to_atomic() {
 
 void PercpuRef::switch_to_atomic_sync() {
   switch_to_atomic();
-  std::unique_lock lk(detail::switch_lock());
-  detail::switch_waitq().wait(lk, [this] { return !switch_pending_; });
+  detail::MutexLock lk(detail::switch_lock());
+  while (switch_pending_) detail::switch_waitq().wait(detail::switch_lock());
 }
 
 void PercpuRef::switch_to_percpu() {
