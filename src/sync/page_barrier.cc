@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include <llbitmap/detail/check.h>
+#include <llbitmap/detail/mutex.h>
 #include <llbitmap/page_barrier.h>
 
 #include <algorithm>
+#include <new>
+#include <utility>
 
 #include "page_barrier_fast.h"
 #include "switch_worker.h"
 #include "sync_point.h"
+#include <pthread.h>
 
 namespace llbitmap {
 
@@ -16,7 +20,27 @@ Clock::duration tick_resolution(std::chrono::milliseconds idle) {
   return std::max<Clock::duration>(std::chrono::milliseconds(1), idle / 8);
 }
 
+// The lock of set_barrier_idle (detail::barrier_idle_lock()). It is held only while an
+// idle time and a subscription handle are stored, never across a clock call or another
+// lock. Constant-initialised (std::mutex has a constexpr constructor), so the fork handlers can
+// use it without a function-local static's guard.
+constinit detail::Mutex idle_lock;
+
+// Holds the lock across fork so that the child never inherits it held. Registered by the
+// first set_barrier_idle, before it first takes the lock.
+void register_idle_lock_fork_handlers() {
+  static const int registered =
+      ::pthread_atfork([]() LLBM_NO_THREAD_SAFETY_ANALYSIS { idle_lock.lock(); },
+                       []() LLBM_NO_THREAD_SAFETY_ANALYSIS { idle_lock.unlock(); },
+                       [] { new (&idle_lock) detail::Mutex; });
+  (void)registered;
+}
+
 }  // namespace
+
+detail::Mutex& detail::barrier_idle_lock() noexcept {
+  return idle_lock;
+}
 
 PageBarrier::PageBarrier(Clock& clock, std::chrono::milliseconds barrier_idle)
     : clock_(clock),
@@ -135,10 +159,23 @@ void PageBarrier::expire_now() noexcept {
 }
 
 void PageBarrier::set_barrier_idle(std::chrono::milliseconds idle) {
-  idle_ns_.store(std::chrono::duration_cast<Clock::duration>(idle).count(),
-                 std::memory_order_relaxed);
-  // Keep the coarse word fine enough for the new idle time.
-  tick_ = clock_.subscribe(tick_resolution(idle));
+  // Keep the coarse word fine enough for the new idle time. Subscribe first and release
+  // the old subscription last, both outside the lock: under it only the idle time and the
+  // subscription handle change, together, so that concurrent callers (Bitmap's setter
+  // may run on any thread) never replace tick_ at once and the last caller's idle time
+  // is the one whose resolution stays subscribed.
+  register_idle_lock_fork_handlers();
+  Clock::Subscription fresh = clock_.subscribe(tick_resolution(idle));
+  Clock::Subscription old;
+  {
+    detail::MutexLock lk(detail::barrier_idle_lock());
+    // relaxed: the idle time is a hint read by note_used() (see there); the lock orders
+    // concurrent setters.
+    idle_ns_.store(std::chrono::duration_cast<Clock::duration>(idle).count(),
+                   std::memory_order_relaxed);
+    old = std::move(tick_);
+    tick_ = std::move(fresh);
+  }
 }
 
 std::chrono::milliseconds PageBarrier::barrier_idle() const noexcept {
