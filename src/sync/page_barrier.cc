@@ -61,7 +61,7 @@ void PageBarrier::raise() noexcept {
 }
 
 void PageBarrier::raise_slow() noexcept {
-  raise_waits_.fetch_add(1, std::memory_order_relaxed);
+  raise_waits_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics only
   LLBM_SYNC_POINT("barrier:raise_wait");
   for (;;) {
     wait_.wait([this] { return !active_.is_dying(); });
@@ -77,6 +77,7 @@ void PageBarrier::release() noexcept {
 }
 
 bool PageBarrier::finish_suspend(std::chrono::steady_clock::time_point deadline) {
+  // The counters here are relaxed: statistics only.
   if (!active_.is_zero()) suspend_waits_.fetch_add(1, std::memory_order_relaxed);
   const auto left = deadline - std::chrono::steady_clock::now();
   if (wait_.wait_for([this] { return active_.is_zero(); },
@@ -110,9 +111,12 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
     for (PageBarrier* p : pages) {
       LLBM_CHECK(!p->active_.is_dying(), "PageBarrier %p: suspend() of a page already suspended",
                  static_cast<void*>(p));
+      // relaxed: read next by this thread; the confirmation's store below runs after it
+      // (kill_and_confirm hands the confirmation over under the switch lock).
       p->switched_.store(false, std::memory_order_relaxed);
       // The confirmation runs once the ref is in atomic mode (after the grace period).
       p->active_.kill_and_confirm([p] {
+        // release: pairs with the acquire load in the wait of suspend_many below.
         p->switched_.store(true, std::memory_order_release);
         p->wait_.wake_up();
       });
@@ -126,6 +130,7 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
   // of once per page in lockstep with the switch thread.
   for (auto it = pages.rbegin(); it != pages.rend(); ++it) {
     PageBarrier* p = *it;
+    // acquire: pairs with the confirmation's release store of switched_ above.
     p->wait_.wait([p] { return p->switched_.load(std::memory_order_acquire); });
   }
   // The switch thread confirms a kill before it drops its own reference to the ref: wait
@@ -145,17 +150,18 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
 void PageBarrier::resume() noexcept {
   LLBM_CHECK(active_.is_dying(), "PageBarrier %p: resume() of a page that is not suspended",
              static_cast<void*>(this));
-  expire_.store(kNever, std::memory_order_relaxed);
+  expire_.store(kNever, std::memory_order_relaxed);  // relaxed: a hint (see note_used)
   active_.resurrect();
   wait_.wake_up();
 }
 
 bool PageBarrier::expired(Clock::time_point now) const noexcept {
+  // relaxed: expiry is a hint (see note_used); suspend() decides, not this.
   return now.time_since_epoch().count() >= expire_.load(std::memory_order_relaxed);
 }
 
 void PageBarrier::expire_now() noexcept {
-  expire_.store(INT64_MIN, std::memory_order_relaxed);
+  expire_.store(INT64_MIN, std::memory_order_relaxed);  // relaxed: a hint (see note_used)
 }
 
 void PageBarrier::set_barrier_idle(std::chrono::milliseconds idle) {
@@ -179,11 +185,13 @@ void PageBarrier::set_barrier_idle(std::chrono::milliseconds idle) {
 }
 
 std::chrono::milliseconds PageBarrier::barrier_idle() const noexcept {
+  // relaxed: a value only; set_barrier_idle's lock orders the setters.
   return std::chrono::duration_cast<std::chrono::milliseconds>(
       Clock::duration(idle_ns_.load(std::memory_order_relaxed)));
 }
 
 PageBarrier::Stats PageBarrier::stats() const noexcept {
+  // relaxed: statistics only.
   return Stats{raise_waits_.load(std::memory_order_relaxed),
                suspends_.load(std::memory_order_relaxed),
                suspend_waits_.load(std::memory_order_relaxed),

@@ -32,6 +32,7 @@ thread_local AreaReaper tls_area_reaper;
 
 CounterBlock* new_block() {
   auto* blk = new CounterBlock;
+  // relaxed: the block is not shared yet; the registry lock publishes it.
   for (auto& s : blk->slot) s.store(0, std::memory_order_relaxed);
   return blk;
 }
@@ -62,6 +63,8 @@ std::uint32_t PercpuRegistry::alloc_slot(std::atomic<std::uint64_t>* orphan) {
   }
   orphans_[slot] = orphan;
   const std::uint32_t b = slot / kSlotsPerBlock;
+  // relaxed: no thread uses the slot yet; a thread learns of it from the ref, whose
+  // constructor publishes slot_ with the release store of mode_.
   for (CounterArea* a = areas_; a != nullptr; a = a->next_) {
     if (b < a->nblocks_ && a->dir_[b] != nullptr)
       a->dir_[b]->slot[slot % kSlotsPerBlock].store(0, std::memory_order_relaxed);
@@ -78,6 +81,9 @@ void PercpuRegistry::free_slot(std::uint32_t slot) noexcept {
 std::uint64_t PercpuRegistry::sum(std::uint32_t slot) noexcept {
   MutexLock lk(registry_lock());
   const std::uint32_t b = slot / kSlotsPerBlock;
+  // relaxed: the owners' stores are ordered before these loads by the RCU grace period
+  // of the fold (PercpuRef::fold_percpu_counts), or the ref is quiescent (destructor);
+  // detach() moves counts to the orphan counter under the same lock.
   std::uint64_t total = orphans_[slot]->load(std::memory_order_relaxed);
   for (CounterArea* a = areas_; a != nullptr; a = a->next_) {
     if (b < a->nblocks_ && a->dir_[b] != nullptr)
@@ -89,6 +95,8 @@ std::uint64_t PercpuRegistry::sum(std::uint32_t slot) noexcept {
 void PercpuRegistry::zero(std::uint32_t slot) noexcept {
   MutexLock lk(registry_lock());
   const std::uint32_t b = slot / kSlotsPerBlock;
+  // relaxed: the ref is in atomic mode (no thread adds to the slot); the release store
+  // of percpu mode in PercpuRef::switch_to_percpu_locked publishes the zeros.
   orphans_[slot]->store(0, std::memory_order_relaxed);
   for (CounterArea* a = areas_; a != nullptr; a = a->next_) {
     if (b < a->nblocks_ && a->dir_[b] != nullptr)
@@ -145,6 +153,8 @@ void PercpuRegistry::detach(CounterArea* area) noexcept {
     CounterBlock* blk = area->dir_[b];
     if (blk == nullptr) continue;
     for (std::uint32_t i = 0; i < kSlotsPerBlock; ++i) {
+      // relaxed: the exiting owner reads its own counters; the orphan counter is changed
+      // under the registry lock, which sum() takes too.
       const std::uint64_t v = blk->slot[i].load(std::memory_order_relaxed);
       const std::size_t slot = std::size_t{b} * kSlotsPerBlock + i;
       // A slot without an owner belongs to a destroyed ref; it is zeroed on reuse.

@@ -120,7 +120,8 @@ void SwitchWorker::process(PercpuRef* list) noexcept {
     }
     switch_waitq().notify_all();
     ref->put(1);  // the reference held across the switch; may call release
-    // Last access: the destructor waits for this before it frees the ref.
+    // Last access: the destructor waits for this before it frees the ref. release: pairs
+    // with the acquire loads of in_flight_ in ~PercpuRef and PercpuRefFast::wait_switch_done.
     ref->in_flight_.fetch_sub(1, std::memory_order_release);
   }
 }

@@ -43,6 +43,7 @@ FaultStorage::FaultStorage(std::vector<std::byte> initial)
 FaultStorage::~FaultStorage() = default;
 
 void FaultStorage::check_not_in_hook() const noexcept {
+  // relaxed: only the thread's own store (HookScope) can make this equal its id.
   LLBM_CHECK(hook_thread_.load(std::memory_order_relaxed) != std::this_thread::get_id(),
              "FaultStorage: called from its own write/sync hook (the mutex is held: this would "
              "deadlock); hooks get what they need in their argument");
