@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// Misuse aborts with a message that names the object and the broken rule (SPEC §3, §4).
+// Misuse aborts with a message that names the object and the broken rule
+// (docs/design.md#conventions).
 #include <llbitmap/page_barrier.h>
 #include <llbitmap/percpu_ref.h>
 
