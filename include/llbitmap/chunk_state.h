@@ -120,9 +120,12 @@ inline constexpr std::size_t kActionCount = static_cast<std::size_t>(Action::kCo
 // [byte of the current state][action]. kNone = no change.
 inline constexpr std::array<std::array<ChunkState, kActionCount>, kChunkStateCount> kStateMachine =
     [] {
+      // One-letter names, so that the rows below read like the kernel's table.
+      // NOLINTBEGIN(readability-identifier-naming)
       constexpr ChunkState U = ChunkState::kUnwritten, C = ChunkState::kClean,
                            D = ChunkState::kDirty, N = ChunkState::kNeedSync,
                            Y = ChunkState::kSyncing, x = ChunkState::kNone;
+      // NOLINTEND(readability-identifier-naming)
       return std::array<std::array<ChunkState, kActionCount>, kChunkStateCount>{{
           // Startwrite Startsync Endsync Abortsync Reload Daemon Discard Stale
           {D, x, x, x, x, x, x, x},  // Unwritten

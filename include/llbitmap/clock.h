@@ -38,6 +38,8 @@ class Clock {
   using period = std::nano;
   using duration = std::chrono::nanoseconds;
   using time_point = std::chrono::time_point<Clock, duration>;
+  // The name the standard's Clock requirements give it.
+  // NOLINTNEXTLINE(readability-identifier-naming)
   static constexpr bool is_steady = true;
 
   // A request to keep the coarse word within `resolution` of now(); released on
@@ -45,6 +47,8 @@ class Clock {
   class Subscription {
    public:
     Subscription() = default;
+    Subscription(const Subscription&) = delete;
+    Subscription& operator=(const Subscription&) = delete;
     Subscription(Subscription&& other) noexcept;
     Subscription& operator=(Subscription&& other) noexcept;
     ~Subscription();

@@ -143,11 +143,11 @@ class PercpuRef {
   void switch_mode_locked() LLBM_REQUIRES(detail::switch_lock());
   void switch_to_percpu_locked() LLBM_REQUIRES(detail::switch_lock());
   void fold_percpu_counts() noexcept;  // runs on the switch thread after a grace period
-  std::uint64_t sum_percpu_counts() const noexcept;
+  [[nodiscard]] std::uint64_t sum_percpu_counts() const noexcept;
 
   // --- read-mostly line: every fast-path operation reads it ---
   alignas(detail::kCacheLine) std::atomic<std::uintptr_t> mode_;
-  std::uint32_t slot_;  // this ref's index in every thread's counter area
+  std::uint32_t slot_ = 0;  // this ref's index in every thread's counter area
 
   // --- slow line: atomic-mode count and switch bookkeeping ---
   alignas(detail::kCacheLine) std::atomic<std::uint64_t> count_;

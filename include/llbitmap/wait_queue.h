@@ -37,6 +37,7 @@ void futex_wake_all(std::atomic<std::uint32_t>* word) noexcept;
 class WaitQueue {
  public:
   WaitQueue() = default;
+  ~WaitQueue() = default;
   WaitQueue(const WaitQueue&) = delete;
   WaitQueue& operator=(const WaitQueue&) = delete;
 

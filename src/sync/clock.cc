@@ -26,19 +26,11 @@ Clock::rep steady_ticks() noexcept {
 
 class SteadyClock final : public Clock {
  public:
-  SteadyClock() {
-    publish(steady_ticks());
-    // Hold mu_ across fork so the child never inherits subs_ half-changed. The lock is
-    // taken in one handler and dropped (or rebuilt) in another, which the analysis
-    // cannot follow.
-    ::pthread_atfork([]() LLBM_NO_THREAD_SAFETY_ANALYSIS { system_clock().mu_.lock(); },
-                     []() LLBM_NO_THREAD_SAFETY_ANALYSIS { system_clock().mu_.unlock(); },
-                     []() LLBM_NO_THREAD_SAFETY_ANALYSIS {
-                       auto& self = system_clock();
-                       new (&self.mu_) detail::Mutex;
-                       new (&self.cv_) detail::CondVar;
-                       self.running_ = false;
-                     });
+  // The one instance, Clock::system(). Leaked: the ticker thread may outlive static
+  // destruction.
+  static SteadyClock& instance() noexcept {
+    static auto* clock = new SteadyClock;
+    return *clock;
   }
 
   time_point now() noexcept override {
@@ -48,7 +40,20 @@ class SteadyClock final : public Clock {
   }
 
  private:
-  static SteadyClock& system_clock() noexcept { return static_cast<SteadyClock&>(Clock::system()); }
+  SteadyClock() {
+    publish(steady_ticks());
+    // Hold mu_ across fork so the child never inherits subs_ half-changed. The lock is
+    // taken in one handler and dropped (or rebuilt) in another, which the analysis
+    // cannot follow.
+    ::pthread_atfork([]() LLBM_NO_THREAD_SAFETY_ANALYSIS { instance().mu_.lock(); },
+                     []() LLBM_NO_THREAD_SAFETY_ANALYSIS { instance().mu_.unlock(); },
+                     []() LLBM_NO_THREAD_SAFETY_ANALYSIS {
+                       auto& self = instance();
+                       new (&self.mu_) detail::Mutex;
+                       new (&self.cv_) detail::CondVar;
+                       self.running_ = false;
+                     });
+  }
 
   void add_subscription(duration resolution) override {
     detail::MutexLock lk(mu_);
@@ -86,15 +91,13 @@ class SteadyClock final : public Clock {
 }  // namespace
 
 Clock& Clock::system() noexcept {
-  // Leaked: the ticker thread may outlive static destruction.
-  static Clock* clock = new SteadyClock;
-  return *clock;
+  return SteadyClock::instance();
 }
 
 Clock::Subscription Clock::subscribe(duration resolution) {
   if (resolution < std::chrono::milliseconds(1)) resolution = std::chrono::milliseconds(1);
   add_subscription(resolution);
-  return Subscription(this, resolution);
+  return {this, resolution};
 }
 
 Clock::Subscription::Subscription(Subscription&& other) noexcept

@@ -128,8 +128,8 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
   // Last page first: the switch thread confirms kills in the order they were queued, so
   // once the last one is confirmed the others are too, and the pass sleeps once instead
   // of once per page in lockstep with the switch thread.
-  for (auto it = pages.rbegin(); it != pages.rend(); ++it) {
-    PageBarrier* p = *it;
+  for (std::size_t i = pages.size(); i-- > 0;) {
+    PageBarrier* p = pages[i];
     // acquire: pairs with the confirmation's release store of switched_ above.
     p->wait_.wait([p] { return p->switched_.load(std::memory_order_acquire); });
   }

@@ -21,6 +21,9 @@ thread_local constinit AreaState tls_area_state = AreaState::kNone;
 // Its destructor runs when the thread exits (before liburcu-bp's own pthread-key
 // destructor unregisters the thread) and hands the area back.
 struct AreaReaper {
+  AreaReaper() = default;
+  AreaReaper(const AreaReaper&) = delete;
+  AreaReaper& operator=(const AreaReaper&) = delete;
   ~AreaReaper() {
     CounterArea* area = tls_counter_area;
     tls_counter_area = nullptr;
@@ -41,7 +44,7 @@ CounterBlock* new_block() {
 
 PercpuRegistry& PercpuRegistry::instance() noexcept {
   // Leaked on purpose: areas of threads that outlive static destruction still detach.
-  static PercpuRegistry* registry = new PercpuRegistry;
+  static auto* registry = new PercpuRegistry;
   return *registry;
 }
 
@@ -51,7 +54,7 @@ Mutex& registry_lock() noexcept {
 
 std::uint32_t PercpuRegistry::alloc_slot(std::atomic<std::uint64_t>* orphan) {
   MutexLock lk(registry_lock());
-  std::uint32_t slot;
+  std::uint32_t slot = 0;
   if (!free_slots_.empty()) {
     slot = free_slots_.back();
     free_slots_.pop_back();
@@ -138,6 +141,8 @@ std::atomic<std::uint64_t>* PercpuRegistry::counter_for_current_thread(std::uint
     auto** dir = new CounterBlock*[n];
     for (std::uint32_t i = 0; i < n; ++i) dir[i] = i < area->nblocks_ ? area->dir_[i] : nullptr;
     delete[] area->dir_;
+    // The directory holds pointers to blocks: sizeof a pointer is meant.
+    // NOLINTNEXTLINE(bugprone-sizeof-expression)
     dir_bytes_ += (n - area->nblocks_) * sizeof(CounterBlock*);
     area->dir_ = dir;
     area->nblocks_ = n;
@@ -164,6 +169,7 @@ void PercpuRegistry::detach(CounterArea* area) noexcept {
     delete blk;
     --nblocks_;
   }
+  // NOLINTNEXTLINE(bugprone-sizeof-expression): the directory's pointers, as above
   dir_bytes_ -= area->nblocks_ * sizeof(CounterBlock*);
   delete[] area->dir_;
   if (area->prev_ != nullptr)

@@ -42,7 +42,7 @@ Mutex& registry_lock() noexcept;
 class CounterArea {
  public:
   // Owner thread only. Null when the slot's block has not been allocated yet.
-  std::atomic<std::uint64_t>* find(std::uint32_t slot) const noexcept {
+  [[nodiscard]] std::atomic<std::uint64_t>* find(std::uint32_t slot) const noexcept {
     const std::uint32_t b = slot / kSlotsPerBlock;
     if (b >= nblocks_) return nullptr;
     CounterBlock* blk = dir_[b];

@@ -18,7 +18,6 @@
 
 namespace llbitmap {
 
-using detail::CounterArea;
 using detail::PercpuRefFast;
 using detail::PercpuRegistry;
 using detail::RcuReader;
@@ -46,9 +45,12 @@ inline bool add_unless_zero(std::atomic<std::uint64_t>& count, std::uint64_t nr)
 }  // namespace
 
 PercpuRef::PercpuRef(std::function<void()> release, RefFlags flags)
-    : mode_(0), slot_(0), count_(1), release_(std::move(release)) {
-  allow_reinit_ = has_flag(flags, RefFlags::kAllowReinit) ||
-                  has_flag(flags, RefFlags::kInitAtomic) || has_flag(flags, RefFlags::kInitDead);
+    : mode_(0),
+      count_(1),
+      release_(std::move(release)),
+      allow_reinit_(has_flag(flags, RefFlags::kAllowReinit) ||
+                    has_flag(flags, RefFlags::kInitAtomic) ||
+                    has_flag(flags, RefFlags::kInitDead)) {
   std::uintptr_t mode = 0;
   std::uint64_t count = 1;
   if (has_flag(flags, RefFlags::kInitAtomic) || has_flag(flags, RefFlags::kInitDead)) {
@@ -87,7 +89,7 @@ PercpuRef::~PercpuRef() {
   // fold's fetch_add.
   std::uint64_t held = count_.load(std::memory_order_acquire);
   if ((mode & kAtomic) == 0) held += sum_percpu_counts() - kBias;
-  if (mode & kDead) {
+  if ((mode & kDead) != 0) {
     LLBM_CHECK(held == 0,
                "PercpuRef %p: destroyed while dying with %lld references still held "
                "(wait for is_zero() first)",
@@ -133,7 +135,7 @@ void PercpuRef::put(std::uint64_t nr) noexcept {
 bool PercpuRef::tryget_live_slow() noexcept {
   std::atomic<std::uint64_t>* c = PercpuRegistry::instance().counter_for_current_thread(slot_);
   RcuReader::lock();
-  bool ok;
+  bool ok = false;
   const std::uintptr_t mode = mode_.load(std::memory_order_acquire);  // pairs: see above
   if (mode == 0) {
     if (c != nullptr)
@@ -141,7 +143,7 @@ bool PercpuRef::tryget_live_slow() noexcept {
     else
       orphan_.fetch_add(1, std::memory_order_relaxed);  // ordered by the grace period
     ok = true;
-  } else if (mode & kDead) {
+  } else if ((mode & kDead) != 0) {
     ok = false;
   } else {
     ok = add_unless_zero(count_, 1);
@@ -153,7 +155,7 @@ bool PercpuRef::tryget_live_slow() noexcept {
 bool PercpuRef::tryget_slow(std::uint64_t nr) noexcept {
   std::atomic<std::uint64_t>* c = PercpuRegistry::instance().counter_for_current_thread(slot_);
   RcuReader::lock();
-  bool ok;
+  bool ok = false;
   if (mode_.load(std::memory_order_acquire) == 0) {  // pairs: see above
     if (c != nullptr)
       PercpuRefFast::add_own(c, nr);
@@ -240,8 +242,8 @@ void PercpuRef::switch_mode_locked() {
   // relaxed: every store of mode_ (after the constructor) is made under switch_lock,
   // which is held here.
   const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);
-  if (force_atomic_ || (mode & kDead)) {
-    if (mode & kAtomic) {
+  if (force_atomic_ || (mode & kDead) != 0) {
+    if ((mode & kAtomic) != 0) {
       if (confirm_switch_) std::exchange(confirm_switch_, nullptr)();
       return;
     }
@@ -299,7 +301,7 @@ void PercpuRef::kill_and_confirm(std::function<void()> confirm_kill) {
 void PercpuRef::resurrect() noexcept {
   detail::switch_lock().lock();
   const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);  // switch_lock held
-  LLBM_CHECK(mode & kDead, "PercpuRef %p: resurrect() of a ref that is not dying",
+  LLBM_CHECK((mode & kDead) != 0, "PercpuRef %p: resurrect() of a ref that is not dying",
              static_cast<void*>(this));
   LLBM_CHECK(allow_reinit_, "PercpuRef %p: resurrect() needs RefFlags::kAllowReinit",
              static_cast<void*>(this));

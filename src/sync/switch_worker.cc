@@ -30,7 +30,7 @@ CondVar& switch_waitq() noexcept {
 
 SwitchWorker& SwitchWorker::instance() noexcept {
   // Leaked: the thread may still run while static destructors do.
-  static SwitchWorker* worker = new SwitchWorker;
+  static auto* worker = new SwitchWorker;
   return *worker;
 }
 
@@ -84,7 +84,7 @@ void SwitchWorker::run() noexcept {
       while (head_ == nullptr) queue_cv_.wait(queue_mu_);
     }
     MutexLock batch(batch_mu_);
-    PercpuRef* list;
+    PercpuRef* list = nullptr;
     {
       MutexLock lk(queue_mu_);
       list = head_;

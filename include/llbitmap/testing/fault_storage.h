@@ -128,6 +128,8 @@ class FaultStorage final : public Storage {
   // Durable and volatile both start as `initial` (e.g. build_fresh_file()'s output).
   explicit FaultStorage(std::vector<std::byte> initial = {});
   ~FaultStorage() override;
+  FaultStorage(const FaultStorage&) = delete;
+  FaultStorage& operator=(const FaultStorage&) = delete;
 
   [[nodiscard]] std::error_code read(std::uint64_t offset, std::span<std::byte> out) override;
   [[nodiscard]] std::error_code write(std::uint64_t offset,
