@@ -204,8 +204,12 @@ check_shell() {
   fi
   local files=()
   mapfile -d '' files < <(tracked '*.sh' .ci/run)
-  if ! shellcheck "${files[@]}"; then
-    status[shellcheck]=FAIL detail[shellcheck]="findings in ${#files[@]} scripts"
+  local bad=() f
+  # -x: follow the files a script sources (its `# shellcheck source=` directives).
+  for f in "${files[@]}"; do shellcheck -x "$f" || bad+=("$f"); done
+  if [[ ${#bad[@]} -gt 0 ]]; then
+    status[shellcheck]=FAIL
+    detail[shellcheck]="findings in ${#bad[@]} of ${#files[@]} scripts: ${bad[*]}"
     return 1
   fi
   status[shellcheck]=PASS detail[shellcheck]="${#files[@]} scripts clean"
