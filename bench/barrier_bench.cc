@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// The library's layer 1-2 fast and slow paths (SPEC §7).
+// The library's layer 1-2 fast and slow paths (docs/design.md#performance-targets).
 //
 // Fast paths: one iteration is one pair (get+put, raise+release); every thread of a run
 // works on the same ref or page, created once (a function-local static, never
@@ -82,7 +82,7 @@ void BM_PageBarrierSuspendResume(benchmark::State& state) {
 BENCHMARK(BM_PageBarrierSuspendResume)->UseRealTime();
 
 // A daemon pass: suspend_many over N idle pages (one batch of kills, one grace period),
-// then resume each. SPEC §7: N = 32 costs <= 3x N = 1.
+// then resume each. Target (docs/design.md#performance-targets): N = 32 costs <= 3x N = 1.
 void BM_DaemonPassSuspendResume(benchmark::State& state) {
   constexpr std::size_t kMaxPages = 32;
   static auto* pages = [] {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// bitmap_bench.cc: the layer-4 benchmarks (SPEC §7).
+// bitmap_bench.cc: the layer-4 benchmarks (docs/design.md#performance-targets).
 //
 //   BM_BitmapWriteDirtyChunk  start_write + end_write on an already-Dirty chunk (no IO):
 //                             every thread on the same chunk, the same page.

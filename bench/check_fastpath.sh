@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # check_fastpath.sh FILE...: checks that the read side that runs is the inlined one
-# (SPEC §7). FILE is the static archive (libllbitmap.a), the shared library
-# (libllbitmap.so) or a program linked against the static archive.
+# (docs/design.md#the-write-fast-path). FILE is the static archive (libllbitmap.a), the
+# shared library (libllbitmap.so) or a program linked against the static archive.
 #
 # For each fast-path function (PercpuRef::tryget_live/get/put/tryget,
 # PageBarrier::raise/release, Bitmap::start_write/end_write) it disassembles the body and

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// Memory of the per-thread counter areas (SPEC §3: memory per thread grows with the
-// refs it touches, not with all refs in the process; target <= 16 B per (thread, ref)
-// pair plus <= 4 KiB per thread).
+// Memory of the per-thread counter areas (docs/design.md#percpuref-semantics: memory per thread
+// grows with the refs it touches, not with all refs in the process; target <= 16 B per (thread,
+// ref) pair plus <= 4 KiB per thread).
 //
 // BM_PercpuRefMemory/<threads>/<refs> runs once (Iterations(1)):
 //   1. <threads> threads each do one get+put on a single ref, the one with the highest
@@ -101,8 +101,9 @@ void BM_PercpuRefMemory(benchmark::State& state) {
   state.counters["blocks_per_thread"] = blocks_per_thread;
   state.counters["bytes_after_exit"] = after_exit;
 }
-// 1000 x 1000 is the SPEC's case. 100 x 100000 shows what a process with many pages
-// costs a thread that touches only one of them (the directory part of bytes_per_thread).
+// 1000 x 1000 is the target's case (docs/design.md#performance-targets). 100 x 100000 shows what a
+// process with many pages costs a thread that touches only one of them (the directory part of
+// bytes_per_thread).
 BENCHMARK(BM_PercpuRefMemory)
     ->Args({1000, 1000})
     ->Args({100, 100000})

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// The floor and the peers of the page barrier (SPEC §7). One iteration is one pair
-// (inc+dec, lock+unlock); every thread of a run works on the same object, created once
+// The floor and the peers of the page barrier (docs/design.md#performance-targets). One iteration
+// is one pair (inc+dec, lock+unlock); every thread of a run works on the same object, created once
 // (a function-local static), so the 2-thread rows show what sharing one cache line
 // costs. Time is cpu_time per thread.
 //

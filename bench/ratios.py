@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: LGPL-2.1-or-later
-"""Prints the SPEC §7 result table and ratios from Google Benchmark JSON output.
+"""Prints the result table and the ratios of docs/design.md#performance-targets from
+Google Benchmark JSON output.
 
 Usage: ratios.py RESULT.json [RESULT.json ...]
 

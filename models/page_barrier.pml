@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later
  *
- * page_barrier.pml: a Spin model of the write-intent protocol of one bitmap page
- * (reliability plan T22): two writers, the cleaning daemon, the percpu_ref under the
- * page barrier (kill, grace period, fold to atomic mode, zero, resurrect) and the wait
- * queue. It proves, for every interleaving (sequential consistency):
+ * page_barrier.pml: a Spin model of the write-intent protocol of one bitmap page: two
+ * writers, the cleaning daemon, the percpu_ref under the page barrier (kill, grace
+ * period, fold to atomic mode, zero, resurrect) and the wait queue. It proves, for every interleaving (sequential consistency):
  *
  *   S1  a chunk with a data write issued and not yet ended is never durably Clean
  *       (monitor s1_monitor); and S2: when a write is issued its chunk is durably Dirty

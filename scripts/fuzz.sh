@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# Fuzzes Bitmap::open / Superblock::decode with libFuzzer (reliability plan T14; the
+# Fuzzes Bitmap::open / Superblock::decode with libFuzzer (docs/testing.md#fuzzing; the
 # target and its properties: tests/fuzz/fuzz_open.cc). Configures a separate build tree
 # with clang++ and ASan+UBSan (LLBITMAP_FUZZ=ON), builds only the fuzz target, runs it on
 # a copy of tests/fuzz/corpus and prints the number of executions.

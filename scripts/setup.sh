@@ -2,8 +2,10 @@
 # Installs what building and testing llbitmap needs, on Debian 12 (bookworm), when missing:
 # a C++20 compiler (g++ 12), CMake >= 3.25, Ninja, pkg-config, liburcu >= 0.13 (liburcu-dev),
 # GoogleTest/GoogleMock >= 1.12 and Google Benchmark >= 1.7 (their CMake packages), the
-# spin model checker (models/), and for the nbd tests and bench/e2e only: nbdkit,
-# nbdkit-plugin-dev, fio, libnbd-bin (nbdcopy, nbdinfo) and gnuplot-nox.
+# spin model checker (models/), clang with its libFuzzer runtime (scripts/fuzz.sh), the
+# static checkers of scripts/lint.sh (clang-format, clang-tidy, shellcheck), and for the
+# nbd tests and bench/e2e only: nbdkit, nbdkit-plugin-dev, fio, libnbd-bin (nbdcopy,
+# nbdinfo) and gnuplot-nox.
 #
 # Idempotent: when everything is present it installs nothing and returns at once. Otherwise
 # it runs `apt-get update` and `apt-get install -y <missing packages>`, as root or through
@@ -67,8 +69,13 @@ have_cmake_package benchmark || need libbenchmark-dev
 have spin || need spin
 # The libFuzzer run of scripts/fuzz.sh (part of test.sh --full) needs clang's runtimes.
 have clang++ || need clang
-[[ -d /usr/lib/llvm-14/lib/clang ]] && ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 \
-  || need libclang-rt-14-dev
+if ! ls /usr/lib/llvm-14/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1; then
+  need libclang-rt-14-dev
+fi
+# scripts/lint.sh (part of test.sh --full): clang-format and clang-tidy 14, shellcheck.
+have clang-format || have clang-format-14 || need clang-format
+have clang-tidy || have clang-tidy-14 || need clang-tidy
+have shellcheck || need shellcheck
 # Used only by the nbd tests (tests/nbd, ctest -L nbd) and the end-to-end benchmark
 # (bench/e2e): the mirror served by nbdkit (examples/nbdkit), driven by fio and nbdcopy,
 # charted with gnuplot.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# Model-checks the page barrier protocol (models/page_barrier.pml, reliability plan T22)
+# Model-checks the page barrier protocol (models/page_barrier.pml, docs/testing.md#spin-model)
 # with Spin: the model as the code implements it must pass every check, and each
 # deliberately broken variant must be rejected with a counterexample:
 #

@@ -8,10 +8,15 @@
 #   bash scripts/test.sh --full         everything CI runs (.ci/run): debug, then "release"
 #                                       (optimised: the fast-path inlining check and the
 #                                       benchmark smoke tests as consumers build it), asan,
-#                                       tsan, then 60 s of libFuzzer (scripts/fuzz.sh)
+#                                       tsan, the "clang-tsa" build (clang's thread-safety
+#                                       analysis: build only, no tests), 60 s of libFuzzer
+#                                       (scripts/fuzz.sh), then the static checks
+#                                       (scripts/lint.sh: clang-format, clang-tidy on the
+#                                       changed library sources, shellcheck)
 #
 # Options: -j N / --jobs N   parallel build and test jobs (default 2, or $LLBITMAP_JOBS)
-#          --preset NAME     run only that preset's build (debug, release, asan, tsan)
+#          --preset NAME     run only that step (debug, release, asan, tsan, clang-tsa,
+#                            fuzz, lint)
 #          --no-setup        skip scripts/setup.sh
 # Build trees go to build/<preset>/ and are reused (incremental). Every build runs even if
 # an earlier one failed; the exit status is non-zero if any step of any build failed.
@@ -28,7 +33,7 @@ usage() { awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0";
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --sanitizers) presets=(debug asan tsan) ;;
-    --full) presets=(debug release asan tsan fuzz) ;;
+    --full) presets=(debug release asan tsan clang-tsa fuzz lint) ;;
     --preset)
       [[ $# -ge 2 ]] || { echo "test.sh: --preset needs a name" >&2; exit 2; }
       presets=("$2")
@@ -58,6 +63,7 @@ fi
 
 banner "toolchain"
 echo "g++:     $(g++ --version | head -n1)"
+echo "clang++: $(clang++ --version 2>/dev/null | head -n1 || echo 'not installed')"
 echo "cmake:   $(cmake --version | head -n1)"
 echo "liburcu: $(pkg-config --modversion liburcu-bp)"
 echo "cores:   $(nproc), jobs: $jobs"
@@ -79,8 +85,12 @@ fi
 declare -A status=() detail=() elapsed=()
 failed=0
 
+# Steps that run no ctest suite: their summary line is all they report.
+no_ctest() { [[ "$1" == fuzz || "$1" == clang-tsa || "$1" == lint ]]; }
+
 run_preset() {
-  local p=$1 log="$root/build/$p/ctest-output.log"
+  local p=$1
+  local log="$root/build/$p/ctest-output.log"
   if [[ "$p" == fuzz ]]; then
     # Not a ctest build: 60 s of libFuzzer on Bitmap::open (clang, ASan+UBSan).
     banner "fuzz: 60 s of libFuzzer on open()"
@@ -89,6 +99,16 @@ run_preset() {
       return 0
     fi
     status[$p]=FAIL detail[$p]="scripts/fuzz.sh failed"
+    return 1
+  fi
+  if [[ "$p" == lint ]]; then
+    # Not a build: the static checks (build/debug's compile commands for clang-tidy).
+    banner "lint: clang-format, clang-tidy, shellcheck"
+    if bash "$root/scripts/lint.sh" -j "$jobs"; then
+      status[$p]=PASS detail[$p]="clang-format, clang-tidy and shellcheck clean"
+      return 0
+    fi
+    status[$p]=FAIL detail[$p]="scripts/lint.sh failed (see its summary above)"
     return 1
   fi
   rm -f "$log"  # a summary from an earlier run must not stand in for this one
@@ -101,6 +121,11 @@ run_preset() {
   if ! cmake --build --preset "$p" --parallel "$jobs"; then
     status[$p]=FAIL detail[$p]="build failed"
     return 1
+  fi
+  if [[ "$p" == clang-tsa ]]; then
+    # Build only: -Wthread-safety -Werror has checked every lock annotation.
+    status[$p]=PASS detail[$p]="built with -Wthread-safety -Werror (no tests)"
+    return 0
   fi
   banner "$p: test"
   local launcher=()
@@ -127,7 +152,7 @@ done
 
 banner "summary"
 for p in "${presets[@]}"; do
-  printf '  %-8s %-4s  %7s  %s\n' "$p" "${status[$p]}" "$(fmt_time "${elapsed[$p]}")" "${detail[$p]}"
+  printf '  %-9s %-4s  %7s  %s\n' "$p" "${status[$p]}" "$(fmt_time "${elapsed[$p]}")" "${detail[$p]}"
 done
 if [[ $failed -eq 0 ]]; then
   echo "result: PASS (${#presets[@]} build(s), $(fmt_time $((SECONDS - total_start))))"
@@ -148,11 +173,11 @@ print_ctest_summary() {
   fi
 }
 for p in "${presets[@]}"; do
-  [[ "$p" == fuzz ]] && continue  # no ctest: its line is in the summary above
+  no_ctest "$p" && continue  # its line is in the summary above
   if [[ "${status[$p]}" == PASS ]]; then print_ctest_summary "$p"; fi
 done
 for p in "${presets[@]}"; do
-  [[ "$p" == fuzz ]] && continue
+  no_ctest "$p" && continue
   if [[ "${status[$p]}" != PASS ]]; then print_ctest_summary "$p"; fi
 done
 

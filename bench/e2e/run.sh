@@ -31,9 +31,9 @@
 #                              restart copies the whole device.
 #   3. Draws both tables into a PNG (gnuplot): --png (default bench/e2e/e2e.png).
 #
-# Targets (from the project's issue): llbitmap >= 0.95x none at steady state and above
-# classic; the 1% crash resyncs in <= 5% of the full resync's time. The script prints
-# PASS/MISS for each; it exits non-zero only on errors, not on a missed target.
+# Targets (docs/design.md#performance-targets): llbitmap >= 0.95x none at steady state
+# and above classic; the 1% crash resyncs in <= 5% of the full resync's time. The script
+# prints PASS/MISS for each; it exits non-zero only on errors, not on a missed target.
 #
 # Needs: nbdkit, fio (with the nbd engine), gnuplot (Debian: nbdkit fio gnuplot-nox; the
 # plugin needs nbdkit-plugin-dev to build). Numbers from a shared or busy machine are noisy:

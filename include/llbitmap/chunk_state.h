@@ -120,9 +120,12 @@ inline constexpr std::size_t kActionCount = static_cast<std::size_t>(Action::kCo
 // [byte of the current state][action]. kNone = no change.
 inline constexpr std::array<std::array<ChunkState, kActionCount>, kChunkStateCount> kStateMachine =
     [] {
+      // One-letter names, so that the rows below read like the kernel's table.
+      // NOLINTBEGIN(readability-identifier-naming)
       constexpr ChunkState U = ChunkState::kUnwritten, C = ChunkState::kClean,
                            D = ChunkState::kDirty, N = ChunkState::kNeedSync,
                            Y = ChunkState::kSyncing, x = ChunkState::kNone;
+      // NOLINTEND(readability-identifier-naming)
       return std::array<std::array<ChunkState, kActionCount>, kChunkStateCount>{{
           // Startwrite Startsync Endsync Abortsync Reload Daemon Discard Stale
           {D, x, x, x, x, x, x, x},  // Unwritten
@@ -182,13 +185,13 @@ struct Transition {
 
 // A crash with this byte on disk leads to a resync of the chunk (Reload turns Dirty
 // and Syncing into NeedSync): everything except Unwritten and Clean. A chunk with a
-// write in flight must be durably dirty-like (SPEC S1/S2).
+// write in flight must be durably dirty-like (docs/design.md#s1, docs/design.md#s2).
 [[nodiscard]] constexpr bool is_dirty_like(ChunkState state) noexcept {
   return state != ChunkState::kUnwritten && state != ChunkState::kClean;
 }
 
 // A resync may skip the chunk after a crash: Unwritten or Clean. Never durable for a
-// chunk with a write in flight (SPEC S1).
+// chunk with a write in flight (docs/design.md#s1).
 [[nodiscard]] constexpr bool is_clean_like(ChunkState state) noexcept {
   return !is_dirty_like(state);
 }

@@ -15,7 +15,10 @@
 // changes, so readers on many threads keep it shared.
 //
 // Threads: every member is safe to call from any thread. now() never blocks;
-// subscribe() may briefly take a mutex and start the ticker thread.
+// subscribe() may briefly take a mutex and start the ticker thread. A Subscription
+// object is a value like any other: subscribing and dropping subscriptions may happen on
+// many threads at once, but one Subscription is assigned or destroyed by one thread at a
+// time (PageBarrier::set_barrier_idle serialises the replacement of its own).
 //
 // Memory ordering: none beyond the value itself (relaxed); a time is a hint for
 // expiry decisions, never a synchronisation point.
@@ -35,6 +38,8 @@ class Clock {
   using period = std::nano;
   using duration = std::chrono::nanoseconds;
   using time_point = std::chrono::time_point<Clock, duration>;
+  // The name the standard's Clock requirements give it.
+  // NOLINTNEXTLINE(readability-identifier-naming)
   static constexpr bool is_steady = true;
 
   // A request to keep the coarse word within `resolution` of now(); released on
@@ -42,6 +47,8 @@ class Clock {
   class Subscription {
    public:
     Subscription() = default;
+    Subscription(const Subscription&) = delete;
+    Subscription& operator=(const Subscription&) = delete;
     Subscription(Subscription&& other) noexcept;
     Subscription& operator=(Subscription&& other) noexcept;
     ~Subscription();
@@ -70,7 +77,8 @@ class Clock {
 
  protected:
   Clock() = default;
-  // Check-then-store: keeps the line shared while the value does not change.
+  // Check-then-store: keeps the line shared while the value does not change. relaxed, as
+  // coarse_now(): a time is a hint, never a synchronisation point (header comment).
   void publish(rep ticks) noexcept {
     if (coarse_.load(std::memory_order_relaxed) != ticks)
       coarse_.store(ticks, std::memory_order_relaxed);
@@ -89,12 +97,13 @@ class FakeClock final : public Clock {
   explicit FakeClock(time_point start = time_point(std::chrono::seconds(1000))) noexcept {
     set(start);
   }
+  // relaxed: a time is a hint (header comment); the test orders its own steps.
   time_point now() noexcept override {
     return time_point(duration(now_.load(std::memory_order_relaxed)));
   }
   void advance(duration d) noexcept { set(now() + d); }
   void set(time_point t) noexcept {
-    now_.store(t.time_since_epoch().count(), std::memory_order_relaxed);
+    now_.store(t.time_since_epoch().count(), std::memory_order_relaxed);  // relaxed: a hint
     publish(t.time_since_epoch().count());
   }
 

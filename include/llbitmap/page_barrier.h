@@ -29,9 +29,12 @@
 // raise. expire_now() makes it expired at once (close_sync, flush).
 //
 // Threads: raise/release from any thread, a get on one and the release on another is
-// fine. suspend/suspend_many/resume from one maintenance thread at a time. raise()
-// blocks while the page is draining or suspended; suspend blocks up to its timeout;
-// release(), resume() and expired() never block.
+// fine. suspend/suspend_many/resume from one maintenance thread at a time.
+// set_barrier_idle, barrier_idle, expire_now and stats from any thread, concurrently
+// too (concurrent set_barrier_idle calls are serialised; the last one wins, for the idle
+// time and the clock subscription alike). raise() blocks while the page is draining or
+// suspended; suspend blocks up to its timeout; release(), resume() and expired() never
+// block.
 //
 // Memory ordering: everything a writer did before release() happens-before the return
 // of a suspend() that drained the page; everything the suspender did before resume()
@@ -41,6 +44,7 @@
 #pragma once
 
 #include <llbitmap/clock.h>
+#include <llbitmap/detail/thread_annotations.h>
 #include <llbitmap/percpu_ref.h>
 #include <llbitmap/wait_queue.h>
 
@@ -53,8 +57,12 @@
 namespace llbitmap {
 
 namespace detail {
-struct PageBarrierFast;  // raise/release inlined into the write path (src/)
-}
+struct PageBarrierFast;                // raise/release inlined into the write path (src/sync/)
+class LLBM_CAPABILITY("mutex") Mutex;  // detail/mutex.h
+// Serialises set_barrier_idle() over every PageBarrier (a rare call: one process-wide
+// lock instead of a mutex in each page). src/sync/page_barrier.cc.
+Mutex& barrier_idle_lock() noexcept;
+}  // namespace detail
 
 class PageBarrier {
  public:
@@ -116,7 +124,7 @@ class PageBarrier {
   bool finish_suspend(std::chrono::steady_clock::time_point deadline);
 
   Clock& clock_;
-  Clock::Subscription tick_;
+  Clock::Subscription tick_ LLBM_GUARDED_BY(detail::barrier_idle_lock());
   // Declared before active_ so that it is destroyed after it: a release callback still
   // running on another thread finishes before the queue goes away.
   WaitQueue wait_;

@@ -53,6 +53,7 @@
 #pragma once
 
 #include <llbitmap/detail/cacheline.h>
+#include <llbitmap/detail/thread_annotations.h>
 
 #include <atomic>
 #include <cstdint>
@@ -71,7 +72,11 @@ constexpr bool has_flag(RefFlags set, RefFlags flag) noexcept {
 
 namespace detail {
 class SwitchWorker;
-struct PercpuRefFast;  // the inlined fast paths (src/percpu_ref_fast.h)
+struct PercpuRefFast;                  // the inlined fast paths (src/sync/percpu_ref_fast.h)
+class LLBM_CAPABILITY("mutex") Mutex;  // detail/mutex.h
+// The kernel's percpu_ref_switch_lock: one lock for the mode switches of every ref
+// (src/sync/switch_worker.cc). Named here so that the fields it guards say so.
+Mutex& switch_lock() noexcept;
 }  // namespace detail
 
 class PercpuRef {
@@ -135,14 +140,14 @@ class PercpuRef {
   void put_slow(std::uint64_t nr) noexcept;
   void put_atomic(std::uint64_t nr) noexcept;
   void start_kill(std::function<void()> confirm);
-  void switch_mode_locked();
-  void switch_to_percpu_locked();
+  void switch_mode_locked() LLBM_REQUIRES(detail::switch_lock());
+  void switch_to_percpu_locked() LLBM_REQUIRES(detail::switch_lock());
   void fold_percpu_counts() noexcept;  // runs on the switch thread after a grace period
-  std::uint64_t sum_percpu_counts() const noexcept;
+  [[nodiscard]] std::uint64_t sum_percpu_counts() const noexcept;
 
   // --- read-mostly line: every fast-path operation reads it ---
   alignas(detail::kCacheLine) std::atomic<std::uintptr_t> mode_;
-  std::uint32_t slot_;  // this ref's index in every thread's counter area
+  std::uint32_t slot_ = 0;  // this ref's index in every thread's counter area
 
   // --- slow line: atomic-mode count and switch bookkeeping ---
   alignas(detail::kCacheLine) std::atomic<std::uint64_t> count_;
@@ -150,9 +155,9 @@ class PercpuRef {
   // exiting); folded with the per-thread counters.
   std::atomic<std::uint64_t> orphan_{0};
   std::function<void()> release_;
-  std::function<void()> confirm_switch_;  // guarded by the global switch lock
-  bool switch_pending_ = false;           // guarded by the global switch lock
-  bool force_atomic_ = false;             // guarded by the global switch lock
+  std::function<void()> confirm_switch_ LLBM_GUARDED_BY(detail::switch_lock());
+  bool switch_pending_ LLBM_GUARDED_BY(detail::switch_lock()) = false;
+  bool force_atomic_ LLBM_GUARDED_BY(detail::switch_lock()) = false;
   bool allow_reinit_ = false;
   PercpuRef* switch_next_ = nullptr;  // link in the switch thread's queue
   // Switches queued or being folded, plus release callbacks running: the destructor

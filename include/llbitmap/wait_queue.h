@@ -37,6 +37,7 @@ void futex_wake_all(std::atomic<std::uint32_t>* word) noexcept;
 class WaitQueue {
  public:
   WaitQueue() = default;
+  ~WaitQueue() = default;
   WaitQueue(const WaitQueue&) = delete;
   WaitQueue& operator=(const WaitQueue&) = delete;
 
@@ -83,20 +84,24 @@ class WaitQueue {
   void wake_up() noexcept {
     // RMW, not a load: see the header comment (it pairs with announce()).
     if (waiters_.fetch_add(0, std::memory_order_seq_cst) == 0) return;
+    // seq_cst: pairs with the load of seq_ in announce(); the futex compares the same word.
     seq_.fetch_add(1, std::memory_order_seq_cst);
     detail::futex_wake_all(&seq_);
   }
 
   // Threads currently between announce and retire (tests).
   [[nodiscard]] std::uint32_t waiters() const noexcept {
-    return waiters_.load(std::memory_order_relaxed);
+    return waiters_.load(std::memory_order_relaxed);  // relaxed: a snapshot for tests
   }
 
  private:
   std::uint32_t announce() noexcept {
     waiters_.fetch_add(1, std::memory_order_seq_cst);  // pairs with wake_up()'s RMW
+    // seq_cst: pairs with wake_up()'s increment of seq_ (a wake-up after this load
+    // changes the word, so the futex wait returns at once).
     return seq_.load(std::memory_order_seq_cst);
   }
+  // relaxed: a count that is still high only costs wake_up() a needless futex call.
   void retire() noexcept { waiters_.fetch_sub(1, std::memory_order_relaxed); }
 
   std::atomic<std::uint32_t> seq_{0};      // bumped by every wake_up that had waiters

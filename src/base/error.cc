@@ -6,9 +6,9 @@ namespace {
 
 class LlbitmapCategory final : public std::error_category {
  public:
-  const char* name() const noexcept override { return "llbitmap"; }
+  [[nodiscard]] const char* name() const noexcept override { return "llbitmap"; }
 
-  std::string message(int value) const override {
+  [[nodiscard]] std::string message(int value) const override {
     switch (static_cast<Errc>(value)) {
       case Errc::not_a_bitmap:
         return "not an llbitmap file (bad magic number)";

@@ -5,11 +5,10 @@
 // ticker parks on a condition variable when nobody subscribes, and a forked child
 // (which has no ticker thread) starts a new one on its next subscription.
 #include <llbitmap/clock.h>
+#include <llbitmap/detail/mutex.h>
 #include <llbitmap/detail/thread_annotations.h>
 
-#include <condition_variable>
 #include <map>
-#include <mutex>
 #include <new>
 #include <thread>
 
@@ -27,17 +26,11 @@ Clock::rep steady_ticks() noexcept {
 
 class SteadyClock final : public Clock {
  public:
-  SteadyClock() {
-    publish(steady_ticks());
-    // Hold mu_ across fork so the child never inherits subs_ half-changed.
-    ::pthread_atfork([] { static_cast<SteadyClock&>(Clock::system()).mu_.lock(); },
-                     [] { static_cast<SteadyClock&>(Clock::system()).mu_.unlock(); },
-                     [] {
-                       auto& self = static_cast<SteadyClock&>(Clock::system());
-                       new (&self.mu_) std::mutex;
-                       new (&self.cv_) std::condition_variable;
-                       self.running_ = false;
-                     });
+  // The one instance, Clock::system(). Leaked: the ticker thread may outlive static
+  // destruction.
+  static SteadyClock& instance() noexcept {
+    static auto* clock = new SteadyClock;
+    return *clock;
   }
 
   time_point now() noexcept override {
@@ -47,8 +40,23 @@ class SteadyClock final : public Clock {
   }
 
  private:
+  SteadyClock() {
+    publish(steady_ticks());
+    // Hold mu_ across fork so the child never inherits subs_ half-changed. The lock is
+    // taken in one handler and dropped (or rebuilt) in another, which the analysis
+    // cannot follow.
+    ::pthread_atfork([]() LLBM_NO_THREAD_SAFETY_ANALYSIS { instance().mu_.lock(); },
+                     []() LLBM_NO_THREAD_SAFETY_ANALYSIS { instance().mu_.unlock(); },
+                     []() LLBM_NO_THREAD_SAFETY_ANALYSIS {
+                       auto& self = instance();
+                       new (&self.mu_) detail::Mutex;
+                       new (&self.cv_) detail::CondVar;
+                       self.running_ = false;
+                     });
+  }
+
   void add_subscription(duration resolution) override {
-    std::lock_guard lk(mu_);
+    detail::MutexLock lk(mu_);
     ++subs_[resolution];
     publish(steady_ticks());
     if (!running_) {
@@ -59,23 +67,23 @@ class SteadyClock final : public Clock {
   }
 
   void remove_subscription(duration resolution) noexcept override {
-    std::lock_guard lk(mu_);
+    detail::MutexLock lk(mu_);
     auto it = subs_.find(resolution);
     if (it != subs_.end() && --it->second == 0) subs_.erase(it);
   }
 
   void tick() noexcept {
-    std::unique_lock lk(mu_);
+    detail::MutexLock lk(mu_);
     for (;;) {
-      cv_.wait(lk, [this]() LLBM_NO_THREAD_SAFETY_ANALYSIS { return !subs_.empty(); });
+      while (subs_.empty()) cv_.wait(mu_);
       const duration step = subs_.begin()->first;
       publish(steady_ticks());
-      cv_.wait_for(lk, step);
+      (void)cv_.wait_for(mu_, step);
     }
   }
 
-  std::mutex mu_;
-  std::condition_variable cv_;
+  detail::Mutex mu_;
+  detail::CondVar cv_;
   std::map<duration, unsigned> subs_ LLBM_GUARDED_BY(mu_);  // resolution -> subscribers
   bool running_ LLBM_GUARDED_BY(mu_) = false;
 };
@@ -83,15 +91,13 @@ class SteadyClock final : public Clock {
 }  // namespace
 
 Clock& Clock::system() noexcept {
-  // Leaked: the ticker thread may outlive static destruction.
-  static Clock* clock = new SteadyClock;
-  return *clock;
+  return SteadyClock::instance();
 }
 
 Clock::Subscription Clock::subscribe(duration resolution) {
   if (resolution < std::chrono::milliseconds(1)) resolution = std::chrono::milliseconds(1);
   add_subscription(resolution);
-  return Subscription(this, resolution);
+  return {this, resolution};
 }
 
 Clock::Subscription::Subscription(Subscription&& other) noexcept

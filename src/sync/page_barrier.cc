@@ -1,12 +1,16 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 #include <llbitmap/detail/check.h>
+#include <llbitmap/detail/mutex.h>
 #include <llbitmap/page_barrier.h>
 
 #include <algorithm>
+#include <new>
+#include <utility>
 
 #include "page_barrier_fast.h"
 #include "switch_worker.h"
 #include "sync_point.h"
+#include <pthread.h>
 
 namespace llbitmap {
 
@@ -16,7 +20,27 @@ Clock::duration tick_resolution(std::chrono::milliseconds idle) {
   return std::max<Clock::duration>(std::chrono::milliseconds(1), idle / 8);
 }
 
+// The lock of set_barrier_idle (detail::barrier_idle_lock()). It is held only while an
+// idle time and a subscription handle are stored, never across a clock call or another
+// lock. Constant-initialised (std::mutex has a constexpr constructor), so the fork handlers can
+// use it without a function-local static's guard.
+constinit detail::Mutex idle_lock;
+
+// Holds the lock across fork so that the child never inherits it held. Registered by the
+// first set_barrier_idle, before it first takes the lock.
+void register_idle_lock_fork_handlers() {
+  static const int registered =
+      ::pthread_atfork([]() LLBM_NO_THREAD_SAFETY_ANALYSIS { idle_lock.lock(); },
+                       []() LLBM_NO_THREAD_SAFETY_ANALYSIS { idle_lock.unlock(); },
+                       [] { new (&idle_lock) detail::Mutex; });
+  (void)registered;
+}
+
 }  // namespace
+
+detail::Mutex& detail::barrier_idle_lock() noexcept {
+  return idle_lock;
+}
 
 PageBarrier::PageBarrier(Clock& clock, std::chrono::milliseconds barrier_idle)
     : clock_(clock),
@@ -43,7 +67,7 @@ void PageBarrier::raise_slow() noexcept {
     note_used();
     return;
   }
-  raise_waits_.fetch_add(1, std::memory_order_relaxed);
+  raise_waits_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics only
   LLBM_SYNC_POINT("barrier:raise_wait");
   for (;;) {
     wait_.wait([this] { return !active_.is_dying(); });
@@ -59,6 +83,7 @@ void PageBarrier::release() noexcept {
 }
 
 bool PageBarrier::finish_suspend(std::chrono::steady_clock::time_point deadline) {
+  // The counters here are relaxed: statistics only.
   if (!active_.is_zero()) suspend_waits_.fetch_add(1, std::memory_order_relaxed);
   const auto left = deadline - std::chrono::steady_clock::now();
   if (wait_.wait_for([this] { return active_.is_zero(); },
@@ -92,9 +117,12 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
     for (PageBarrier* p : pages) {
       LLBM_CHECK(!p->active_.is_dying(), "PageBarrier %p: suspend() of a page already suspended",
                  static_cast<void*>(p));
+      // relaxed: read next by this thread; the confirmation's store below runs after it
+      // (kill_and_confirm hands the confirmation over under the switch lock).
       p->switched_.store(false, std::memory_order_relaxed);
       // The confirmation runs once the ref is in atomic mode (after the grace period).
       p->active_.kill_and_confirm([p] {
+        // release: pairs with the acquire load in the wait of suspend_many below.
         p->switched_.store(true, std::memory_order_release);
         p->wait_.wake_up();
       });
@@ -106,8 +134,9 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
   // Last page first: the switch thread confirms kills in the order they were queued, so
   // once the last one is confirmed the others are too, and the pass sleeps once instead
   // of once per page in lockstep with the switch thread.
-  for (auto it = pages.rbegin(); it != pages.rend(); ++it) {
-    PageBarrier* p = *it;
+  for (std::size_t i = pages.size(); i-- > 0;) {
+    PageBarrier* p = pages[i];
+    // acquire: pairs with the confirmation's release store of switched_ above.
     p->wait_.wait([p] { return p->switched_.load(std::memory_order_acquire); });
   }
   // The switch thread confirms a kill before it drops its own reference to the ref: wait
@@ -127,32 +156,48 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
 void PageBarrier::resume() noexcept {
   LLBM_CHECK(active_.is_dying(), "PageBarrier %p: resume() of a page that is not suspended",
              static_cast<void*>(this));
-  expire_.store(kNever, std::memory_order_relaxed);
+  expire_.store(kNever, std::memory_order_relaxed);  // relaxed: a hint (see note_used)
   active_.resurrect();
   wait_.wake_up();
 }
 
 bool PageBarrier::expired(Clock::time_point now) const noexcept {
+  // relaxed: expiry is a hint (see note_used); suspend() decides, not this.
   return now.time_since_epoch().count() >= expire_.load(std::memory_order_relaxed);
 }
 
 void PageBarrier::expire_now() noexcept {
-  expire_.store(INT64_MIN, std::memory_order_relaxed);
+  expire_.store(INT64_MIN, std::memory_order_relaxed);  // relaxed: a hint (see note_used)
 }
 
 void PageBarrier::set_barrier_idle(std::chrono::milliseconds idle) {
-  idle_ns_.store(std::chrono::duration_cast<Clock::duration>(idle).count(),
-                 std::memory_order_relaxed);
-  // Keep the coarse word fine enough for the new idle time.
-  tick_ = clock_.subscribe(tick_resolution(idle));
+  // Keep the coarse word fine enough for the new idle time. Subscribe first and release
+  // the old subscription last, both outside the lock: under it only the idle time and the
+  // subscription handle change, together, so that concurrent callers (Bitmap's setter
+  // may run on any thread) never replace tick_ at once and the last caller's idle time
+  // is the one whose resolution stays subscribed.
+  register_idle_lock_fork_handlers();
+  Clock::Subscription fresh = clock_.subscribe(tick_resolution(idle));
+  Clock::Subscription old;
+  {
+    detail::MutexLock lk(detail::barrier_idle_lock());
+    // relaxed: the idle time is a hint read by note_used() (see there); the lock orders
+    // concurrent setters.
+    idle_ns_.store(std::chrono::duration_cast<Clock::duration>(idle).count(),
+                   std::memory_order_relaxed);
+    old = std::move(tick_);
+    tick_ = std::move(fresh);
+  }
 }
 
 std::chrono::milliseconds PageBarrier::barrier_idle() const noexcept {
+  // relaxed: a value only; set_barrier_idle's lock orders the setters.
   return std::chrono::duration_cast<std::chrono::milliseconds>(
       Clock::duration(idle_ns_.load(std::memory_order_relaxed)));
 }
 
 PageBarrier::Stats PageBarrier::stats() const noexcept {
+  // relaxed: statistics only.
   return Stats{raise_waits_.load(std::memory_order_relaxed),
                suspends_.load(std::memory_order_relaxed),
                suspend_waits_.load(std::memory_order_relaxed),

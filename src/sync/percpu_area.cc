@@ -22,6 +22,9 @@ thread_local constinit AreaState tls_area_state = AreaState::kNone;
 // Its destructor runs when the thread exits (before liburcu-bp's own pthread-key
 // destructor unregisters the thread) and hands the area back.
 struct AreaReaper {
+  AreaReaper() = default;
+  AreaReaper(const AreaReaper&) = delete;
+  AreaReaper& operator=(const AreaReaper&) = delete;
   ~AreaReaper() {
     CounterArea* area = tls_counter_area;
     tls_counter_area = &no_counter_area;
@@ -33,6 +36,7 @@ thread_local AreaReaper tls_area_reaper;
 
 CounterBlock* new_block() {
   auto* blk = new CounterBlock;
+  // relaxed: the block is not shared yet; the registry lock publishes it.
   for (auto& s : blk->slot) s.store(0, std::memory_order_relaxed);
   return blk;
 }
@@ -41,13 +45,17 @@ CounterBlock* new_block() {
 
 PercpuRegistry& PercpuRegistry::instance() noexcept {
   // Leaked on purpose: areas of threads that outlive static destruction still detach.
-  static PercpuRegistry* registry = new PercpuRegistry;
+  static auto* registry = new PercpuRegistry;
   return *registry;
 }
 
+Mutex& registry_lock() noexcept {
+  return PercpuRegistry::instance().mu_;
+}
+
 std::uint32_t PercpuRegistry::alloc_slot(std::atomic<std::uint64_t>* orphan) {
-  std::lock_guard lk(mu_);
-  std::uint32_t slot;
+  MutexLock lk(registry_lock());
+  std::uint32_t slot = 0;
   if (!free_slots_.empty()) {
     slot = free_slots_.back();
     free_slots_.pop_back();
@@ -59,6 +67,8 @@ std::uint32_t PercpuRegistry::alloc_slot(std::atomic<std::uint64_t>* orphan) {
   }
   orphans_[slot] = orphan;
   const std::uint32_t b = slot / kSlotsPerBlock;
+  // relaxed: no thread uses the slot yet; a thread learns of it from the ref, whose
+  // constructor publishes slot_ with the release store of mode_.
   for (CounterArea* a = areas_; a != nullptr; a = a->next_) {
     if (b < a->nblocks_ && a->dir_[b] != nullptr)
       a->dir_[b]->slot[slot % kSlotsPerBlock].store(0, std::memory_order_relaxed);
@@ -67,14 +77,17 @@ std::uint32_t PercpuRegistry::alloc_slot(std::atomic<std::uint64_t>* orphan) {
 }
 
 void PercpuRegistry::free_slot(std::uint32_t slot) noexcept {
-  std::lock_guard lk(mu_);
+  MutexLock lk(registry_lock());
   orphans_[slot] = nullptr;
   free_slots_.push_back(slot);
 }
 
 std::uint64_t PercpuRegistry::sum(std::uint32_t slot) noexcept {
-  std::lock_guard lk(mu_);
+  MutexLock lk(registry_lock());
   const std::uint32_t b = slot / kSlotsPerBlock;
+  // relaxed: the owners' stores are ordered before these loads by the RCU grace period
+  // of the fold (PercpuRef::fold_percpu_counts), or the ref is quiescent (destructor);
+  // detach() moves counts to the orphan counter under the same lock.
   std::uint64_t total = orphans_[slot]->load(std::memory_order_relaxed);
   for (CounterArea* a = areas_; a != nullptr; a = a->next_) {
     if (b < a->nblocks_ && a->dir_[b] != nullptr)
@@ -84,8 +97,10 @@ std::uint64_t PercpuRegistry::sum(std::uint32_t slot) noexcept {
 }
 
 void PercpuRegistry::zero(std::uint32_t slot) noexcept {
-  std::lock_guard lk(mu_);
+  MutexLock lk(registry_lock());
   const std::uint32_t b = slot / kSlotsPerBlock;
+  // relaxed: the ref is in atomic mode (no thread adds to the slot); the release store
+  // of percpu mode in PercpuRef::switch_to_percpu_locked publishes the zeros.
   orphans_[slot]->store(0, std::memory_order_relaxed);
   for (CounterArea* a = areas_; a != nullptr; a = a->next_) {
     if (b < a->nblocks_ && a->dir_[b] != nullptr)
@@ -102,7 +117,7 @@ CounterArea* PercpuRegistry::attach_current_thread() {
   area->reader_ = RcuReader::current();
   area->fast_ = RcuReader::fast_sections();
   {
-    std::lock_guard lk(mu_);
+    MutexLock lk(registry_lock());
     area->next_ = areas_;
     if (areas_ != nullptr) areas_->prev_ = area;
     areas_ = area;
@@ -122,13 +137,15 @@ std::atomic<std::uint64_t>* PercpuRegistry::counter_for_current_thread(std::uint
   if (auto* c = area->find(slot)) return c;
   const std::uint32_t b = slot / kSlotsPerBlock;
   CounterBlock* blk = new_block();
-  std::lock_guard lk(mu_);
+  MutexLock lk(registry_lock());
   if (b >= area->nblocks_) {
     std::uint32_t n = area->nblocks_ == 0 ? 4 : area->nblocks_;
     while (n <= b) n *= 2;
     auto** dir = new CounterBlock*[n];
     for (std::uint32_t i = 0; i < n; ++i) dir[i] = i < area->nblocks_ ? area->dir_[i] : nullptr;
     delete[] area->dir_;
+    // The directory holds pointers to blocks: sizeof a pointer is meant.
+    // NOLINTNEXTLINE(bugprone-sizeof-expression)
     dir_bytes_ += (n - area->nblocks_) * sizeof(CounterBlock*);
     area->dir_ = dir;
     area->nblocks_ = n;
@@ -140,11 +157,13 @@ std::atomic<std::uint64_t>* PercpuRegistry::counter_for_current_thread(std::uint
 }
 
 void PercpuRegistry::detach(CounterArea* area) noexcept {
-  std::lock_guard lk(mu_);
+  MutexLock lk(registry_lock());
   for (std::uint32_t b = 0; b < area->nblocks_; ++b) {
     CounterBlock* blk = area->dir_[b];
     if (blk == nullptr) continue;
     for (std::uint32_t i = 0; i < kSlotsPerBlock; ++i) {
+      // relaxed: the exiting owner reads its own counters; the orphan counter is changed
+      // under the registry lock, which sum() takes too.
       const std::uint64_t v = blk->slot[i].load(std::memory_order_relaxed);
       const std::size_t slot = std::size_t{b} * kSlotsPerBlock + i;
       // A slot without an owner belongs to a destroyed ref; it is zeroed on reuse.
@@ -154,6 +173,7 @@ void PercpuRegistry::detach(CounterArea* area) noexcept {
     delete blk;
     --nblocks_;
   }
+  // NOLINTNEXTLINE(bugprone-sizeof-expression): the directory's pointers, as above
   dir_bytes_ -= area->nblocks_ * sizeof(CounterBlock*);
   delete[] area->dir_;
   if (area->prev_ != nullptr)
@@ -166,7 +186,7 @@ void PercpuRegistry::detach(CounterArea* area) noexcept {
 }
 
 AreaStats PercpuRegistry::stats() noexcept {
-  std::lock_guard lk(mu_);
+  MutexLock lk(registry_lock());
   return AreaStats{nareas_, nblocks_,
                    nblocks_ * sizeof(CounterBlock) + dir_bytes_ + nareas_ * sizeof(CounterArea)};
 }

@@ -20,12 +20,12 @@
 #pragma once
 
 #include <llbitmap/detail/cacheline.h>
+#include <llbitmap/detail/mutex.h>
 #include <llbitmap/detail/thread_annotations.h>
 
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
 #include "rcu.h"
@@ -38,12 +38,15 @@ struct alignas(kCacheLine) CounterBlock {
   std::atomic<std::uint64_t> slot[kSlotsPerBlock];
 };
 
+// The registry lock: the mutex of PercpuRegistry::instance().
+Mutex& registry_lock() noexcept;
+
 class CounterArea {
  public:
   constexpr CounterArea() noexcept = default;
 
   // Owner thread only. Null when the slot's block has not been allocated yet.
-  std::atomic<std::uint64_t>* find(std::uint32_t slot) const noexcept {
+  [[nodiscard]] std::atomic<std::uint64_t>* find(std::uint32_t slot) const noexcept {
     const std::uint32_t b = slot / kSlotsPerBlock;
     if (b >= nblocks_) return nullptr;
     CounterBlock* blk = dir_[b];
@@ -64,16 +67,17 @@ class CounterArea {
 
  private:
   friend class PercpuRegistry;
-  // Written by the owner under the registry lock; read by the owner without it and by
-  // others under it.
+  // Written by the owner under the registry lock; read by the owner without it (find(),
+  // the fast path: hence no LLBM_GUARDED_BY) and by others under it.
   CounterBlock** dir_ = nullptr;
   std::uint32_t nblocks_ = 0;
   // nblocks_ if the fast path may be used, else 0. Owner only.
   std::uint32_t fast_nblocks_ = 0;
   RcuReader::Handle reader_ = nullptr;  // owner only
   bool fast_ = false;                   // RcuReader::fast_sections() at attach; owner only
-  CounterArea* prev_ = nullptr;         // registry list, guarded by the registry lock
-  CounterArea* next_ = nullptr;
+  // The registry's list of live areas.
+  CounterArea* prev_ LLBM_GUARDED_BY(registry_lock()) = nullptr;
+  CounterArea* next_ LLBM_GUARDED_BY(registry_lock()) = nullptr;
 };
 
 // The area of a thread that has none (yet, or any more): empty, never attached, never
@@ -93,7 +97,7 @@ struct AreaStats {
   std::size_t bytes;
 };
 
-class LLBM_CAPABILITY("mutex") PercpuRegistry {
+class PercpuRegistry {
  public:
   static PercpuRegistry& instance() noexcept;
 
@@ -115,23 +119,26 @@ class LLBM_CAPABILITY("mutex") PercpuRegistry {
   AreaStats stats() noexcept;
 
   // Fork support: the switch thread's prepare handler takes this lock last.
-  void lock() LLBM_ACQUIRE() { mu_.lock(); }
-  void unlock() LLBM_RELEASE() { mu_.unlock(); }
+  void lock() LLBM_ACQUIRE(registry_lock()) { registry_lock().lock(); }
+  void unlock() LLBM_RELEASE(registry_lock()) { registry_lock().unlock(); }
 
   // Thread exit: folds the area into the orphans and frees it.
   void detach(CounterArea* area) noexcept;
 
  private:
+  friend Mutex& registry_lock() noexcept;
   PercpuRegistry() = default;
   CounterArea* attach_current_thread();
 
-  std::mutex mu_;
-  CounterArea* areas_ LLBM_GUARDED_BY(mu_) = nullptr;
-  std::size_t nareas_ LLBM_GUARDED_BY(mu_) = 0;
-  std::size_t nblocks_ LLBM_GUARDED_BY(mu_) = 0;
-  std::size_t dir_bytes_ LLBM_GUARDED_BY(mu_) = 0;
-  std::vector<std::atomic<std::uint64_t>*> orphans_ LLBM_GUARDED_BY(mu_);  // by slot
-  std::vector<std::uint32_t> free_slots_ LLBM_GUARDED_BY(mu_);
+  // Taken through registry_lock() (one name for the analysis: the registry is a
+  // singleton, and CounterArea's links are guarded by the same lock).
+  Mutex mu_;
+  CounterArea* areas_ LLBM_GUARDED_BY(registry_lock()) = nullptr;
+  std::size_t nareas_ LLBM_GUARDED_BY(registry_lock()) = 0;
+  std::size_t nblocks_ LLBM_GUARDED_BY(registry_lock()) = 0;
+  std::size_t dir_bytes_ LLBM_GUARDED_BY(registry_lock()) = 0;
+  std::vector<std::atomic<std::uint64_t>*> orphans_ LLBM_GUARDED_BY(registry_lock());  // by slot
+  std::vector<std::uint32_t> free_slots_ LLBM_GUARDED_BY(registry_lock());
 };
 
 }  // namespace llbitmap::detail

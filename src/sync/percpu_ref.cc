@@ -18,7 +18,6 @@
 
 namespace llbitmap {
 
-using detail::CounterArea;
 using detail::PercpuRefFast;
 using detail::PercpuRegistry;
 using detail::RcuReader;
@@ -32,10 +31,12 @@ constexpr std::uint64_t kBias = std::uint64_t{1} << 63;
 
 // atomic_long_add_unless(count, nr, 0) / atomic_long_inc_not_zero.
 inline bool add_unless_zero(std::atomic<std::uint64_t>& count, std::uint64_t nr) noexcept {
+  // relaxed: only the CAS's first guess; the successful CAS below carries the ordering.
   std::uint64_t v = count.load(std::memory_order_relaxed);
   do {
     if (v == 0) return false;
-    // acquire on success pairs with the release half of the put that set v.
+    // acquire on success pairs with the release half of the put (put_atomic's fetch_sub)
+    // or fold (fold_percpu_counts' fetch_add) that set v.
   } while (!count.compare_exchange_weak(v, v + nr, std::memory_order_acquire,
                                         std::memory_order_relaxed));
   return true;
@@ -44,9 +45,12 @@ inline bool add_unless_zero(std::atomic<std::uint64_t>& count, std::uint64_t nr)
 }  // namespace
 
 PercpuRef::PercpuRef(std::function<void()> release, RefFlags flags)
-    : mode_(0), slot_(0), count_(1), release_(std::move(release)) {
-  allow_reinit_ = has_flag(flags, RefFlags::kAllowReinit) ||
-                  has_flag(flags, RefFlags::kInitAtomic) || has_flag(flags, RefFlags::kInitDead);
+    : mode_(0),
+      count_(1),
+      release_(std::move(release)),
+      allow_reinit_(has_flag(flags, RefFlags::kAllowReinit) ||
+                    has_flag(flags, RefFlags::kInitAtomic) ||
+                    has_flag(flags, RefFlags::kInitDead)) {
   std::uintptr_t mode = 0;
   std::uint64_t count = 1;
   if (has_flag(flags, RefFlags::kInitAtomic) || has_flag(flags, RefFlags::kInitDead)) {
@@ -59,24 +63,33 @@ PercpuRef::PercpuRef(std::function<void()> release, RefFlags flags)
     count = 0;
   }
   slot_ = PercpuRegistry::instance().alloc_slot(&orphan_);
+  // relaxed: published with slot_ by the release store of mode_ below.
   count_.store(count, std::memory_order_relaxed);
+  // release: pairs with the acquire loads of mode_ (PercpuRefFast::try_add, the *_slow
+  // paths, is_zero, is_dying): a thread that sees this mode sees slot_ and count_ too.
   mode_.store(mode, std::memory_order_release);
 }
 
 PercpuRef::~PercpuRef() {
   {
-    std::lock_guard lk(detail::switch_lock());
+    detail::MutexLock lk(detail::switch_lock());
     LLBM_CHECK(!switch_pending_,
                "PercpuRef %p: destroyed while a switch to atomic mode is pending "
                "(wait for is_zero() or switch_to_atomic_sync() first)",
                static_cast<void*>(this));
   }
   // A switch thread or a last put may still be finishing its release callback.
+  // acquire: pairs with the release decrements of in_flight_ at the end of put_atomic
+  // and of SwitchWorker::process.
   while (in_flight_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  // acquire: pairs with the release stores of mode_ (start_kill, resurrect,
+  // switch_mode_locked, switch_to_percpu_locked).
   const std::uintptr_t mode = mode_.load(std::memory_order_acquire);
+  // acquire: pairs with the release half of the last put_atomic's fetch_sub and of the
+  // fold's fetch_add.
   std::uint64_t held = count_.load(std::memory_order_acquire);
   if ((mode & kAtomic) == 0) held += sum_percpu_counts() - kBias;
-  if (mode & kDead) {
+  if ((mode & kDead) != 0) {
     LLBM_CHECK(held == 0,
                "PercpuRef %p: destroyed while dying with %lld references still held "
                "(wait for is_zero() first)",
@@ -111,19 +124,26 @@ void PercpuRef::put(std::uint64_t nr) noexcept {
 // Each redoes the operation under the full read lock. In percpu mode the count goes to
 // the thread's counter (created here if needed) or, for a thread that is exiting, to the
 // ref's orphan counter; both are folded after the grace period.
+//
+// Memory orders, the same in all four: the acquire load of mode_ pairs with the release
+// stores of mode_ (constructor, start_kill, resurrect, switch_mode_locked,
+// switch_to_percpu_locked), as in PercpuRefFast::try_add. The orphan counter is changed
+// relaxed inside the read-side section: like the per-thread counters, the grace period
+// orders it before the fold's read. An atomic-mode get (a relaxed add to count_) needs no
+// order of its own: the put that drops the reference publishes (put_atomic).
 
 bool PercpuRef::tryget_live_slow() noexcept {
   std::atomic<std::uint64_t>* c = PercpuRegistry::instance().counter_for_current_thread(slot_);
   RcuReader::lock();
-  bool ok;
-  const std::uintptr_t mode = mode_.load(std::memory_order_acquire);
+  bool ok = false;
+  const std::uintptr_t mode = mode_.load(std::memory_order_acquire);  // pairs: see above
   if (mode == 0) {
     if (c != nullptr)
       PercpuRefFast::add_own(c, 1);
     else
-      orphan_.fetch_add(1, std::memory_order_relaxed);
+      orphan_.fetch_add(1, std::memory_order_relaxed);  // ordered by the grace period
     ok = true;
-  } else if (mode & kDead) {
+  } else if ((mode & kDead) != 0) {
     ok = false;
   } else {
     ok = add_unless_zero(count_, 1);
@@ -135,12 +155,12 @@ bool PercpuRef::tryget_live_slow() noexcept {
 bool PercpuRef::tryget_slow(std::uint64_t nr) noexcept {
   std::atomic<std::uint64_t>* c = PercpuRegistry::instance().counter_for_current_thread(slot_);
   RcuReader::lock();
-  bool ok;
-  if (mode_.load(std::memory_order_acquire) == 0) {
+  bool ok = false;
+  if (mode_.load(std::memory_order_acquire) == 0) {  // pairs: see above
     if (c != nullptr)
       PercpuRefFast::add_own(c, nr);
     else
-      orphan_.fetch_add(nr, std::memory_order_relaxed);
+      orphan_.fetch_add(nr, std::memory_order_relaxed);  // ordered by the grace period
     ok = true;
   } else {
     ok = add_unless_zero(count_, nr);
@@ -152,13 +172,13 @@ bool PercpuRef::tryget_slow(std::uint64_t nr) noexcept {
 void PercpuRef::get_slow(std::uint64_t nr) noexcept {
   std::atomic<std::uint64_t>* c = PercpuRegistry::instance().counter_for_current_thread(slot_);
   RcuReader::lock();
-  if (mode_.load(std::memory_order_acquire) == 0) {
+  if (mode_.load(std::memory_order_acquire) == 0) {  // pairs: see above
     if (c != nullptr)
       PercpuRefFast::add_own(c, nr);
     else
-      orphan_.fetch_add(nr, std::memory_order_relaxed);
+      orphan_.fetch_add(nr, std::memory_order_relaxed);  // ordered by the grace period
   } else {
-    count_.fetch_add(nr, std::memory_order_relaxed);
+    count_.fetch_add(nr, std::memory_order_relaxed);  // a get: the put publishes
   }
   RcuReader::unlock();
 }
@@ -166,11 +186,11 @@ void PercpuRef::get_slow(std::uint64_t nr) noexcept {
 void PercpuRef::put_slow(std::uint64_t nr) noexcept {
   std::atomic<std::uint64_t>* c = PercpuRegistry::instance().counter_for_current_thread(slot_);
   RcuReader::lock();
-  if (mode_.load(std::memory_order_acquire) == 0) {
+  if (mode_.load(std::memory_order_acquire) == 0) {  // pairs: see above
     if (c != nullptr)
       PercpuRefFast::add_own(c, 0 - nr);
     else
-      orphan_.fetch_sub(nr, std::memory_order_relaxed);
+      orphan_.fetch_sub(nr, std::memory_order_relaxed);  // ordered by the grace period
     RcuReader::unlock();
     return;
   }
@@ -179,14 +199,19 @@ void PercpuRef::put_slow(std::uint64_t nr) noexcept {
 }
 
 void PercpuRef::put_atomic(std::uint64_t nr) noexcept {
+  // relaxed: program order puts it before the fetch_sub below, whose release half
+  // publishes it to whoever sees zero (and only then may destroy the ref).
   in_flight_.fetch_add(1, std::memory_order_relaxed);
-  // acq_rel: the release half publishes this thread's work to whoever sees zero; the
-  // acquire half orders release_() after every other thread's put.
+  // acq_rel: the release half publishes this thread's work to whoever sees zero (pairs
+  // with is_zero()'s and the destructor's acquire loads of count_); the acquire half
+  // orders release_() after every other thread's put (pairs with their fetch_sub here).
   const std::uint64_t old = count_.fetch_sub(nr, std::memory_order_acq_rel);
   LLBM_CHECK(old >= nr, "PercpuRef %p: put(%llu) below zero (count was %llu): more puts than gets",
              static_cast<void*>(this), static_cast<unsigned long long>(nr),
              static_cast<unsigned long long>(old));
   if (old == nr && release_) release_();
+  // release: pairs with the acquire loads of in_flight_ in the destructor and in
+  // PercpuRefFast::wait_switch_done (release_() has finished).
   in_flight_.fetch_sub(1, std::memory_order_release);
 }
 
@@ -200,6 +225,9 @@ std::uint64_t PercpuRef::sum_percpu_counts() const noexcept {
 // get or put any more, so the sum is stable.
 void PercpuRef::fold_percpu_counts() noexcept {
   const std::uint64_t sum = sum_percpu_counts();
+  // acq_rel: the release half pairs with the acquire half of the put_atomic that later
+  // reaches zero (and with is_zero()'s acquire load); the acquire half pairs with the
+  // release half of the atomic-mode puts that came before the fold.
   const std::uint64_t now =
       count_.fetch_add(sum - kBias, std::memory_order_acq_rel) + (sum - kBias);
   LLBM_CHECK(static_cast<std::int64_t>(now) > 0,
@@ -207,22 +235,26 @@ void PercpuRef::fold_percpu_counts() noexcept {
              static_cast<void*>(this), static_cast<long long>(now));
 }
 
-// Requires switch_lock. Kernel __percpu_ref_switch_mode: wait for a pending switch,
+// Kernel __percpu_ref_switch_mode (switch_lock held): wait for a pending switch,
 // then go to atomic mode if dying or forced, else to percpu mode.
 void PercpuRef::switch_mode_locked() {
-  std::unique_lock lk(detail::switch_lock(), std::adopt_lock);
-  detail::switch_waitq().wait(lk, [this] { return !switch_pending_; });
-  lk.release();
+  while (switch_pending_) detail::switch_waitq().wait(detail::switch_lock());
+  // relaxed: every store of mode_ (after the constructor) is made under switch_lock,
+  // which is held here.
   const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);
-  if (force_atomic_ || (mode & kDead)) {
-    if (mode & kAtomic) {
+  if (force_atomic_ || (mode & kDead) != 0) {
+    if ((mode & kAtomic) != 0) {
       if (confirm_switch_) std::exchange(confirm_switch_, nullptr)();
       return;
     }
+    // release: pairs with the acquire loads of mode_ (PercpuRefFast::try_add, the slow
+    // paths, is_zero): a get that sees atomic mode goes to count_.
     mode_.store(mode | kAtomic, std::memory_order_release);
     switch_pending_ = true;
+    // relaxed: under switch_lock, which the destructor takes before it reads in_flight_.
     in_flight_.fetch_add(1, std::memory_order_relaxed);
     // The reference held across the switch: mode is atomic now, so it goes to count_.
+    // relaxed: a get; the put of it in SwitchWorker::process publishes (put_atomic).
     count_.fetch_add(1, std::memory_order_relaxed);
     SwitchWorker::instance().enqueue(this);
   } else {
@@ -231,22 +263,25 @@ void PercpuRef::switch_mode_locked() {
 }
 
 void PercpuRef::switch_to_percpu_locked() {
-  const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);
+  const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);  // switch_lock held
   if ((mode & kAtomic) == 0) return;
   LLBM_CHECK(allow_reinit_, "PercpuRef %p: switch back to percpu mode needs RefFlags::kAllowReinit",
              static_cast<void*>(this));
+  // relaxed, like the zeroing: both are published by the release store of mode_ below.
   count_.fetch_add(kBias, std::memory_order_relaxed);
   PercpuRegistry::instance().zero(slot_);
-  // release: the zeroed counters are visible to every get that sees percpu mode.
+  // release: pairs with the acquire load of mode_ in PercpuRefFast::try_add and the slow
+  // paths: the zeroed counters are visible to every get that sees percpu mode.
   mode_.store(mode & ~kAtomic, std::memory_order_release);
 }
 
 void PercpuRef::start_kill(std::function<void()> confirm) {
   detail::switch_lock().lock();
-  const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);
+  const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);  // switch_lock held
   LLBM_CHECK((mode & kDead) == 0, "PercpuRef %p: kill() called more than once",
              static_cast<void*>(this));
   // Dying is visible to tryget_live at once; atomic mode follows after the wait below.
+  // release: pairs with the acquire loads of mode_ in is_dying() and tryget_live_slow.
   mode_.store(mode | kDead, std::memory_order_release);
   confirm_switch_ = std::move(confirm);
   switch_mode_locked();
@@ -265,13 +300,15 @@ void PercpuRef::kill_and_confirm(std::function<void()> confirm_kill) {
 
 void PercpuRef::resurrect() noexcept {
   detail::switch_lock().lock();
-  const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);
-  LLBM_CHECK(mode & kDead, "PercpuRef %p: resurrect() of a ref that is not dying",
+  const std::uintptr_t mode = mode_.load(std::memory_order_relaxed);  // switch_lock held
+  LLBM_CHECK((mode & kDead) != 0, "PercpuRef %p: resurrect() of a ref that is not dying",
              static_cast<void*>(this));
   LLBM_CHECK(allow_reinit_, "PercpuRef %p: resurrect() needs RefFlags::kAllowReinit",
              static_cast<void*>(this));
+  // release: pairs with the acquire loads of mode_ in is_dying(), PercpuRefFast::try_add
+  // and the slow paths: what the caller did before resurrect() is visible to them.
   mode_.store(mode & ~kDead, std::memory_order_release);
-  count_.fetch_add(1, std::memory_order_relaxed);  // the initial reference, back
+  count_.fetch_add(1, std::memory_order_relaxed);  // the initial reference, back (a get)
   switch_mode_locked();
   detail::switch_lock().unlock();
 }
@@ -291,8 +328,8 @@ void PercpuRef::switch_to_atomic() {
 
 void PercpuRef::switch_to_atomic_sync() {
   switch_to_atomic();
-  std::unique_lock lk(detail::switch_lock());
-  detail::switch_waitq().wait(lk, [this] { return !switch_pending_; });
+  detail::MutexLock lk(detail::switch_lock());
+  while (switch_pending_) detail::switch_waitq().wait(detail::switch_lock());
 }
 
 void PercpuRef::switch_to_percpu() {
@@ -303,12 +340,15 @@ void PercpuRef::switch_to_percpu() {
 }
 
 bool PercpuRef::is_zero() const noexcept {
+  // acquire: pairs with the release store of atomic mode in switch_mode_locked.
   if ((mode_.load(std::memory_order_acquire) & kAtomic) == 0) return false;
-  // acquire: pairs with the last put's release, so the caller sees the holders' work.
+  // acquire: pairs with the last put's release (put_atomic's fetch_sub, or the fold's
+  // fetch_add), so the caller sees the holders' work.
   return count_.load(std::memory_order_acquire) == 0;
 }
 
 bool PercpuRef::is_dying() const noexcept {
+  // acquire: pairs with the release stores of mode_ in start_kill and resurrect.
   return (mode_.load(std::memory_order_acquire) & kDead) != 0;
 }
 

@@ -4,8 +4,8 @@
 //
 // Layer 1, private. PercpuRef::get/put/tryget/tryget_live are defined with these, and
 // layer 2 (PageBarrier::raise/release) inlines them too, so that a raise is one leaf
-// function with no call into another translation unit (SPEC §7: "a leaf fast path with
-// the slow path out of line").
+// function with no call into another translation unit, the slow path out of line
+// (docs/design.md#the-write-fast-path).
 //
 // Each fast path: load the calling thread's counter area (one TLS load; never null),
 // find the ref's counter (one bounds check, which also fails for a thread without an

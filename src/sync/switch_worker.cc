@@ -18,19 +18,19 @@ namespace {
 thread_local constinit int tls_batch_depth = 0;
 }  // namespace
 
-std::mutex& switch_lock() noexcept {
-  static auto* mu = new std::mutex;
+Mutex& switch_lock() noexcept {
+  static auto* mu = new Mutex;
   return *mu;
 }
 
-std::condition_variable& switch_waitq() noexcept {
-  static auto* cv = new std::condition_variable;
+CondVar& switch_waitq() noexcept {
+  static auto* cv = new CondVar;
   return *cv;
 }
 
 SwitchWorker& SwitchWorker::instance() noexcept {
   // Leaked: the thread may still run while static destructors do.
-  static SwitchWorker* worker = new SwitchWorker;
+  static auto* worker = new SwitchWorker;
   return *worker;
 }
 
@@ -49,7 +49,7 @@ void SwitchWorker::ensure_thread() noexcept {
 }
 
 void SwitchWorker::enqueue(PercpuRef* ref) noexcept {
-  std::lock_guard lk(queue_mu_);
+  MutexLock lk(queue_mu_);
   ref->switch_next_ = nullptr;
   if (tail_ != nullptr)
     tail_->switch_next_ = ref;
@@ -67,27 +67,26 @@ void SwitchWorker::begin_batch() noexcept {
 void SwitchWorker::end_batch() noexcept {
   LLBM_CHECK(tls_batch_depth > 0, "SwitchBatch: end without begin");
   if (--tls_batch_depth == 0) {
-    std::lock_guard lk(queue_mu_);
+    MutexLock lk(queue_mu_);
     if (head_ != nullptr) queue_cv_.notify_one();
   }
 }
 
 unsigned long SwitchWorker::grace_periods() const noexcept {
-  auto& self = const_cast<SwitchWorker&>(*this);
-  std::lock_guard lk(self.queue_mu_);
+  MutexLock lk(queue_mu_);
   return grace_periods_;
 }
 
 void SwitchWorker::run() noexcept {
   for (;;) {
     {
-      std::unique_lock lk(queue_mu_);
-      queue_cv_.wait(lk, [this]() LLBM_NO_THREAD_SAFETY_ANALYSIS { return head_ != nullptr; });
+      MutexLock lk(queue_mu_);
+      while (head_ == nullptr) queue_cv_.wait(queue_mu_);
     }
-    std::lock_guard batch(batch_mu_);
-    PercpuRef* list;
+    MutexLock batch(batch_mu_);
+    PercpuRef* list = nullptr;
     {
-      std::lock_guard lk(queue_mu_);
+      MutexLock lk(queue_mu_);
       list = head_;
       head_ = tail_ = nullptr;
     }
@@ -96,7 +95,7 @@ void SwitchWorker::run() noexcept {
     // this grace period ends; every later one sees atomic mode.
     rcu_synchronize();
     {
-      std::lock_guard lk(queue_mu_);
+      MutexLock lk(queue_mu_);
       ++grace_periods_;
     }
     process(list);
@@ -110,18 +109,19 @@ void SwitchWorker::process(PercpuRef* list) noexcept {
     ref->fold_percpu_counts();
     std::function<void()> confirm;
     {
-      std::lock_guard lk(switch_lock());
+      MutexLock lk(switch_lock());
       confirm.swap(ref->confirm_switch_);
     }
     if (confirm) confirm();
     LLBM_SYNC_POINT("switch:after_confirm");
     {
-      std::lock_guard lk(switch_lock());
+      MutexLock lk(switch_lock());
       ref->switch_pending_ = false;
     }
     switch_waitq().notify_all();
     ref->put(1);  // the reference held across the switch; may call release
-    // Last access: the destructor waits for this before it frees the ref.
+    // Last access: the destructor waits for this before it frees the ref. release: pairs
+    // with the acquire loads of in_flight_ in ~PercpuRef and PercpuRefFast::wait_switch_done.
     ref->in_flight_.fetch_sub(1, std::memory_order_release);
   }
 }
@@ -153,8 +153,8 @@ void SwitchWorker::fork_child() noexcept {
   PercpuRegistry::instance().unlock();
   w.running_ = false;
   // Waiters the parent had do not exist here; start from fresh condition variables.
-  new (&w.queue_cv_) std::condition_variable;
-  new (&switch_waitq()) std::condition_variable;
+  new (&w.queue_cv_) CondVar;
+  new (&switch_waitq()) CondVar;
   PercpuRef* list = w.head_;
   w.head_ = w.tail_ = nullptr;
   w.queue_mu_.unlock();

@@ -15,26 +15,22 @@
 // switch path uses; the child starts a fresh thread on its next kill.
 #pragma once
 
+#include <llbitmap/detail/mutex.h>
 #include <llbitmap/detail/thread_annotations.h>
-
-#include <condition_variable>
-#include <mutex>
-
-namespace llbitmap {
-class PercpuRef;
-}
+#include <llbitmap/percpu_ref.h>
 
 namespace llbitmap::detail {
 
-// The kernel's percpu_ref_switch_lock / percpu_ref_switch_waitq.
-std::mutex& switch_lock() noexcept;
-std::condition_variable& switch_waitq() noexcept;
+// The kernel's percpu_ref_switch_lock (declared in percpu_ref.h, whose fields it guards)
+// and percpu_ref_switch_waitq (waited on with switch_lock() held).
+Mutex& switch_lock() noexcept;
+CondVar& switch_waitq() noexcept;
 
 class SwitchWorker {
  public:
   static SwitchWorker& instance() noexcept;
-  // Queues `ref` for a fold after the next grace period. Called with switch_lock held.
-  void enqueue(PercpuRef* ref) noexcept;
+  // Queues `ref` for a fold after the next grace period.
+  void enqueue(PercpuRef* ref) noexcept LLBM_REQUIRES(switch_lock());
   // Number of grace periods the thread has waited for (tests, benchmarks).
   unsigned long grace_periods() const noexcept;
 
@@ -45,18 +41,19 @@ class SwitchWorker {
   SwitchWorker();
   void run() noexcept;
   void process(PercpuRef* batch) noexcept;
-  void ensure_thread() noexcept;  // requires queue_mu_
-  static void fork_prepare() noexcept;
-  static void fork_parent() noexcept;
-  static void fork_child() noexcept;
+  void ensure_thread() noexcept LLBM_REQUIRES(queue_mu_);
+  // The prepare handler takes the locks that the parent and child handlers release,
+  // which the analysis cannot follow across functions: the three are not analysed.
+  static void fork_prepare() noexcept LLBM_NO_THREAD_SAFETY_ANALYSIS;
+  static void fork_parent() noexcept LLBM_NO_THREAD_SAFETY_ANALYSIS;
+  static void fork_child() noexcept LLBM_NO_THREAD_SAFETY_ANALYSIS;
 
-  std::mutex batch_mu_;  // held while a batch is folded
-  std::mutex queue_mu_;
-  std::condition_variable queue_cv_;
+  Mutex batch_mu_;  // held while a batch is folded (guards no field: fork waits on it)
+  mutable Mutex queue_mu_;
+  CondVar queue_cv_;
   PercpuRef* head_ LLBM_GUARDED_BY(queue_mu_) = nullptr;
   PercpuRef* tail_ LLBM_GUARDED_BY(queue_mu_) = nullptr;
   bool running_ LLBM_GUARDED_BY(queue_mu_) = false;
-  bool pending_wake_ LLBM_GUARDED_BY(queue_mu_) = false;
   unsigned long grace_periods_ LLBM_GUARDED_BY(queue_mu_) = 0;
 };
 

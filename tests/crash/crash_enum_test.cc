@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// Crash-state enumeration (reliability T8): proves that no power cut, at any moment of
-// a workload, leaves a bitmap file from which recovery would skip a chunk whose copies
-// may differ (SPEC S1, S2, S4, S5).
+// Crash-state enumeration (docs/testing.md#crash-enumeration): proves that no power cut, at any
+// moment of a workload, leaves a bitmap file from which recovery would skip a chunk whose copies
+// may differ (S1, S2, S4, S5: docs/design.md#safety-invariants).
 //
 // A single-threaded driver plays small random workloads over a FaultStorage: up to 3
 // logical writers, each with at most one write in flight, on ranges of 1-3 chunks in
@@ -1007,11 +1007,11 @@ TEST(CrashEnum, EveryCrashImageRecoversEveryWriteInFlight) {
 // suspends every page with a 100 ms timeout and reads a timeout as "a write is still in
 // flight" (Errc::busy; ~Bitmap() then aborts). When that timeout also counted the
 // kill's RCU grace period and the switch thread's fold, a slow grace period (an
-// overloaded machine, or an application's own liburcu reader, which SPEC §3 allows) made
-// an idle bitmap's close() say busy, and a daemon pass or flush() with a small
-// daemon_sleep skip an idle page as if a write had outlived it. The timeout must count
-// from the end of the grace period. Here an RCU reader stays in its read-side section
-// for 500 ms: a grace period that slow is the condition under test (the closing thread
+// overloaded machine, or an application's own liburcu reader, which
+// docs/design.md#percpuref-semantics allows) made an idle bitmap's close() say busy, and a daemon
+// pass or flush() with a small daemon_sleep skip an idle page as if a write had outlived it. The
+// timeout must count from the end of the grace period. Here an RCU reader stays in its read-side
+// section for 500 ms: a grace period that slow is the condition under test (the closing thread
 // cannot signal the reader once it gives up: it is then blocked in resurrect(), waiting
 // for that same grace period). Nothing between the test's threads is ordered by time.
 TEST(CrashEnumRegression, CloseOfAnIdleBitmapIsNotBusyWhileAGracePeriodIsSlow) {

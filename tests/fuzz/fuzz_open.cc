@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // fuzz_open.cc: the libFuzzer target for opening arbitrary bytes as a bitmap file
-// (reliability plan T14). It proves, for every input the fuzzer (or the regression
+// (docs/testing.md#fuzzing). It proves, for every input the fuzzer (or the regression
 // runner) gives it, the properties listed in fuzz_open.h: decode and open refuse with a
-// typed error and write nothing, or accept and recover exactly what SPEC S4 demands
+// typed error and write nothing, or accept and recover exactly what S4 demands (docs/design.md#s4)
 // (bad block -> NeedSync, Reload/Stale on the rest, no Clean or Unwritten invented),
 // with consistent counts, needs_sync() runs and durable image, and a clean close after
 // which a second open changes nothing. Sanitizers (ASan, UBSan) catch the rest: reads
@@ -351,7 +351,7 @@ bool check_one(std::span<const std::byte> img, bool reopen) {
                      ? ", block checksum fails"
                      : "",
                  state_name(got[c]), state_name(want[c]));
-    // The same, said without the transition table (SPEC S4).
+    // The same, said without the transition table (docs/design.md#s4).
     FUZZ_REQUIRE(got[c] != ChunkState::kDirty && got[c] != ChunkState::kSyncing,
                  "chunk %llu is %s right after open", static_cast<ull>(c), state_name(got[c]));
     if (is_clean_like(got[c]))

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// fuzz_open.h: the property checker behind the open() fuzz target (reliability plan T14)
+// fuzz_open.h: the property checker behind the open() fuzz target (docs/testing.md#fuzzing)
 // and its seed corpus. fuzz_open.cc proves, for any bytes given to it, that
 // Superblock::decode and Bitmap::open either refuse them with a typed error code and
 // leave the storage untouched, or accept them and recover a consistent bitmap:
@@ -12,7 +12,7 @@
 //   - every chunk's state after open is the one recovery must give: NeedSync for a chunk
 //     in a block whose checksum fails, else Reload (or Stale for a stale or failed
 //     superblock) applied to the byte on disk; so no chunk becomes Clean or Unwritten
-//     unless it was durably so in a block that verifies (SPEC S4), none is Dirty or
+//     unless it was durably so in a block that verifies (docs/design.md#s4), none is Dirty or
 //     Syncing, and an invalid byte is NeedSync;
 //   - counts() sums to chunks() and matches state(); the invalid-byte and bad-block
 //     counters match the image;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# Runs the libFuzzer target fuzz_open (tests/fuzz/fuzz_open.cc, reliability plan T14) on a
+# Runs the libFuzzer target fuzz_open (tests/fuzz/fuzz_open.cc, docs/testing.md#fuzzing) on a
 # fresh copy of the seed corpus for a fixed time, and prints how many inputs it executed.
 # It fails (non-zero) on any crash, sanitizer report or violated property; the input
 # that caused it is left in WORKDIR/artifacts/ and named in the output.

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// seed_corpus.cc: the seed corpus of the open() fuzz target (reliability plan T14):
+// seed_corpus.cc: the seed corpus of the open() fuzz target (docs/testing.md#fuzzing):
 // valid bitmap images, fresh and used, made by the library itself over a FaultStorage
 // (create, writes left in flight, ended writes cleaned by the daemon, resync states,
 // discards, degraded and parity writes, a failed sync that leaves the superblock stale),

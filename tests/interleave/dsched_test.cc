@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // The writer / daemon / persist protocol for one page and two writers under a seeded
-// scheduler (reliability T3): thousands of interleavings of the library's own code, one
-// per seed, with the safety oracle after every step and inside every sync:
+// scheduler (docs/testing.md#seeded-schedules): thousands of interleavings of the library's own
+// code, one per seed, with the safety oracle after every step and inside every sync:
 //   S2  a chunk whose write is issued (start_write returned, end_write not yet called)
 //       is Dirty or NeedSync in the durable image;
 //   S1  no sync makes Clean or Unwritten durable for such a chunk.

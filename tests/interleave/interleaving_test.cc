@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// Forced interleavings of writer and daemon with sync points (SPEC §5; reliability T2).
+// Forced interleavings of writer and daemon with sync points (docs/design.md#write-ahead-ordering).
 //
 // The mark-before-raise race fixed upstream in ef4ca3d4bf09: a writer that marks its
 // chunk Dirty before it raises the page barrier can have the daemon clean the chunk in
@@ -131,12 +131,12 @@ TEST(InterleavingTest, SuspendAllowanceStartsAfterTheSwitchThreadsOwnReference) 
   if (ok) page.resume();
 }
 
-// Re-arming (SPEC §5: the daemon re-arms only while Dirty chunks remain). A pass that
-// found no Dirty chunk left must not disarm the daemon over a chunk that turns Dirty
-// while the pass decides: the writer's note_dirty() saw the daemon still armed and did
-// not wake it, so a pass that then stores "disarmed" would leave that chunk Dirty until
-// some other chunk turned Dirty (an idle crash would then need a resync). The test
-// dirties a chunk on another page exactly between the pass's count and its decision.
+// Re-arming (docs/design.md#the-daemon: the daemon re-arms only while Dirty chunks remain). A pass
+// that found no Dirty chunk left must not disarm the daemon over a chunk that turns Dirty while the
+// pass decides: the writer's note_dirty() saw the daemon still armed and did not wake it, so a pass
+// that then stores "disarmed" would leave that chunk Dirty until some other chunk turned Dirty (an
+// idle crash would then need a resync). The test dirties a chunk on another page exactly between
+// the pass's count and its decision.
 TEST(InterleavingTest, ChunkDirtiedWhileAPassDecidesKeepsTheDaemonArmed) {
   FakeClock clock;
   std::error_code ec;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
 // llbitmap_torture: a long randomised run of the whole bitmap under real threads and
-// real time (reliability T23, in the style of rcutorture / locktorture). For as long as
+// real time (docs/testing.md#torture; in the style of rcutorture / locktorture). For as long as
 // it runs it proves that:
 //
 //   S1  no sync ever makes Clean or Unwritten durable for a chunk that has a write
@@ -335,7 +335,7 @@ struct Actor {
 
 // ------------------------------------------------------------------ the oracle
 
-// What open() must make of a stored byte (SPEC §6 S4), written independently of the
+// What open() must make of a stored byte (docs/design.md#s4), written independently of the
 // library's transition table.
 std::uint8_t expected_after_open(std::uint8_t stored, bool block_ok, bool stale) {
   if (!block_ok || stored > 4) return kNeedSync;

@@ -43,6 +43,7 @@
 // order). Nothing blocks beyond that mutex and the hooks.
 #pragma once
 
+#include <llbitmap/detail/mutex.h>
 #include <llbitmap/detail/thread_annotations.h>
 #include <llbitmap/storage.h>
 
@@ -50,7 +51,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <system_error>
@@ -128,6 +128,8 @@ class FaultStorage final : public Storage {
   // Durable and volatile both start as `initial` (e.g. build_fresh_file()'s output).
   explicit FaultStorage(std::vector<std::byte> initial = {});
   ~FaultStorage() override;
+  FaultStorage(const FaultStorage&) = delete;
+  FaultStorage& operator=(const FaultStorage&) = delete;
 
   [[nodiscard]] std::error_code read(std::uint64_t offset, std::span<std::byte> out) override;
   [[nodiscard]] std::error_code write(std::uint64_t offset,
@@ -185,7 +187,7 @@ class FaultStorage final : public Storage {
   const Fault* fault_for(Op op, std::uint64_t call) const LLBM_REQUIRES(mu_);
   void check_not_in_hook() const noexcept;
 
-  mutable std::mutex mu_;
+  mutable detail::Mutex mu_;
   std::vector<std::byte> volatile_ LLBM_GUARDED_BY(mu_);
   std::vector<std::byte> durable_ LLBM_GUARDED_BY(mu_);
   std::vector<PendingWrite> unsynced_ LLBM_GUARDED_BY(mu_);

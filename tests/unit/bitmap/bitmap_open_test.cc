@@ -2,7 +2,8 @@
 //
 // Bitmap::create / Bitmap::open on real files: atomic creation, and a matrix of bad
 // files (foreign, wrong version, corrupt superblock, truncated, grown, bad geometry),
-// each refused with its own error code and left byte-for-byte unchanged (SPEC §6).
+// each refused with its own error code and left byte-for-byte unchanged
+// (docs/format.md#7-validation-on-open-and-the-error-each-violation-gives).
 #include <llbitmap/bitmap.h>
 #include <llbitmap/format.h>
 

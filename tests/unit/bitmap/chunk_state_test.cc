@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// Chunk states (T12): the transition table and apply_action() against an independent
-// transcription of Linux 6.18's md-llbitmap state machine, exhaustively over every
-// byte value, every action and every context; plus the properties the bitmap relies
-// on. Where the function is constexpr, the same checks also run at compile time.
+// Chunk states (docs/testing.md#state-table): the transition table and apply_action() against an
+// independent transcription of Linux 6.18's md-llbitmap state machine, exhaustively over every byte
+// value, every action and every context; plus the properties the bitmap relies on. Where the
+// function is constexpr, the same checks also run at compile time.
 #include <llbitmap/chunk_state.h>
 
 #include <gtest/gtest.h>

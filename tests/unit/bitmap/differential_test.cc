@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// Differential test (reliability T25): proves that the lockless Bitmap computes exactly
-// what a plain mutex-and-vector bitmap computes, on thousands of random operation
+// Differential test (docs/testing.md#differential-test): proves that the lockless Bitmap computes
+// exactly what a plain mutex-and-vector bitmap computes, on thousands of random operation
 // sequences: the same chunk states in memory after every operation (those of the pages
 // it touched; every chunk after every daemon pass, flush, close_sync and reopen, every
 // 8th operation and at the end), the same states durable on the medium after every

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// PageBarrier: raise / release / suspend / resume / expired (SPEC §4), including the
-// two upstream barrier bugs: a suspend timeout must resurrect the page (d119bd2e1643,
-// CVE-2026-45955) and wake the writers that queued meanwhile (still missing upstream).
+// PageBarrier: raise / release / suspend / resume / expired (docs/design.md#page-barrier),
+// including the two upstream barrier bugs: a suspend timeout must resurrect the page
+// (d119bd2e1643, CVE-2026-45955) and wake the writers that queued meanwhile (still
+// missing upstream).
 #include <llbitmap/page_barrier.h>
 
 #include <gtest/gtest.h>
@@ -181,6 +182,33 @@ TEST(PageBarrierTest, BarrierIdleIsAdjustable) {
   page.raise();
   page.release();
   EXPECT_TRUE(page.expired(clock.now() + 100ms));
+}
+
+// Bitmap::set_barrier_idle may run on any thread, so two threads may set the idle time
+// of the same page at once: each replaces the page's clock subscription, and they must
+// not do that at the same time (ThreadSanitizer reports the unserialised version as a
+// data race in Clock::Subscription's move assignment). The system clock, as a Bitmap
+// uses it.
+TEST(PageBarrierTest, BarrierIdleMayBeSetFromTwoThreadsAtOnce) {
+  PageBarrier page(Clock::system(), 5000ms);
+  constexpr int kRounds = 2000;
+  test::StartGate gate(2);
+  auto setter = [&](std::chrono::milliseconds idle) {
+    gate.arrive_and_wait();
+    for (int i = 0; i < kRounds; ++i)
+      page.set_barrier_idle(idle + std::chrono::milliseconds(i % 2));
+  };
+  std::thread a(setter, 100ms);
+  std::thread b(setter, 200ms);
+  gate.open_when_ready();
+  a.join();
+  b.join();
+  // The last call of one of the two won (idle + 1 ms: kRounds is even).
+  const auto idle = page.barrier_idle();
+  EXPECT_TRUE(idle == 101ms || idle == 201ms) << idle.count();
+  // And the page still honours it.
+  page.set_barrier_idle(100ms);
+  EXPECT_EQ(page.barrier_idle(), 100ms);
 }
 
 TEST(PageBarrierTest, SuspendManySharesOneGracePeriod) {

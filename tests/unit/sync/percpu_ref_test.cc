@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// PercpuRef: every behaviour of SPEC §3 (kernel percpu_ref semantics).
+// PercpuRef: every behaviour of docs/design.md#percpuref-semantics (kernel
+// percpu_ref semantics).
 #include <llbitmap/percpu_ref.h>
 
 #include <gtest/gtest.h>

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// WaitQueue: wait / wait_for / wake_up, and no lost wake-ups (SPEC §4).
+// WaitQueue: wait / wait_for / wake_up, and no lost wake-ups (docs/design.md#page-barrier).
 #include <llbitmap/wait_queue.h>
 
 #include <gtest/gtest.h>
