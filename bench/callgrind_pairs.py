@@ -4,7 +4,7 @@
 
 Usage: callgrind_pairs.py BENCH_BINARY [BENCHMARK ...]
 
-For each benchmark family (default: the fast paths of SPEC §7) it runs
+For each benchmark family (default: the fast paths of docs/design.md#performance-targets) it runs
 BENCH_BINARY under `valgrind --tool=callgrind`, collecting only inside the
 benchmark function (--toggle-collect), at one thread, twice: with a short and a
 longer --benchmark_min_time. Google Benchmark's --v=2 log gives the iterations of

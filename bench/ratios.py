@@ -246,7 +246,7 @@ def main(argv):
     add("(info) raise+release / pthread_rwlock, 2 thr", "–",
         lambda r: ratio(med(r, rr + "2"), med(r, "BM_PthreadRwlockRead/threads:2")), None)
 
-    head = "| Ratio (SPEC §7) | target |"
+    head = "| Ratio (docs/design.md#performance-targets) | target |"
     sep = "|---|---|"
     for label, _, _ in files:
         head += f" {label} |"

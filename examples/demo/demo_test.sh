@@ -28,7 +28,9 @@ if [ "$mode" = barrier ]; then
   grep -Eq '^\[  1 s\] ' "$out" || fail "barrier: no progress line"
   grep -Eq '^summary: threads=2 pages=8 ' "$out" || fail "barrier: no summary line"
   suspends=$(sed -n 's/^summary: .* suspends=\([0-9]*\) .*/\1/p' "$out")
-  [ -n "$suspends" ] && [ "$suspends" -gt 0 ] || fail "barrier: expected suspends > 0, got '$suspends'"
+  if ! { [ -n "$suspends" ] && [ "$suspends" -gt 0 ]; }; then
+    fail "barrier: expected suspends > 0, got '$suspends'"
+  fi
   timeouts=$(sed -n 's/^summary: .* suspend_timeouts=\([0-9]*\) .*/\1/p' "$out")
   [ "$timeouts" = 0 ] || fail "barrier: expected no suspend timeouts, got '$timeouts'"
   for bad in "--threads 0" "--bogus"; do
@@ -54,11 +56,13 @@ sed 's/^/    | /' "$out"
 [ "$(field 'legs identical after the re-add')" = yes ] || fail "legs not identical after the re-add"
 written=$(field 'chunks written while degraded')
 copied=$(field 'chunks copied by the re-add')
-[ -n "$written" ] && [ "$written" = "$copied" ] ||
+if ! { [ -n "$written" ] && [ "$written" = "$copied" ]; }; then
   fail "re-add copied '$copied' chunks, '$written' were written while degraded"
+fi
 need=$(field 'chunks NeedSync after the crash')
-[ -n "$need" ] && [ "$need" -gt 0 ] && [ "$need" -lt 1024 ] ||
+if ! { [ -n "$need" ] && [ "$need" -gt 0 ] && [ "$need" -lt 1024 ]; }; then
   fail "chunks NeedSync after the crash: '$need' (expected 1 .. 1023 of 1024)"
+fi
 grep -Eq '^    full copy time \(no bitmap\) +[0-9.]+ s' "$out" || fail "no full copy time"
 left=$(find "$work" -maxdepth 1 -name 'llbitmap-demo.*' | wc -l)
 [ "$left" -eq 0 ] || fail "the demo left its directory behind"
@@ -68,8 +72,9 @@ mkdir "$work/keep"
 "$tool" crash --size 4M --seconds 1 --seed 1 --keep --dir "$work/keep" >"$out" 2>&1 ||
   fail "crash --keep exited $?"
 kept=$(find "$work/keep" -maxdepth 1 -name 'llbitmap-demo.*' | head -1)
-[ -n "$kept" ] && [ -f "$kept/primary.img" ] && [ -f "$kept/mirror.bitmap" ] ||
+if ! { [ -n "$kept" ] && [ -f "$kept/primary.img" ] && [ -f "$kept/mirror.bitmap" ]; }; then
   fail "--keep did not keep the mirror's files"
+fi
 
 # Usage errors: exit status 2.
 for bad in "--size 1K" "--seconds 0" "--bogus" "--seed x"; do
