@@ -10,13 +10,13 @@
 // sync() calls an optional hook (a device flush's latency) and counts.
 #pragma once
 
+#include <llbitmap/detail/mutex.h>
 #include <llbitmap/error.h>
 #include <llbitmap/storage.h>
 
 #include <atomic>
 #include <cstring>
 #include <functional>
-#include <mutex>
 #include <span>
 #include <vector>
 
@@ -27,13 +27,13 @@ class MemoryStorage final : public Storage {
   explicit MemoryStorage(std::function<void()> on_sync = {}) : on_sync_(std::move(on_sync)) {}
 
   std::error_code read(std::uint64_t offset, std::span<std::byte> out) override {
-    std::lock_guard lk(mu_);
+    detail::MutexLock lk(mu_);
     if (offset > bytes_.size() || out.size() > bytes_.size() - offset) return Errc::short_io;
     std::memcpy(out.data(), bytes_.data() + offset, out.size());
     return {};
   }
   std::error_code write(std::uint64_t offset, std::span<const std::byte> data) override {
-    std::lock_guard lk(mu_);
+    detail::MutexLock lk(mu_);
     if (offset + data.size() > bytes_.size()) bytes_.resize(offset + data.size());
     std::memcpy(bytes_.data() + offset, data.data(), data.size());
     return {};
@@ -44,7 +44,7 @@ class MemoryStorage final : public Storage {
     return {};
   }
   std::error_code size(std::uint64_t& bytes) override {
-    std::lock_guard lk(mu_);
+    detail::MutexLock lk(mu_);
     bytes = bytes_.size();
     return {};
   }
@@ -53,8 +53,8 @@ class MemoryStorage final : public Storage {
   }
 
  private:
-  std::mutex mu_;
-  std::vector<std::byte> bytes_;
+  detail::Mutex mu_;
+  std::vector<std::byte> bytes_ LLBM_GUARDED_BY(mu_);
   const std::function<void()> on_sync_;
   std::atomic<std::uint64_t> syncs_{0};
 };

@@ -8,7 +8,7 @@
 //
 // What it models:
 //   - One lock for the whole bitmap (the kernel's bitmap->counts.lock, a spinlock taken
-//     with interrupts off; here a std::mutex). Every start_write and every end_write
+//     with interrupts off; here a detail::Mutex). Every start_write and every end_write
 //     takes it once per chunk, so all writers on all CPUs share one cache line.
 //   - A 16-bit counter per chunk (bitmap_counter_t), in counter pages of 2048 that are
 //     allocated the first time one of their chunks is written (md_bitmap_checkpage;
@@ -38,12 +38,12 @@
 // start_write blocks only while a chunk's count is at COUNTER_MAX.
 #pragma once
 
+#include <llbitmap/detail/mutex.h>
+
 #include <algorithm>
-#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 namespace llbitmap::bench {
@@ -71,10 +71,10 @@ class ClassicBitmap {
   // md_bitmap_startwrite: one pending write more on every chunk of [offset, offset+length).
   void start_write(std::uint64_t offset, std::uint64_t length) {
     for (std::uint64_t c = first_chunk(offset); c <= last_chunk(offset, length); ++c) {
-      std::unique_lock lk(mu_);
+      detail::MutexLock lk(mu_);
       Counter* bmc = get_counter(c);
       while ((*bmc & kCounterMax) == kCounterMax) {
-        overflow_wait_.wait(lk);
+        overflow_wait_.wait(mu_);
         bmc = get_counter(c);
       }
       switch (*bmc) {
@@ -95,7 +95,7 @@ class ClassicBitmap {
   // md_bitmap_endwrite: the write ended; `success` false marks the chunks NEEDED.
   void end_write(std::uint64_t offset, std::uint64_t length, bool success = true) {
     for (std::uint64_t c = first_chunk(offset); c <= last_chunk(offset, length); ++c) {
-      std::lock_guard lk(mu_);
+      detail::MutexLock lk(mu_);
       Counter* bmc = get_counter(c);
       if (!success && (*bmc & kNeeded) == 0) *bmc |= kNeeded;
       if ((*bmc & kCounterMax) == kCounterMax) overflow_wait_.notify_all();
@@ -110,7 +110,7 @@ class ClassicBitmap {
   // md_bitmap_unplug without IO: takes the dirty marks of the file pages and returns how
   // many pages would be written before the data writes may go.
   std::size_t unplug() {
-    std::lock_guard lk(mu_);
+    detail::MutexLock lk(mu_);
     std::size_t n = 0;
     for (auto& p : file_pages_) {
       if (p.dirty || p.need_write) ++n;
@@ -121,7 +121,7 @@ class ClassicBitmap {
 
   // One pass of md_bitmap_daemon_work's cleaning; returns the file pages it would write.
   std::size_t daemon_pass() {
-    std::lock_guard lk(mu_);
+    detail::MutexLock lk(mu_);
     if (all_clean_) return 0;
     all_clean_ = true;
     for (std::size_t pg = 0; pg < counter_pages_.size(); ++pg) {
@@ -154,12 +154,12 @@ class ClassicBitmap {
 
   // Inspection (tests and benchmark setup).
   [[nodiscard]] Counter counter(std::uint64_t chunk) const {
-    std::lock_guard lk(mu_);
+    detail::MutexLock lk(mu_);
     const CounterPage& cp = counter_pages_[chunk / kCountersPerPage];
     return cp.map ? cp.map[chunk % kCountersPerPage] : Counter{0};
   }
   [[nodiscard]] bool bit(std::uint64_t chunk) const {
-    std::lock_guard lk(mu_);
+    detail::MutexLock lk(mu_);
     const std::uint64_t b = kSuperblockBits + chunk;
     return (file_bits_[b / 64] >> (b % 64)) & 1;
   }
@@ -183,17 +183,17 @@ class ClassicBitmap {
   }
 
   // md_bitmap_get_counter with create=1 (md_bitmap_checkpage allocates the page).
-  Counter* get_counter(std::uint64_t chunk) {
+  Counter* get_counter(std::uint64_t chunk) LLBM_REQUIRES(mu_) {
     CounterPage& cp = counter_pages_[chunk / kCountersPerPage];
     if (!cp.map) cp.map = std::make_unique<Counter[]>(kCountersPerPage);
     return &cp.map[chunk % kCountersPerPage];
   }
-  void file_set_bit(std::uint64_t chunk) {
+  void file_set_bit(std::uint64_t chunk) LLBM_REQUIRES(mu_) {
     const std::uint64_t b = kSuperblockBits + chunk;
     file_bits_[b / 64] |= std::uint64_t{1} << (b % 64);
     file_pages_[b / kFilePageBits].dirty = true;
   }
-  void file_clear_bit(std::uint64_t chunk) {
+  void file_clear_bit(std::uint64_t chunk) LLBM_REQUIRES(mu_) {
     const std::uint64_t b = kSuperblockBits + chunk;
     file_bits_[b / 64] &= ~(std::uint64_t{1} << (b % 64));
     file_pages_[b / kFilePageBits].need_write = true;
@@ -201,12 +201,12 @@ class ClassicBitmap {
 
   const std::uint64_t chunk_bytes_;
   const std::uint64_t chunks_;
-  mutable std::mutex mu_;  // bitmap->counts.lock
-  std::condition_variable overflow_wait_;
-  std::vector<CounterPage> counter_pages_;
-  std::vector<std::uint64_t> file_bits_;  // in-memory image of the bitmap file
-  std::vector<FilePage> file_pages_;
-  bool all_clean_ = true;
+  mutable detail::Mutex mu_;  // bitmap->counts.lock
+  detail::CondVar overflow_wait_;
+  std::vector<CounterPage> counter_pages_ LLBM_GUARDED_BY(mu_);
+  std::vector<std::uint64_t> file_bits_ LLBM_GUARDED_BY(mu_);  // image of the bitmap file
+  std::vector<FilePage> file_pages_ LLBM_GUARDED_BY(mu_);
+  bool all_clean_ LLBM_GUARDED_BY(mu_) = true;
 };
 
 }  // namespace llbitmap::bench

@@ -19,17 +19,16 @@
 // pages' own PageBarrier::stats().
 #include <llbitmap/clock.h>
 #include <llbitmap/detail/cacheline.h>
+#include <llbitmap/detail/mutex.h>
 #include <llbitmap/page_barrier.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <thread>
@@ -91,8 +90,8 @@ struct Shared {
   std::chrono::nanoseconds max_suspend_resume{0};
   std::chrono::nanoseconds total_suspend_resume{0};
   std::atomic<std::uint64_t> suspends_live{0};  // for the progress lines
-  std::mutex mu;
-  std::condition_variable cv;
+  detail::Mutex mu;  // the daemon's wait between passes, and the stop notification
+  detail::CondVar cv;
 };
 
 void update_max(std::atomic<std::uint64_t>& m, std::uint64_t v) {
@@ -152,9 +151,9 @@ void daemon_main(Shared& s) {
   std::vector<PageBarrier*> batch;
   std::vector<unsigned> ids;
   std::unique_ptr<bool[]> ok(new bool[s.opt.pages]);
-  std::unique_lock lk(s.mu);
+  s.mu.lock();
   while (!s.stop.load(std::memory_order_relaxed)) {
-    lk.unlock();
+    s.mu.unlock();
     batch.clear();
     ids.clear();
     const Clock::time_point now = clock.now();
@@ -181,9 +180,10 @@ void daemon_main(Shared& s) {
       s.total_suspend_resume += dt;
       s.suspends_live.fetch_add(n, std::memory_order_relaxed);
     }
-    lk.lock();
-    s.cv.wait_for(lk, period, [&] { return s.stop.load(std::memory_order_relaxed); });
+    s.mu.lock();
+    if (!s.stop.load(std::memory_order_relaxed)) (void)s.cv.wait_for(s.mu, period);
   }
+  s.mu.unlock();
 }
 
 std::uint64_t total_ops(const Shared& s) {
@@ -271,7 +271,7 @@ int run_demo(const DemoOptions& opt) {
     last_waits = waits;
   }
   {
-    std::lock_guard lk(s.mu);
+    detail::MutexLock lk(s.mu);
     s.stop.store(true, std::memory_order_relaxed);
   }
   s.cv.notify_all();

@@ -61,6 +61,7 @@
 // fdatasynced before the reply); flush -> Mirror::flush; trim -> Mirror::trim (+ flush with
 // FUA). Zeroing is left to nbdkit, which emulates it with pwrite.
 #define NBDKIT_API_VERSION 2
+#include <llbitmap/detail/mutex.h>
 #include <llbitmap/format.h>
 
 #include <array>
@@ -72,7 +73,6 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -120,7 +120,7 @@ Config g_config;
 // close idempotent (cleanup and unload both call it).
 std::unique_ptr<Mirror> g_mirror;
 std::thread g_resync_thread;
-std::mutex g_close_mutex;
+llbitmap::detail::Mutex g_close_mutex;
 
 // A std::error_code as an errno value for nbdkit_set_error: the system's own codes pass
 // through, the library's (llbitmap category) become EIO.
@@ -535,7 +535,7 @@ int llmirror_after_fork() {
 }
 
 void close_mirror() {
-  const std::lock_guard<std::mutex> lock(g_close_mutex);
+  const llbitmap::detail::MutexLock lock(g_close_mutex);
   if (g_resync_thread.joinable()) g_resync_thread.join();
   if (!g_mirror) return;
   const std::error_code ec = g_mirror->close();
