@@ -28,6 +28,11 @@
 // max(1 ms, barrier_idle / 8). After resume() the page never expires until the next
 // raise. expire_now() makes it expired at once (close_sync, flush).
 //
+// Multi-page raise: a suspend_many() kills all its pages before it waits for any, so a
+// thread that holds one page and waits in raise() for another that the same call killed
+// waits for a drain that waits for it. A caller that raises several pages uses raise() for
+// the first only and try_raise(), which never waits, for the others (docs/design.md#page-barrier).
+//
 // Threads: raise/release from any thread, a get on one and the release on another is
 // fine. suspend/suspend_many/resume from one maintenance thread at a time. raise()
 // blocks while the page is draining or suspended; suspend blocks up to its timeout;
@@ -70,6 +75,9 @@ class PageBarrier {
   void raise() noexcept;
   // Leaves the page. Requires: a matching raise().
   void release() noexcept;
+  // Enters the page if it is open and returns true; returns false without waiting (and
+  // without entering) while it is draining or suspended. Release a true with release().
+  [[nodiscard]] bool try_raise() noexcept;
   // Kills, then waits up to `timeout` for every holder to leave. true: the page is
   // suspended (call resume() later). false: timed out, the page is open again.
   // Requires: the page is open.

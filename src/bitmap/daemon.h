@@ -13,6 +13,9 @@
 //     until their writes end, up to daemon_sleep), calls the engine's data_flush hook,
 //     cleans, persists through the Persister while the pages are still suspended (blocks
 //     on IO), resumes them, and re-arms only while Dirty chunks remain.
+//   - between_passes(f): runs f while no pass and no close() runs (under pass_mu_), when no
+//     page is draining or suspended (unless close() succeeded). A writer that backed off a
+//     multi-page raise raises its pages under it (bitmap.cc, raise_range).
 //   - start()/stop(): the thread; stop() joins it. Not concurrently with each other or
 //     with close().
 //   - close(): stops the thread, suspends every page (100 ms allowance), cleans and
@@ -69,6 +72,13 @@ class Daemon {
   void arm() noexcept { armed_.store(true, std::memory_order_relaxed); }
 
   std::error_code pass(bool force) LLBM_EXCLUDES(pass_mu_);
+  // Runs f() with no pass in progress: no page is draining or suspended while it runs
+  // (unless close() succeeded), so f() may raise pages without waiting. f must not block.
+  template <class F>
+  void between_passes(F&& f) LLBM_EXCLUDES(pass_mu_) {
+    detail::MutexLock lock(pass_mu_);
+    f();
+  }
   void start() LLBM_EXCLUDES(mu_);
   void stop() noexcept LLBM_EXCLUDES(mu_);
   // What close() did: `drained` false means Errc::busy and nothing changed.

@@ -58,6 +58,18 @@ void PageBarrier::release() noexcept {
   detail::PageBarrierFast::release(*this);
 }
 
+bool PageBarrier::try_raise() noexcept {
+  if (detail::PageBarrierFast::try_raise(*this)) return true;
+  // The fast path did not apply: a first use by this thread, or the page is draining or
+  // suspended (tryget_live() fails, and nothing was taken).
+  if (active_.tryget_live()) {
+    note_used();
+    return true;
+  }
+  raise_waits_.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
+
 bool PageBarrier::finish_suspend(std::chrono::steady_clock::time_point deadline) {
   if (!active_.is_zero()) suspend_waits_.fetch_add(1, std::memory_order_relaxed);
   const auto left = deadline - std::chrono::steady_clock::now();

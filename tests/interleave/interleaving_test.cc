@@ -172,5 +172,53 @@ TEST(InterleavingTest, ChunkDirtiedWhileAPassDecidesKeepsTheDaemonArmed) {
   EXPECT_FALSE(bm.stats().daemon_armed);
 }
 
+// A write over two pages against a pass that killed both (docs/design.md#page-barrier):
+// the writer holds page 0 and reaches page 1 only after the pass killed pages 0 and 1. A
+// writer that waited for page 1 while holding page 0 would wait for a pass that waits for
+// page 0 to drain, until daemon_sleep (1 h here: the test's ctest TIMEOUT fails it first)
+// gives page 0 up. Both must finish at once, and the pass must clean both pages.
+TEST(InterleavingTest, TwoPageWriteAndAPassThatKilledBothPagesDoNotWaitForEachOther) {
+  FakeClock clock;
+  std::error_code ec;
+  auto t = test::make_bitmap(fake_clock_options(clock, 1ull << 30, std::chrono::hours(1)), ec);
+  ASSERT_FALSE(ec);
+  Bitmap& bm = *t.bitmap;
+  const std::uint64_t c1 = bm.geometry().first_chunk_of_page(1);
+  const std::uint64_t off = bm.geometry().chunk_offset(c1 - 1);  // chunks c1-1 and c1
+  const std::uint64_t len = 2 * kChunk;
+  ASSERT_EQ(bm.geometry().page_of_chunk(c1 - 1), 0u);
+  ASSERT_FALSE(bm.start_write(off, len));  // both pages hold a Dirty chunk
+  bm.end_write(off, len);
+
+  test::Flag holds_page0, killed;
+  std::atomic<int> at_next_page{0}, kills{0};
+  detail::SyncPoints::set("raise_range:next_page", [&] {
+    if (at_next_page.fetch_add(1) != 0) return;
+    holds_page0.set();
+    killed.wait();
+  });
+  detail::SyncPoints::set("barrier:after_kill", [&] {
+    if (kills.fetch_add(1) == 0) killed.set();
+  });
+  std::error_code write_ec, flush_ec;
+  std::thread writer([&] { write_ec = bm.start_write(off, len); });
+  holds_page0.wait();
+  std::thread flusher([&] { flush_ec = bm.flush(); });
+  writer.join();
+  flusher.join();
+  detail::SyncPoints::clear_all();
+  ASSERT_FALSE(write_ec);
+  EXPECT_FALSE(flush_ec);
+  const BitmapStats st = bm.stats();
+  EXPECT_EQ(st.suspend_timeouts, 0u) << "the pass gave a page up: the writer held it";
+  EXPECT_EQ(st.pages_cleaned, 2u);
+  EXPECT_GE(st.raise_waits, 1u) << "the writer never met the killed page: not exercised";
+  EXPECT_EQ(bm.state(c1 - 1), ChunkState::kDirty);  // marked after the pass, write in flight
+  EXPECT_EQ(bm.state(c1), ChunkState::kDirty);
+  bm.end_write(off, len);
+  EXPECT_FALSE(bm.flush());
+  EXPECT_EQ(bm.counts().dirty, 0u);
+}
+
 }  // namespace
 }  // namespace llbitmap

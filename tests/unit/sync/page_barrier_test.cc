@@ -173,6 +173,23 @@ TEST(PageBarrierTest, ResumedPageNeverExpiresUntilTheNextRaise) {
   EXPECT_FALSE(page.expired(clock.now()));
 }
 
+TEST(PageBarrierTest, TryRaiseNeverWaitsForASuspendedPage) {
+  FakeClock clock;
+  PageBarrier page(clock, 5000ms);
+  std::thread first_use([&] {  // a thread with no counter for the page yet
+    EXPECT_TRUE(page.try_raise());
+    page.release();
+  });
+  first_use.join();
+  ASSERT_TRUE(page.suspend(1000ms));
+  EXPECT_FALSE(page.try_raise());  // returns at once: the test would hang otherwise
+  EXPECT_EQ(page.stats().raise_waits, 1u);
+  page.resume();
+  ASSERT_TRUE(page.try_raise());
+  EXPECT_FALSE(page.suspend(1ms)) << "try_raise() returned true without entering the page";
+  page.release();
+}
+
 TEST(PageBarrierTest, BarrierIdleIsAdjustable) {
   FakeClock clock;
   PageBarrier page(clock, 5000ms);
