@@ -153,7 +153,7 @@ std::error_code Daemon::pass(bool force) {
     LLBM_SYNC_POINT("daemon:before_resume");
     for (std::size_t i = 0; i < cand.size(); ++i) {
       if (!ok[i]) continue;
-      cand[i]->resume();
+      reopen_page(idx[i]);
       pages_cleaned_.fetch_add(1, std::memory_order_relaxed);
     }
   }
@@ -168,6 +168,18 @@ std::error_code Daemon::pass(bool force) {
   // raced with the clear has stored true itself.
   if (dirty) armed_.store(true, std::memory_order_relaxed);
   return ec;
+}
+
+void Daemon::reopen_page(std::uint64_t page) noexcept {
+  // relaxed: this thread's own cleaning is sequenced before it; an end_sync whose change
+  // this load misses calls expire_now() after it, which the resume keeps (see
+  // PageBarrier::reopen).
+  const bool dirty_left = env_.image.page_has_dirty(page);
+  LLBM_SYNC_POINT("daemon:reopen_checked");
+  if (dirty_left)
+    env_.pages[page]->resume_expired();
+  else
+    env_.pages[page]->resume();
 }
 
 void Daemon::main() noexcept {
@@ -221,7 +233,7 @@ Daemon::CloseResult Daemon::close() {
                                                   std::span<bool>(ok.get(), all.size()));
   if (n != all.size()) {
     for (std::size_t i = 0; i < all.size(); ++i)
-      if (ok[i]) all[i]->resume();
+      if (ok[i]) reopen_page(i);
     if (had_thread) start();
     return {false, make_error_code(Errc::busy)};
   }

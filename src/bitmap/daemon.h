@@ -112,6 +112,10 @@ class Daemon {
 
  private:
   void main() noexcept LLBM_EXCLUDES(mu_);
+  // Resumes a page a pass or close() suspended; it stays expired while it holds a Dirty
+  // chunk (a failed data_flush, a busy close(), an end_sync during the pass), so that the
+  // next pass cleans it.
+  void reopen_page(std::uint64_t page) noexcept;
   // Daemon on one suspended page; adds each block it changed to `targets`.
   void clean_page(std::uint64_t page, const TransitionContext& ctx, std::vector<Target>& targets);
   [[nodiscard]] TransitionContext context() const noexcept;

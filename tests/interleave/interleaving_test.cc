@@ -220,5 +220,55 @@ TEST(InterleavingTest, TwoPageWriteAndAPassThatKilledBothPagesDoNotWaitForEachOt
   EXPECT_EQ(bm.counts().dirty, 0u);
 }
 
+// An end_sync or close_sync that turns a chunk Dirty while a pass holds its page suspended,
+// after the pass has looked at the page for the last time: its expire_now() must survive
+// the pass's resume, so that the next pass cleans the chunk (an idle crash then needs no
+// resync). The daemon would otherwise stay armed and find nothing to do on every wake-up.
+void end_sync_during_pass(bool close_sync) {
+  FakeClock clock;
+  std::error_code ec;
+  auto t = test::make_bitmap(fake_clock_options(clock, 64ull << 20, 1000ms), ec);
+  ASSERT_FALSE(ec);
+  Bitmap& bm = *t.bitmap;
+  bm.set_degraded(true);  // chunk 1 NeedSync, then Syncing
+  ASSERT_FALSE(bm.start_write(kChunk, 4096));
+  bm.end_write(kChunk, 4096);
+  bm.set_degraded(false);
+  ASSERT_TRUE(bm.start_sync(kChunk));
+  ASSERT_FALSE(bm.start_write(0, 4096));  // chunk 0 Dirty: page 0 is a candidate
+  bm.end_write(0, 4096);
+  clock.advance(6000ms);
+
+  bool hit = false;
+  detail::SyncPoints::set("daemon:reopen_checked", [&] {
+    if (hit) return;
+    hit = true;
+    if (close_sync)
+      bm.close_sync();
+    else
+      bm.end_sync(kChunk);
+  });
+  bm.run_daemon_once();
+  detail::SyncPoints::clear_all();
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(bm.state(0), ChunkState::kClean);
+  ASSERT_EQ(bm.state(1), ChunkState::kDirty);
+  EXPECT_TRUE(bm.stats().daemon_armed);
+
+  clock.advance(6000ms);
+  bm.run_daemon_once();
+  EXPECT_EQ(bm.counts().dirty, 0u) << "the resume undid the page's expire_now()";
+  EXPECT_EQ(test::stored_states(t.storage->durable_image())[1], std::optional<std::uint8_t>(1));
+  EXPECT_FALSE(bm.stats().daemon_armed);
+}
+
+TEST(InterleavingTest, EndSyncWhileAPassHoldsThePageIsCleanedByTheNextPass) {
+  end_sync_during_pass(false);
+}
+
+TEST(InterleavingTest, CloseSyncWhileAPassHoldsThePageIsCleanedByTheNextPass) {
+  end_sync_during_pass(true);
+}
+
 }  // namespace
 }  // namespace llbitmap

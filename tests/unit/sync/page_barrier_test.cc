@@ -173,6 +173,38 @@ TEST(PageBarrierTest, ResumedPageNeverExpiresUntilTheNextRaise) {
   EXPECT_FALSE(page.expired(clock.now()));
 }
 
+// An expire_now() (end_sync, close_sync) that lands while the page is suspended is not
+// undone by the resume; one made before the suspend is served by it.
+TEST(PageBarrierTest, ExpireNowWhileSuspendedOutlivesTheResume) {
+  FakeClock clock;
+  PageBarrier page(clock, 5000ms);
+  page.expire_now();
+  ASSERT_TRUE(page.suspend(1000ms));
+  page.resume();
+  EXPECT_FALSE(page.expired(clock.now())) << "an expire_now() before the suspend was served";
+  ASSERT_TRUE(page.suspend(1000ms));
+  page.expire_now();
+  page.resume();
+  EXPECT_TRUE(page.expired(clock.now())) << "the resume undid an expire_now()";
+  page.raise();
+  page.release();
+  EXPECT_FALSE(page.expired(clock.now()));
+}
+
+TEST(PageBarrierTest, ResumeExpiredLeavesThePageExpiredUntilTheNextRaise) {
+  FakeClock clock;
+  PageBarrier page(clock, 5000ms);
+  page.raise();
+  page.release();
+  ASSERT_TRUE(page.suspend(1000ms));
+  page.resume_expired();
+  EXPECT_FALSE(page.is_suspended());
+  EXPECT_TRUE(page.expired(clock.now()));
+  page.raise();
+  page.release();
+  EXPECT_FALSE(page.expired(clock.now()));
+}
+
 TEST(PageBarrierTest, TryRaiseNeverWaitsForASuspendedPage) {
   FakeClock clock;
   PageBarrier page(clock, 5000ms);
