@@ -182,6 +182,18 @@ void Daemon::reopen_page(std::uint64_t page) noexcept {
     env_.pages[page]->resume();
 }
 
+bool Daemon::sleep_from(std::chrono::steady_clock::time_point start) {
+  LLBM_SYNC_POINT("daemon:sleep");
+  // A wake-up that is not a stop re-reads daemon_sleep: a shorter one ends the sleep at
+  // once if that much time has passed since `start`, a longer one extends it.
+  for (;;) {
+    if (stop_) return false;
+    const auto deadline = start + sleep();
+    if (std::chrono::steady_clock::now() >= deadline) return true;
+    (void)cv_.wait_until(mu_, deadline);
+  }
+}
+
 void Daemon::main() noexcept {
   detail::MutexLock lock(mu_);
   while (!stop_) {
@@ -191,11 +203,8 @@ void Daemon::main() noexcept {
       while (!stop_ && !armed_.load(std::memory_order_relaxed)) cv_.wait(mu_);
       continue;
     }
-    // Sleep daemon_sleep (a wake-up that is not a stop goes back to sleep).
-    const auto deadline = std::chrono::steady_clock::now() + sleep();
-    while (!stop_ && cv_.wait_until(mu_, deadline)) {
-    }
-    if (stop_) break;
+    // Sleep daemon_sleep from now (the end of the last pass, or the arming).
+    if (!sleep_from(std::chrono::steady_clock::now())) break;
     mu_.unlock();
     (void)pass(false);
     mu_.lock();

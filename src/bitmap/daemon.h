@@ -17,7 +17,8 @@
 //     page is draining or suspended (unless close() succeeded). A writer that backed off a
 //     multi-page raise raises its pages under it (bitmap.cc, raise_range).
 //   - start()/stop(): the thread; stop() joins it. Not concurrently with each other or
-//     with close().
+//     with close(). The thread sleeps daemon_sleep between passes; set_sleep() + wake()
+//     applies a new value to the sleep in progress, counted from its start.
 //   - close(): stops the thread, suspends every page (100 ms allowance), cleans and
 //     persists everything, under pass_mu_. If a page does not drain it restarts the
 //     thread and returns Errc::busy with nothing changed.
@@ -112,6 +113,9 @@ class Daemon {
 
  private:
   void main() noexcept LLBM_EXCLUDES(mu_);
+  // Sleeps until daemon_sleep has passed since `start`, re-reading daemon_sleep on every
+  // wake-up. Returns false if asked to stop.
+  bool sleep_from(std::chrono::steady_clock::time_point start) LLBM_REQUIRES(mu_);
   // Resumes a page a pass or close() suspended; it stays expired while it holds a Dirty
   // chunk (a failed data_flush, a busy close(), an end_sync during the pass), so that the
   // next pass cleans it.

@@ -270,5 +270,34 @@ TEST(InterleavingTest, CloseSyncWhileAPassHoldsThePageIsCleanedByTheNextPass) {
   end_sync_during_pass(true);
 }
 
+// set_daemon_sleep: a shorter period applies to the sleep in progress. The daemon thread
+// is asleep for 24 h with a Dirty, idle chunk; set_daemon_sleep(1 ms) must make it clean the
+// chunk now, not after the old period (the wait below would then hang until the test's
+// ctest TIMEOUT fails it).
+TEST(InterleavingTest, ShorterDaemonSleepEndsTheSleepInProgress) {
+  test::Flag asleep;  // outlives the bitmap: its daemon thread reaches the point
+  detail::SyncPoints::set("daemon:sleep", [&] { asleep.set(); });
+  {
+    FakeClock clock;
+    BitmapOptions o = fake_clock_options(clock, 64ull << 20, std::chrono::hours(24));
+    o.start_daemon = true;
+    std::error_code ec;
+    auto t = test::make_bitmap(o, ec);
+    ASSERT_FALSE(ec);
+    Bitmap& bm = *t.bitmap;
+    ASSERT_FALSE(bm.start_write(0, 4096));  // arms the daemon: it starts a 24 h sleep
+    bm.end_write(0, 4096);
+    asleep.wait();
+    clock.advance(6000ms);  // page 0 is idle
+    // The daemon thread holds its lock from the point until it waits, and the wake-up
+    // below takes that lock: the notification reaches the sleep.
+    ASSERT_FALSE(bm.set_daemon_sleep(1ms));
+    test::spin_until([&] { return bm.counts().dirty == 0; });
+    EXPECT_EQ(bm.state(0), ChunkState::kClean);
+    EXPECT_FALSE(bm.close());
+  }
+  detail::SyncPoints::clear_all();
+}
+
 }  // namespace
 }  // namespace llbitmap
