@@ -23,10 +23,11 @@
 // chunks exist. For every page idle for barrier_idle it suspends the page (all
 // candidate pages share one grace period), calls the engine's data flush hook, turns
 // Dirty into Clean, persists the page while it is still suspended, and resumes it. A
-// page whose writes outlive daemon_sleep stays Dirty and open. While degraded nothing
-// is cleaned and new writes give NeedSync. Each page counts its Dirty chunks, so a pass
-// reads only the pages that have some, and a chunk that turns Dirty while a pass decides
-// whether to sleep keeps the daemon armed (BitmapStats::daemon_armed).
+// page whose writes outlive daemon_sleep stays Dirty and open; one resumed with Dirty
+// chunks left (a failed data flush hook) stays idle, so the next pass retries. While
+// degraded nothing is cleaned and new writes give NeedSync. Each page counts its Dirty
+// chunks, so a pass reads only the pages that have some, and a chunk that turns Dirty
+// while a pass decides whether to sleep keeps the daemon armed (BitmapStats::daemon_armed).
 //
 // Fast path: start_write + end_write on a chunk that is already durably Dirty (or
 // NeedSync) is one raise and one release of the page barrier plus a few loads: no lock,
@@ -223,7 +224,8 @@ class Bitmap {
   [[nodiscard]] BitmapStats stats() const noexcept;
 
   // Runtime knobs: 1 ms .. 24 h, else std::errc::invalid_argument (the kernel's sysfs
-  // files accept anything).
+  // files accept anything). A new daemon_sleep applies to the daemon's sleep in progress,
+  // counted from its start (the end of the last pass): a shorter one can start a pass at once.
   std::error_code set_daemon_sleep(std::chrono::milliseconds d);
   std::error_code set_barrier_idle(std::chrono::milliseconds d);
   [[nodiscard]] std::chrono::milliseconds daemon_sleep() const noexcept;

@@ -26,7 +26,14 @@
 // stores on every raise into the line every raise reads, which costs 2-5x at two
 // threads). The idle time is honoured to within the clock subscription's resolution,
 // max(1 ms, barrier_idle / 8). After resume() the page never expires until the next
-// raise. expire_now() makes it expired at once (close_sync, flush).
+// raise. expire_now() makes it expired at once (end_sync, close_sync); one made while the
+// page is suspended survives the resume(). resume_expired() reopens the page expired (its
+// owner still has work on it).
+//
+// Multi-page raise: a suspend_many() kills all its pages before it waits for any, so a
+// thread that holds one page and waits in raise() for another that the same call killed
+// waits for a drain that waits for it. A caller that raises several pages uses raise() for
+// the first only and try_raise(), which never waits, for the others (docs/design.md#page-barrier).
 //
 // Threads: raise/release from any thread, a get on one and the release on another is
 // fine. suspend/suspend_many/resume from one maintenance thread at a time.
@@ -78,12 +85,17 @@ class PageBarrier {
   void raise() noexcept;
   // Leaves the page. Requires: a matching raise().
   void release() noexcept;
+  // Enters the page if it is open and returns true; returns false without waiting (and
+  // without entering) while it is draining or suspended. Release a true with release().
+  [[nodiscard]] bool try_raise() noexcept;
   // Kills, then waits up to `timeout` for every holder to leave. true: the page is
   // suspended (call resume() later). false: timed out, the page is open again.
   // Requires: the page is open.
   [[nodiscard]] bool suspend(std::chrono::milliseconds timeout);
   // Reopens a suspended page and wakes its waiters. Requires: suspend() returned true.
   void resume() noexcept;
+  // As resume(), but the page stays expired (until the next raise), as after expire_now().
+  void resume_expired() noexcept;
   // True once no raise happened for barrier_idle before `now`.
   [[nodiscard]] bool expired(Clock::time_point now) const noexcept;
 
@@ -93,7 +105,8 @@ class PageBarrier {
   static std::size_t suspend_many(std::span<PageBarrier* const> pages,
                                   std::chrono::milliseconds timeout, std::span<bool> suspended);
 
-  // Makes the page count as expired from now on (until the next raise).
+  // Makes the page count as expired from now on (until the next raise). Called while the
+  // page is suspended (after suspend_many() started on it), it also outlives the resume().
   void expire_now() noexcept;
   void set_barrier_idle(std::chrono::milliseconds idle);
   [[nodiscard]] std::chrono::milliseconds barrier_idle() const noexcept;
@@ -122,6 +135,7 @@ class PageBarrier {
       expire_.store(want, std::memory_order_relaxed);
   }
   bool finish_suspend(std::chrono::steady_clock::time_point deadline);
+  void reopen(Clock::rep expire) noexcept;
 
   Clock& clock_;
   Clock::Subscription tick_ LLBM_GUARDED_BY(detail::barrier_idle_lock());
@@ -138,6 +152,9 @@ class PageBarrier {
   std::atomic<std::uint64_t> suspend_waits_{0};
   std::atomic<std::uint64_t> suspend_timeouts_{0};
   std::atomic<bool> switched_{false};  // the kill of the current suspend is confirmed
+  // An expire_now() not yet consumed by a suspend: suspend_many() clears it before the
+  // kill, resume() keeps the page expired if it was set again meanwhile.
+  std::atomic<bool> expire_requested_{false};
 };
 
 }  // namespace llbitmap

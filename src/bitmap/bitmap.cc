@@ -223,11 +223,29 @@ namespace {
 // Raises (or releases) the page barriers of chunks [first, last], ascending. Out of
 // line: the write path's one-chunk case uses PageBarrierFast::try_raise/try_release
 // instead, and keeping these calls out of it lets it run without saving a register.
+//
+// A raise never waits while it holds a page (docs/design.md#page-barrier): a pass kills
+// all its pages before it drains any, so a writer holding page k and waiting for page k+1
+// would wait for a pass that waits for it. Only the first page may wait; the others are
+// tried. If one is draining or suspended, a pass is running: the writer releases what it
+// holds and raises the whole range between passes, where no page can be draining or
+// suspended, so it backs off at most once.
 using PageList = Daemon::PageList;
-[[gnu::noinline]] void raise_range(const Geometry& g, const PageList& pages, std::uint64_t first,
-                                   std::uint64_t last) noexcept {
-  for (std::uint64_t p = g.page_of_chunk(first); p <= g.page_of_chunk(last); ++p)
-    detail::PageBarrierFast::raise(*pages[p]);
+[[gnu::noinline]] void raise_range(const Geometry& g, const PageList& pages, Daemon& daemon,
+                                   std::uint64_t first, std::uint64_t last) noexcept {
+  const std::uint64_t lo = g.page_of_chunk(first);
+  const std::uint64_t hi = g.page_of_chunk(last);
+  detail::PageBarrierFast::raise(*pages[lo]);  // holds nothing yet: may wait
+  for (std::uint64_t p = lo + 1; p <= hi; ++p) {
+    LLBM_SYNC_POINT("raise_range:next_page");
+    if (pages[p]->try_raise()) continue;
+    for (std::uint64_t q = lo; q < p; ++q) detail::PageBarrierFast::release(*pages[q]);
+    LLBM_SYNC_POINT("raise_range:backed_off");
+    daemon.between_passes([&] {
+      for (std::uint64_t q = lo; q <= hi; ++q) detail::PageBarrierFast::raise(*pages[q]);
+    });
+    return;
+  }
 }
 [[gnu::noinline]] void release_range(const Geometry& g, const PageList& pages, std::uint64_t first,
                                      std::uint64_t last) noexcept {
@@ -371,7 +389,7 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
     std::vector<Target> targets;
     s.change_range(first, last, Action::kStartwrite, s.context(), &targets);
     LLBM_SYNC_POINT("start_write:after_mark");
-    raise_range(geo, s.pages_, first, last);
+    raise_range(geo, s.pages_, s.daemon_, first, last);
     const std::error_code ec = s.persister_.persist(targets.data(), targets.size());
     if (ec) release_range(geo, s.pages_, first, last);
     LLBM_SYNC_POINT("start_write:done");
@@ -400,7 +418,7 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
 }
 
 std::error_code BitmapImpl::start_write_raise(std::uint64_t first, std::uint64_t last) {
-  raise_range(image_.geometry(), pages_, first, last);
+  raise_range(image_.geometry(), pages_, daemon_, first, last);
   LLBM_SYNC_POINT("start_write:after_raise");
   return start_write_slow(first, last);
 }
@@ -442,7 +460,7 @@ std::error_code Bitmap::start_discard(std::uint64_t offset, std::uint64_t length
   if (first > last) return {};  // no chunk fully covered: nothing to hold
   // acquire: pairs with Persister::enter_failed_state's release store.
   if (s.persister_.failing(std::memory_order_acquire)) return Errc::bitmap_failed;
-  raise_range(s.image_.geometry(), s.pages_, first, last);
+  raise_range(s.image_.geometry(), s.pages_, s.daemon_, first, last);
   // Unwritten is persisted lazily (as upstream): a stale Dirty/Clean on disk is safe.
   s.change_range(first, last, Action::kDiscard, s.context(), nullptr);
   return {};

@@ -153,7 +153,7 @@ std::error_code Daemon::pass(bool force) {
     LLBM_SYNC_POINT("daemon:before_resume");
     for (std::size_t i = 0; i < cand.size(); ++i) {
       if (!ok[i]) continue;
-      cand[i]->resume();
+      reopen_page(idx[i]);
       pages_cleaned_.fetch_add(1, std::memory_order_relaxed);
     }
   }
@@ -170,6 +170,30 @@ std::error_code Daemon::pass(bool force) {
   return ec;
 }
 
+void Daemon::reopen_page(std::uint64_t page) noexcept {
+  // relaxed: this thread's own cleaning is sequenced before it; an end_sync whose change
+  // this load misses calls expire_now() after it, which the resume keeps (see
+  // PageBarrier::reopen).
+  const bool dirty_left = env_.image.page_has_dirty(page);
+  LLBM_SYNC_POINT("daemon:reopen_checked");
+  if (dirty_left)
+    env_.pages[page]->resume_expired();
+  else
+    env_.pages[page]->resume();
+}
+
+bool Daemon::sleep_from(std::chrono::steady_clock::time_point start) {
+  LLBM_SYNC_POINT("daemon:sleep");
+  // A wake-up that is not a stop re-reads daemon_sleep: a shorter one ends the sleep at
+  // once if that much time has passed since `start`, a longer one extends it.
+  for (;;) {
+    if (stop_) return false;
+    const auto deadline = start + sleep();
+    if (std::chrono::steady_clock::now() >= deadline) return true;
+    (void)cv_.wait_until(mu_, deadline);
+  }
+}
+
 void Daemon::main() noexcept {
   detail::MutexLock lock(mu_);
   while (!stop_) {
@@ -179,11 +203,8 @@ void Daemon::main() noexcept {
       while (!stop_ && !armed_.load(std::memory_order_relaxed)) cv_.wait(mu_);
       continue;
     }
-    // Sleep daemon_sleep (a wake-up that is not a stop goes back to sleep).
-    const auto deadline = std::chrono::steady_clock::now() + sleep();
-    while (!stop_ && cv_.wait_until(mu_, deadline)) {
-    }
-    if (stop_) break;
+    // Sleep daemon_sleep from now (the end of the last pass, or the arming).
+    if (!sleep_from(std::chrono::steady_clock::now())) break;
     mu_.unlock();
     (void)pass(false);
     mu_.lock();
@@ -221,7 +242,7 @@ Daemon::CloseResult Daemon::close() {
                                                   std::span<bool>(ok.get(), all.size()));
   if (n != all.size()) {
     for (std::size_t i = 0; i < all.size(); ++i)
-      if (ok[i]) all[i]->resume();
+      if (ok[i]) reopen_page(i);
     if (had_thread) start();
     return {false, make_error_code(Errc::busy)};
   }

@@ -13,8 +13,12 @@
 //     until their writes end, up to daemon_sleep), calls the engine's data_flush hook,
 //     cleans, persists through the Persister while the pages are still suspended (blocks
 //     on IO), resumes them, and re-arms only while Dirty chunks remain.
+//   - between_passes(f): runs f while no pass and no close() runs (under pass_mu_), when no
+//     page is draining or suspended (unless close() succeeded). A writer that backed off a
+//     multi-page raise raises its pages under it (bitmap.cc, raise_range).
 //   - start()/stop(): the thread; stop() joins it. Not concurrently with each other or
-//     with close().
+//     with close(). The thread sleeps daemon_sleep between passes; set_sleep() + wake()
+//     applies a new value to the sleep in progress, counted from its start.
 //   - close(): stops the thread, suspends every page (100 ms allowance), cleans and
 //     persists everything, under pass_mu_. If a page does not drain it restarts the
 //     thread and returns Errc::busy with nothing changed.
@@ -69,6 +73,13 @@ class Daemon {
   void arm() noexcept { armed_.store(true, std::memory_order_relaxed); }
 
   std::error_code pass(bool force) LLBM_EXCLUDES(pass_mu_);
+  // Runs f() with no pass in progress: no page is draining or suspended while it runs
+  // (unless close() succeeded), so f() may raise pages without waiting. f must not block.
+  template <class F>
+  void between_passes(F&& f) LLBM_EXCLUDES(pass_mu_) {
+    detail::MutexLock lock(pass_mu_);
+    f();
+  }
   void start() LLBM_EXCLUDES(mu_);
   void stop() noexcept LLBM_EXCLUDES(mu_);
   // What close() did: `drained` false means Errc::busy and nothing changed.
@@ -102,6 +113,13 @@ class Daemon {
 
  private:
   void main() noexcept LLBM_EXCLUDES(mu_);
+  // Sleeps until daemon_sleep has passed since `start`, re-reading daemon_sleep on every
+  // wake-up. Returns false if asked to stop.
+  bool sleep_from(std::chrono::steady_clock::time_point start) LLBM_REQUIRES(mu_);
+  // Resumes a page a pass or close() suspended; it stays expired while it holds a Dirty
+  // chunk (a failed data_flush, a busy close(), an end_sync during the pass), so that the
+  // next pass cleans it.
+  void reopen_page(std::uint64_t page) noexcept;
   // Daemon on one suspended page; adds each block it changed to `targets`.
   void clean_page(std::uint64_t page, const TransitionContext& ctx, std::vector<Target>& targets);
   [[nodiscard]] TransitionContext context() const noexcept;

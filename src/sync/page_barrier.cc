@@ -82,6 +82,18 @@ void PageBarrier::release() noexcept {
   detail::PageBarrierFast::release(*this);
 }
 
+bool PageBarrier::try_raise() noexcept {
+  if (detail::PageBarrierFast::try_raise(*this)) return true;
+  // The fast path did not apply: a first use by this thread, or the page is draining or
+  // suspended (tryget_live() fails, and nothing was taken).
+  if (active_.tryget_live()) {
+    note_used();
+    return true;
+  }
+  raise_waits_.fetch_add(1, std::memory_order_relaxed);
+  return false;
+}
+
 bool PageBarrier::finish_suspend(std::chrono::steady_clock::time_point deadline) {
   // The counters here are relaxed: statistics only.
   if (!active_.is_zero()) suspend_waits_.fetch_add(1, std::memory_order_relaxed);
@@ -120,6 +132,12 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
       // relaxed: read next by this thread; the confirmation's store below runs after it
       // (kill_and_confirm hands the confirmation over under the switch lock).
       p->switched_.store(false, std::memory_order_relaxed);
+      // The expire_now() calls made so far are served by this suspend: what the caller made
+      // Dirty before them is seen by the owner's cleaning. seq_cst: an exchange that reads
+      // an expire_now()'s store synchronises with it (its chunk change happens before the
+      // cleaning); one that does not is ordered before that store, which resume()'s
+      // exchange then sees (see reopen()).
+      (void)p->expire_requested_.exchange(false, std::memory_order_seq_cst);
       // The confirmation runs once the ref is in atomic mode (after the grace period).
       p->active_.kill_and_confirm([p] {
         // release: pairs with the acquire load in the wait of suspend_many below.
@@ -154,9 +172,25 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
 }
 
 void PageBarrier::resume() noexcept {
+  reopen(kNever);
+}
+
+void PageBarrier::resume_expired() noexcept {
+  reopen(INT64_MIN);
+}
+
+// Sets the expire word before the page reopens (a writer's raise after that stores its
+// own), keeping it expired if expire_now() ran while the page was suspended.
+void PageBarrier::reopen(Clock::rep expire) noexcept {
   LLBM_CHECK(active_.is_dying(), "PageBarrier %p: resume() of a page that is not suspended",
              static_cast<void*>(this));
-  expire_.store(kNever, std::memory_order_relaxed);  // relaxed: a hint (see note_used)
+  // seq_cst, all four: this store, this exchange, and expire_now()'s flag store and expire
+  // store (in that order) are in one total order. If the exchange reads false, expire_now()'s
+  // flag store comes after it, so its expire store comes after this one: the page ends
+  // expired either way.
+  expire_.store(expire, std::memory_order_seq_cst);
+  if (expire_requested_.exchange(false, std::memory_order_seq_cst))
+    expire_.store(INT64_MIN, std::memory_order_seq_cst);
   active_.resurrect();
   wait_.wake_up();
 }
@@ -167,7 +201,9 @@ bool PageBarrier::expired(Clock::time_point now) const noexcept {
 }
 
 void PageBarrier::expire_now() noexcept {
-  expire_.store(INT64_MIN, std::memory_order_relaxed);  // relaxed: a hint (see note_used)
+  // seq_cst, flag first: pairs with reopen() and with suspend_many()'s exchange (see there).
+  expire_requested_.store(true, std::memory_order_seq_cst);
+  expire_.store(INT64_MIN, std::memory_order_seq_cst);
 }
 
 void PageBarrier::set_barrier_idle(std::chrono::milliseconds idle) {

@@ -172,5 +172,132 @@ TEST(InterleavingTest, ChunkDirtiedWhileAPassDecidesKeepsTheDaemonArmed) {
   EXPECT_FALSE(bm.stats().daemon_armed);
 }
 
+// A write over two pages against a pass that killed both (docs/design.md#page-barrier):
+// the writer holds page 0 and reaches page 1 only after the pass killed pages 0 and 1. A
+// writer that waited for page 1 while holding page 0 would wait for a pass that waits for
+// page 0 to drain, until daemon_sleep (1 h here: the test's ctest TIMEOUT fails it first)
+// gives page 0 up. Both must finish at once, and the pass must clean both pages.
+TEST(InterleavingTest, TwoPageWriteAndAPassThatKilledBothPagesDoNotWaitForEachOther) {
+  FakeClock clock;
+  std::error_code ec;
+  auto t = test::make_bitmap(fake_clock_options(clock, 1ull << 30, std::chrono::hours(1)), ec);
+  ASSERT_FALSE(ec);
+  Bitmap& bm = *t.bitmap;
+  const std::uint64_t c1 = bm.geometry().first_chunk_of_page(1);
+  const std::uint64_t off = bm.geometry().chunk_offset(c1 - 1);  // chunks c1-1 and c1
+  const std::uint64_t len = 2 * kChunk;
+  ASSERT_EQ(bm.geometry().page_of_chunk(c1 - 1), 0u);
+  ASSERT_FALSE(bm.start_write(off, len));  // both pages hold a Dirty chunk
+  bm.end_write(off, len);
+
+  test::Flag holds_page0, killed;
+  std::atomic<int> at_next_page{0}, kills{0};
+  detail::SyncPoints::set("raise_range:next_page", [&] {
+    if (at_next_page.fetch_add(1) != 0) return;
+    holds_page0.set();
+    killed.wait();
+  });
+  detail::SyncPoints::set("barrier:after_kill", [&] {
+    if (kills.fetch_add(1) == 0) killed.set();
+  });
+  std::error_code write_ec, flush_ec;
+  std::thread writer([&] { write_ec = bm.start_write(off, len); });
+  holds_page0.wait();
+  std::thread flusher([&] { flush_ec = bm.flush(); });
+  writer.join();
+  flusher.join();
+  detail::SyncPoints::clear_all();
+  ASSERT_FALSE(write_ec);
+  EXPECT_FALSE(flush_ec);
+  const BitmapStats st = bm.stats();
+  EXPECT_EQ(st.suspend_timeouts, 0u) << "the pass gave a page up: the writer held it";
+  EXPECT_EQ(st.pages_cleaned, 2u);
+  EXPECT_GE(st.raise_waits, 1u) << "the writer never met the killed page: not exercised";
+  EXPECT_EQ(bm.state(c1 - 1), ChunkState::kDirty);  // marked after the pass, write in flight
+  EXPECT_EQ(bm.state(c1), ChunkState::kDirty);
+  bm.end_write(off, len);
+  EXPECT_FALSE(bm.flush());
+  EXPECT_EQ(bm.counts().dirty, 0u);
+}
+
+// An end_sync or close_sync that turns a chunk Dirty while a pass holds its page suspended,
+// after the pass has looked at the page for the last time: its expire_now() must survive
+// the pass's resume, so that the next pass cleans the chunk (an idle crash then needs no
+// resync). The daemon would otherwise stay armed and find nothing to do on every wake-up.
+void end_sync_during_pass(bool close_sync) {
+  FakeClock clock;
+  std::error_code ec;
+  auto t = test::make_bitmap(fake_clock_options(clock, 64ull << 20, 1000ms), ec);
+  ASSERT_FALSE(ec);
+  Bitmap& bm = *t.bitmap;
+  bm.set_degraded(true);  // chunk 1 NeedSync, then Syncing
+  ASSERT_FALSE(bm.start_write(kChunk, 4096));
+  bm.end_write(kChunk, 4096);
+  bm.set_degraded(false);
+  ASSERT_TRUE(bm.start_sync(kChunk));
+  ASSERT_FALSE(bm.start_write(0, 4096));  // chunk 0 Dirty: page 0 is a candidate
+  bm.end_write(0, 4096);
+  clock.advance(6000ms);
+
+  bool hit = false;
+  detail::SyncPoints::set("daemon:reopen_checked", [&] {
+    if (hit) return;
+    hit = true;
+    if (close_sync)
+      bm.close_sync();
+    else
+      bm.end_sync(kChunk);
+  });
+  bm.run_daemon_once();
+  detail::SyncPoints::clear_all();
+  ASSERT_TRUE(hit);
+  EXPECT_EQ(bm.state(0), ChunkState::kClean);
+  ASSERT_EQ(bm.state(1), ChunkState::kDirty);
+  EXPECT_TRUE(bm.stats().daemon_armed);
+
+  clock.advance(6000ms);
+  bm.run_daemon_once();
+  EXPECT_EQ(bm.counts().dirty, 0u) << "the resume undid the page's expire_now()";
+  EXPECT_EQ(test::stored_states(t.storage->durable_image())[1], std::optional<std::uint8_t>(1));
+  EXPECT_FALSE(bm.stats().daemon_armed);
+}
+
+TEST(InterleavingTest, EndSyncWhileAPassHoldsThePageIsCleanedByTheNextPass) {
+  end_sync_during_pass(false);
+}
+
+TEST(InterleavingTest, CloseSyncWhileAPassHoldsThePageIsCleanedByTheNextPass) {
+  end_sync_during_pass(true);
+}
+
+// set_daemon_sleep: a shorter period applies to the sleep in progress. The daemon thread
+// is asleep for 24 h with a Dirty, idle chunk; set_daemon_sleep(1 ms) must make it clean the
+// chunk now, not after the old period (the wait below would then hang until the test's
+// ctest TIMEOUT fails it).
+TEST(InterleavingTest, ShorterDaemonSleepEndsTheSleepInProgress) {
+  test::Flag asleep;  // outlives the bitmap: its daemon thread reaches the point
+  detail::SyncPoints::set("daemon:sleep", [&] { asleep.set(); });
+  {
+    FakeClock clock;
+    BitmapOptions o = fake_clock_options(clock, 64ull << 20, std::chrono::hours(24));
+    o.start_daemon = true;
+    std::error_code ec;
+    auto t = test::make_bitmap(o, ec);
+    ASSERT_FALSE(ec);
+    Bitmap& bm = *t.bitmap;
+    ASSERT_FALSE(bm.start_write(0, 4096));  // arms the daemon: it starts a 24 h sleep
+    bm.end_write(0, 4096);
+    asleep.wait();
+    clock.advance(6000ms);  // page 0 is idle
+    // The daemon thread holds its lock from the point until it waits, and the wake-up
+    // below takes that lock: the notification reaches the sleep.
+    ASSERT_FALSE(bm.set_daemon_sleep(1ms));
+    test::spin_until([&] { return bm.counts().dirty == 0; });
+    EXPECT_EQ(bm.state(0), ChunkState::kClean);
+    EXPECT_FALSE(bm.close());
+  }
+  detail::SyncPoints::clear_all();
+}
+
 }  // namespace
 }  // namespace llbitmap

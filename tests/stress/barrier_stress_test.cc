@@ -3,17 +3,23 @@
 // Stress: writers raising and releasing on a few pages while a suspender drains and
 // reopens them. The invariant: no writer is inside a page while it is suspended, and
 // every writer eventually gets in. Bounded by iterations (LLBM_STRESS_SCALE multiplies).
+// And a Bitmap's two-page writes against a flush loop: neither waits for daemon_sleep.
+#include <llbitmap/bitmap.h>
 #include <llbitmap/page_barrier.h>
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <thread>
 #include <vector>
 
+#include "bitmap_fixture.h"
 #include "start_gate.h"
 
 namespace llbitmap {
@@ -112,6 +118,90 @@ TEST(BarrierStressTest, ThreadsComeAndGoWhileRefsAreKilledAndResurrected) {
     ref.resurrect();
   }
   EXPECT_EQ(releases.load(), rounds);
+}
+
+// Writes that span two pages against a flush loop (docs/design.md#page-barrier): three
+// threads write the two chunks either side of the page 0 / page 1 boundary while flush()
+// runs back to back. A writer that waits for page 1 while it holds page 0 meets a pass that
+// killed both and waits for page 0: both then wait until daemon_sleep gives page 0 up.
+// Reports the longest flush and start_write; no suspend may time out. daemon_sleep is
+// LLBM_STRESS_DAEMON_SLEEP_MS (default 60 s, far above any honest wait).
+TEST(BarrierStressTest, TwoPageWritesAndAFlushLoopNeverWaitForDaemonSleep) {
+  const char* env = std::getenv("LLBM_STRESS_DAEMON_SLEEP_MS");
+  const int env_ms = env != nullptr ? std::atoi(env) : 0;
+  const std::chrono::milliseconds daemon_sleep(env_ms > 0 ? env_ms : 60000);
+  // Bounded by the passes that suspended pages, not by time.
+  const std::uint64_t passes = 300 * static_cast<std::uint64_t>(scale());
+  constexpr int kWriters = 3;
+  FakeClock clock;
+  BitmapOptions o;
+  o.device_bytes = 1ull << 30;  // 16384 chunks of 64 KiB, 5 pages
+  o.daemon_sleep = daemon_sleep;
+  o.start_daemon = false;
+  o.clock = &clock;
+  std::error_code ec;
+  auto t = test::make_bitmap(o, ec);
+  ASSERT_FALSE(ec);
+  Bitmap& bm = *t.bitmap;
+  const std::uint64_t c1 = bm.geometry().first_chunk_of_page(1);
+  const std::uint64_t off = bm.geometry().chunk_offset(c1 - 1);
+  const std::uint64_t len = 2 * bm.chunk_bytes();
+
+  using Clock = std::chrono::steady_clock;
+  std::atomic<bool> stop{false};
+  std::atomic<long> writes{0}, errors{0};
+  std::atomic<Clock::rep> max_write{0};
+  test::StartGate gate(kWriters);
+  std::vector<std::thread> writers;
+  for (int w = 0; w < kWriters; ++w) {
+    writers.emplace_back([&] {
+      gate.arrive_and_wait();
+      while (!stop.load(std::memory_order_relaxed)) {
+        const auto t0 = Clock::now();
+        if (bm.start_write(off, len)) {
+          errors.fetch_add(1);
+          continue;
+        }
+        const Clock::rep d = (Clock::now() - t0).count();
+        Clock::rep m = max_write.load();
+        while (d > m && !max_write.compare_exchange_weak(m, d)) {
+        }
+        bm.end_write(off, len);
+        writes.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  gate.open_when_ready();
+  Clock::duration max_flush{0};
+  long flushes = 0;
+  while (bm.stats().daemon_passes < passes) {
+    const auto t0 = Clock::now();
+    EXPECT_FALSE(bm.flush());
+    max_flush = std::max(max_flush, Clock::now() - t0);
+    ++flushes;
+  }
+  stop.store(true);
+  for (auto& w : writers) w.join();
+  const BitmapStats st = bm.stats();
+  using us = std::chrono::microseconds;
+  std::printf(
+      "two-page writes vs flush loop: daemon_sleep %lld ms, %ld flushes, %ld writes, "
+      "longest flush %lld us, longest start_write %lld us, suspend timeouts %llu, "
+      "raise waits %llu, passes %llu\n",
+      static_cast<long long>(daemon_sleep.count()), flushes, writes.load(),
+      static_cast<long long>(std::chrono::duration_cast<us>(max_flush).count()),
+      static_cast<long long>(
+          std::chrono::duration_cast<us>(Clock::duration(max_write.load())).count()),
+      static_cast<unsigned long long>(st.suspend_timeouts),
+      static_cast<unsigned long long>(st.raise_waits),
+      static_cast<unsigned long long>(st.daemon_passes));
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(st.suspend_timeouts, 0u) << "a pass and a two-page write waited for each other";
+  EXPECT_LT(max_flush, daemon_sleep);
+  EXPECT_LT(Clock::duration(max_write.load()), daemon_sleep);
+  EXPECT_GT(writes.load(), 0);
+  EXPECT_FALSE(bm.flush());
+  EXPECT_EQ(bm.counts().dirty, 0u);
 }
 
 }  // namespace

@@ -246,6 +246,42 @@ TEST_F(BitmapTest, FailingDataFlushKeepsTheChunksDirty) {
   bm().end_write(0, 4096);
 }
 
+// A pass whose data flush failed resumes its pages with their chunks still Dirty; they
+// must stay candidates, so that the first pass after the flush works again cleans them
+// (an idle crash then needs no resync).
+TEST_F(BitmapTest, ChunksAFailedDataFlushLeftDirtyAreCleanedOnceTheFlushWorks) {
+  BitmapOptions o = options();
+  std::atomic<bool> fail{true};
+  o.data_flush = [&]() -> std::error_code {
+    return fail.load() ? std::make_error_code(std::errc::io_error) : std::error_code{};
+  };
+  make(o);
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  idle_and_clean();
+  ASSERT_EQ(bm().state(0), ChunkState::kDirty);
+  fail.store(false);
+  idle_and_clean();
+  EXPECT_EQ(bm().counts().dirty, 0u) << "the page was resumed as never expiring";
+  EXPECT_EQ(durable(0), kC);
+  EXPECT_FALSE(bm().close());  // the hook captures locals of this body
+}
+
+// A busy close() resumes the pages it did suspend; those holding Dirty chunks must still
+// be cleaned by the daemon, as the bitmap stays open and usable.
+TEST_F(BitmapTest, DirtyPagesABusyCloseReopenedAreCleanedByTheNextPass) {
+  make(options());
+  const std::uint64_t page1 = bm().geometry().chunk_offset(bm().geometry().first_chunk_of_page(1));
+  ASSERT_FALSE(bm().start_write(page1, 4096));  // page 1: an idle Dirty chunk
+  bm().end_write(page1, 4096);
+  ASSERT_FALSE(bm().start_write(0, 4096));  // page 0: a write in flight
+  ASSERT_EQ(bm().close(), Errc::busy);
+  bm().end_write(0, 4096);
+  idle_and_clean();
+  EXPECT_EQ(bm().counts().dirty, 0u) << "a page close() reopened was never cleaned";
+  EXPECT_EQ(durable(bm().geometry().chunk_of(page1)), kC);
+}
+
 TEST_F(BitmapTest, SuspendTimeoutDuringALongWriteKeepsThePageDirtyAndOpen) {
   make(options());
   ASSERT_FALSE(bm().start_write(0, 4096));  // a long write: never ended during the pass

@@ -174,6 +174,55 @@ TEST(PageBarrierTest, ResumedPageNeverExpiresUntilTheNextRaise) {
   EXPECT_FALSE(page.expired(clock.now()));
 }
 
+// An expire_now() (end_sync, close_sync) that lands while the page is suspended is not
+// undone by the resume; one made before the suspend is served by it.
+TEST(PageBarrierTest, ExpireNowWhileSuspendedOutlivesTheResume) {
+  FakeClock clock;
+  PageBarrier page(clock, 5000ms);
+  page.expire_now();
+  ASSERT_TRUE(page.suspend(1000ms));
+  page.resume();
+  EXPECT_FALSE(page.expired(clock.now())) << "an expire_now() before the suspend was served";
+  ASSERT_TRUE(page.suspend(1000ms));
+  page.expire_now();
+  page.resume();
+  EXPECT_TRUE(page.expired(clock.now())) << "the resume undid an expire_now()";
+  page.raise();
+  page.release();
+  EXPECT_FALSE(page.expired(clock.now()));
+}
+
+TEST(PageBarrierTest, ResumeExpiredLeavesThePageExpiredUntilTheNextRaise) {
+  FakeClock clock;
+  PageBarrier page(clock, 5000ms);
+  page.raise();
+  page.release();
+  ASSERT_TRUE(page.suspend(1000ms));
+  page.resume_expired();
+  EXPECT_FALSE(page.is_suspended());
+  EXPECT_TRUE(page.expired(clock.now()));
+  page.raise();
+  page.release();
+  EXPECT_FALSE(page.expired(clock.now()));
+}
+
+TEST(PageBarrierTest, TryRaiseNeverWaitsForASuspendedPage) {
+  FakeClock clock;
+  PageBarrier page(clock, 5000ms);
+  std::thread first_use([&] {  // a thread with no counter for the page yet
+    EXPECT_TRUE(page.try_raise());
+    page.release();
+  });
+  first_use.join();
+  ASSERT_TRUE(page.suspend(1000ms));
+  EXPECT_FALSE(page.try_raise());  // returns at once: the test would hang otherwise
+  EXPECT_EQ(page.stats().raise_waits, 1u);
+  page.resume();
+  ASSERT_TRUE(page.try_raise());
+  EXPECT_FALSE(page.suspend(1ms)) << "try_raise() returned true without entering the page";
+  page.release();
+}
+
 TEST(PageBarrierTest, BarrierIdleIsAdjustable) {
   FakeClock clock;
   PageBarrier page(clock, 5000ms);
