@@ -146,8 +146,10 @@ std::unique_ptr<Bitmap> BitmapImpl::load(std::unique_ptr<Storage> storage, const
   std::unique_ptr<BitmapImpl> bm(
       new BitmapImpl(std::move(storage), *sb, recover(*sb, std::move(image), table), opt));
   if ((ec = bm->persister_.persist_all())) return nullptr;
+  // The recovered (or, for kSbFirstUse, initialised) states are durable: only now may
+  // the flags that asked for them go.
   bm->edit_superblock([](Superblock& s) {
-    s.state &= ~(kSbStale | kSbWriteError);
+    s.state &= ~(kSbStale | kSbWriteError | kSbFirstUse);
     s.events += 1;
   });
   if ((ec = bm->persister_.persist_all())) return nullptr;

@@ -512,6 +512,45 @@ TEST_F(BitmapTest, ZeroedOrCorruptBlockReopensAsNeedSyncNeverUnwritten) {
   EXPECT_EQ(re->state(0), ChunkState::kNeedSync);  // same block as chunk 20
 }
 
+// FIRST_USE (mdadm's "the states were never initialised"): open initialises every chunk
+// as the kernel's Init does (Unwritten; Clean when CLEAN is set too) without trusting a
+// stored byte or checksum, makes that durable, and only then clears the flag.
+TEST_F(BitmapTest, FirstUseReinitialisesEveryChunkAndIsCleared) {
+  make(options());
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  idle_and_clean();  // chunk 0 Clean
+  ASSERT_FALSE(bm().start_write(3 * kChunk, 4096));
+  bm().end_write(3 * kChunk, 4096);  // chunk 3 Dirty
+  for (const bool clean : {false, true}) {
+    std::vector<std::byte> img = st().durable_image();
+    std::error_code ec;
+    auto sb = Superblock::decode(img, ec, img.size());
+    ASSERT_TRUE(sb) << ec.message();
+    sb->state |= kSbFirstUse | (clean ? kSbClean : 0u);
+    sb->encode(std::span<std::byte, kSuperblockBytes>(img.data(), kSuperblockBytes));
+    const Geometry& g = bm().geometry();
+    img[g.chunk_pos(5)] = std::byte{0x77};  // garbage, and block checksums that fail
+    FaultStorage* rs = nullptr;
+    auto re = test::reopen(img, ec, &rs);
+    ASSERT_TRUE(re) << ec.message();
+    const ChunkState want = clean ? ChunkState::kClean : ChunkState::kUnwritten;
+    for (std::uint64_t c : {0ull, 3ull, 5ull, 16383ull})
+      EXPECT_EQ(re->state(c), want) << "chunk " << c << " clean " << clean;
+    const StateCounts n = re->counts();
+    EXPECT_EQ(clean ? n.clean : n.unwritten, re->chunks());
+    EXPECT_EQ(re->stats().bad_blocks, 0u);
+    EXPECT_EQ(re->stats().invalid_bytes, 0u);
+    const std::vector<std::byte> after = rs->durable_image();
+    auto sb2 = Superblock::decode(after, ec, after.size());
+    ASSERT_TRUE(sb2) << ec.message();
+    EXPECT_EQ(sb2->state & kSbFirstUse, 0u) << "FIRST_USE left set";
+    const auto stored = stored_states(after);
+    for (std::uint64_t c : {0ull, 3ull, 5ull})
+      EXPECT_EQ(stored.at(c), to_byte(want)) << "chunk " << c << " not durable";
+  }
+}
+
 TEST_F(BitmapTest, CloseRefusesWhileAWriteIsInFlight) {
   BitmapOptions o = options();
   o.start_daemon = true;
