@@ -207,10 +207,13 @@ void BitmapImpl::discard_chunks(std::uint64_t offset, std::uint64_t length, std:
                                 std::uint64_t& last) const noexcept {
   // Only chunks the discard covers completely (kernel: DIV_ROUND_UP for the start); the
   // device's last chunk counts as covered when the discard reaches the end.
+  // No sum may wrap: with a device within one chunk of 2^64, offset + chunk_bytes - 1
+  // does, which once made every chunk count as covered. The caller checked in_device, so
+  // end = offset + length <= device_bytes fits.
   const Geometry& geo = image_.geometry();
   const unsigned shift = geo.chunk_shift();
   const std::uint64_t end = offset + length;
-  first = (offset + geo.chunk_bytes() - 1) >> shift;
+  first = (offset >> shift) + ((offset & (geo.chunk_bytes() - 1)) != 0 ? 1 : 0);
   const std::uint64_t stop = (end == geo.device_bytes() ? geo.chunks() : end >> shift);
   if (first >= stop) {
     first = 1;

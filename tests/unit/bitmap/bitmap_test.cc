@@ -405,6 +405,52 @@ TEST_F(BitmapTest, DiscardTurnsFullyCoveredChunksUnwritten) {
   EXPECT_FALSE(bm().close()) << "an unbalanced discard would hold a page";
 }
 
+// A device within one chunk of 2^64 (largest chunk, 2^24 chunks): rounding a discard's
+// start up to a chunk boundary must not wrap. It did, and a discard inside the partial
+// last chunk turned every chunk Unwritten, one with a write in flight and a NeedSync
+// one included.
+TEST_F(BitmapTest, DiscardNearTheEndOfA2To64ByteDeviceDoesNotWrap) {
+  BitmapOptions o = options(UINT64_MAX);
+  o.chunk_bytes = kMaxChunkBytes;
+  o.space_bytes = (std::uint64_t{1} << 24) + 4096;
+  make(o);
+  const std::uint64_t cb = bm().chunk_bytes();
+  const std::uint64_t last = bm().chunks() - 1;
+  ASSERT_EQ(bm().chunks(), std::uint64_t{1} << 24);
+  const std::uint64_t last_off = last * cb;  // 2^64 - 2^40: the partial last chunk
+  ASSERT_FALSE(bm().start_write(0, 4096));   // chunk 0: a write in flight
+  bm().set_degraded(true);
+  ASSERT_FALSE(bm().start_write(cb, 4096));  // chunk 1: NeedSync
+  bm().end_write(cb, 4096);
+  bm().set_degraded(false);
+  ASSERT_FALSE(bm().start_write(last_off, 4096));  // the last chunk: Dirty
+  bm().end_write(last_off, 4096);
+  ASSERT_EQ(bm().state(1), ChunkState::kNeedSync);
+
+  // Inside the last chunk, not reaching the end: covers no chunk.
+  ASSERT_FALSE(bm().start_discard(last_off + 4096, 4096));
+  bm().end_discard(last_off + 4096, 4096);
+  // From inside the last chunk to the end of the device: still not a whole chunk.
+  ASSERT_FALSE(bm().start_discard(last_off + 4096, UINT64_MAX - (last_off + 4096)));
+  bm().end_discard(last_off + 4096, UINT64_MAX - (last_off + 4096));
+  EXPECT_EQ(bm().state(0), ChunkState::kDirty) << "discarded under a write in flight";
+  EXPECT_EQ(bm().state(1), ChunkState::kNeedSync) << "a NeedSync chunk was discarded";
+  EXPECT_EQ(bm().state(last), ChunkState::kDirty);
+  EXPECT_EQ(bm().counts().unwritten, bm().chunks() - 3);
+
+  // The whole last chunk up to the end of the device: exactly that chunk.
+  ASSERT_FALSE(bm().start_discard(last_off, UINT64_MAX - last_off));
+  bm().end_discard(last_off, UINT64_MAX - last_off);
+  EXPECT_EQ(bm().state(last), ChunkState::kUnwritten);
+  EXPECT_EQ(bm().state(0), ChunkState::kDirty);
+  EXPECT_EQ(bm().state(1), ChunkState::kNeedSync);
+  // needs_sync() clips the runs to the device without wrapping either.
+  const auto runs = bm().needs_sync();
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0], std::make_pair(cb, cb));
+  bm().end_write(0, 4096);
+}
+
 TEST_F(BitmapTest, DegradedWritesNeedSyncAndNothingIsCleaned) {
   make(options());
   ASSERT_FALSE(bm().start_write(0, 4096));
