@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <set>
 #include <thread>
 #include <vector>
@@ -49,6 +50,11 @@ class BitmapTest : public ::testing::Test {
       t_.storage->set_sync_hook({});
       t_.storage->set_write_hook({});
     }
+  }
+  // Destroys the bitmap now (and forgets its storage, which it owned).
+  void destroy() {
+    t_.bitmap.reset();
+    t_.storage = nullptr;
   }
   Bitmap& bm() { return *t_.bitmap; }
   FaultStorage& st() { return *t_.storage; }
@@ -375,6 +381,28 @@ TEST_F(BitmapTest, ResyncCycle) {
   EXPECT_EQ(stored_states(rs->durable_image())[10], kC);
 }
 
+// md resyncs everything when its bitmap is disabled; a failed bitmap changes no chunk
+// any more and reopens with every written chunk NeedSync. So start_sync answers true
+// for every written chunk (Clean, Dirty, NeedSync) and false only for Unwritten ones.
+TEST_F(BitmapTest, StartSyncOnAFailedBitmapCopiesEveryWrittenChunk) {
+  make(options());
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  idle_and_clean();  // chunk 0 Clean
+  ASSERT_FALSE(bm().start_write(kChunk, 4096));
+  bm().end_write(kChunk, 4096);  // chunk 1 Dirty
+  st().fail_sync(1);
+  EXPECT_EQ(bm().start_write(7 * kChunk, 4096), std::errc::io_error);
+  ASSERT_TRUE(bm().failed());
+  EXPECT_TRUE(bm().start_sync(0)) << "Clean";
+  EXPECT_TRUE(bm().start_sync(kChunk)) << "Dirty";
+  EXPECT_TRUE(bm().start_sync(7 * kChunk)) << "marked before the failed persist";
+  EXPECT_FALSE(bm().start_sync(100 * kChunk)) << "Unwritten: never written";
+  EXPECT_EQ(bm().state(0), ChunkState::kClean) << "a failed bitmap changes no chunk";
+  bm().end_sync(0);
+  EXPECT_EQ(bm().state(0), ChunkState::kClean);
+}
+
 TEST_F(BitmapTest, CloseSyncEndsEverySyncAndExpiresThePages) {
   make(options());
   ASSERT_FALSE(bm().start_write(0, 4096));
@@ -608,6 +636,122 @@ TEST_F(BitmapTest, CloseRefusesWhileAWriteIsInFlight) {
   bm().end_write(0, 4096);
   EXPECT_FALSE(bm().close());
   EXPECT_EQ(durable(0), kC) << "close cleans and persists";
+}
+
+// After close() every entry point keeps the contract of bitmap.h, in every build (none
+// of these checks is a debug-only one): writes, discards, flushes and the setters are
+// refused with Errc::bitmap_closed, close() reports success again, the queries still
+// answer, and destroying the bitmap does not abort. Degraded, so that close() leaves
+// chunk 0 Dirty and durable: a start_write on it would take the fast path.
+TEST_F(BitmapTest, CallsAfterCloseAreRefusedWithBitmapClosed) {
+  make(options());
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  bm().set_degraded(true);
+  ASSERT_FALSE(bm().close());
+  ASSERT_EQ(bm().state(0), ChunkState::kDirty);
+  EXPECT_EQ(bm().start_write(0, 4096), Errc::bitmap_closed) << "the fast path's chunk";
+  EXPECT_EQ(bm().start_write(kChunk, 2 * kChunk), Errc::bitmap_closed);
+  EXPECT_EQ(bm().start_write(0, 0), std::errc::invalid_argument) << "arguments first";
+  std::error_code ec;
+  WriteGuard g = bm().guard_write(0, 4096, ec);
+  EXPECT_EQ(ec, Errc::bitmap_closed);
+  EXPECT_FALSE(g);
+  EXPECT_EQ(bm().start_discard(0, 4 * kChunk), Errc::bitmap_closed);
+  EXPECT_EQ(bm().start_discard(0, 100), Errc::bitmap_closed) << "even one that covers no chunk";
+  EXPECT_EQ(bm().flush(), Errc::bitmap_closed);
+  EXPECT_EQ(bm().set_daemon_sleep(1000ms), Errc::bitmap_closed);
+  EXPECT_EQ(bm().set_barrier_idle(1000ms), Errc::bitmap_closed);
+  EXPECT_EQ(bm().daemon_sleep(), 50ms) << "a refused setter changes nothing";
+  EXPECT_FALSE(bm().close()) << "close() after a successful close() succeeds again";
+  EXPECT_EQ(bm().counts().dirty, 1u);
+  EXPECT_FALSE(bm().failed());
+  EXPECT_EQ(bm().start_write(0, 4096), Errc::bitmap_closed);
+  destroy();  // must not abort
+}
+
+// A writer that passed start_write's entry check before close() finished, then met a
+// page close() had suspended, is woken when close() succeeds and returns
+// Errc::bitmap_closed (it used to wait forever, and the destructor then aborted with
+// "destroyed with N writers waiting"). A discard on another page too. close() is held
+// inside its final sync, where every page is suspended.
+TEST_F(BitmapTest, WritersWaitingOnASuspendedPageWhenCloseSucceedsGetBitmapClosed) {
+  make(options());
+  test::Flag in_sync, release_sync;
+  std::atomic<bool> hold{false};
+  st().set_sync_hook([&](const SyncEvent&) -> std::error_code {
+    if (hold.exchange(false)) {
+      in_sync.set();
+      release_sync.wait();
+    }
+    return {};
+  });
+  const std::uint64_t other_page = bm().geometry().first_chunk_of_page(2) * kChunk;
+  hold.store(true);
+  std::error_code close_ec = make_error_code(Errc::busy);
+  std::thread closer([&] { close_ec = bm().close(); });
+  in_sync.wait();  // every page is suspended now
+  const auto waits_before = bm().stats().raise_waits;
+  std::error_code write_ec, discard_ec;
+  test::Flag write_done, discard_done;
+  std::thread writer([&] {
+    write_ec = bm().start_write(0, 4096);
+    write_done.set();
+  });
+  std::thread discarder([&] {
+    discard_ec = bm().start_discard(other_page, kChunk);
+    discard_done.set();
+  });
+  test::spin_until([&] { return bm().stats().raise_waits >= waits_before + 2; });
+  EXPECT_FALSE(write_done.is_set());
+  release_sync.set();
+  closer.join();
+  EXPECT_FALSE(close_ec) << close_ec.message();
+  // Watchdogs only: without the wake-up both threads wait forever.
+  ASSERT_TRUE(write_done.wait_for(60s)) << "a writer was left waiting after close()";
+  ASSERT_TRUE(discard_done.wait_for(60s)) << "a discard was left waiting after close()";
+  writer.join();
+  discarder.join();
+  EXPECT_EQ(write_ec, Errc::bitmap_closed);
+  EXPECT_EQ(discard_ec, Errc::bitmap_closed);
+  EXPECT_EQ(bm().state(0), ChunkState::kUnwritten) << "a closed bitmap marked a chunk";
+  st().set_sync_hook({});
+  destroy();  // no writer waits and none holds a page: must not abort
+}
+
+// A close() that fails (here the engine's data flush) closes the bitmap all the same:
+// the chunks it could not clean stay Dirty on the medium (the next open resyncs them),
+// and every later close() reports the same error instead of success.
+TEST_F(BitmapTest, FailedCloseIsFinalAndEveryLaterCloseReportsItsError) {
+  BitmapOptions o = options();
+  auto fail_flush = std::make_shared<std::atomic<bool>>(false);
+  o.data_flush = [fail_flush]() -> std::error_code {
+    return fail_flush->load() ? std::make_error_code(std::errc::io_error) : std::error_code{};
+  };
+  make(o);
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  fail_flush->store(true);
+  EXPECT_EQ(bm().close(), std::errc::io_error);
+  EXPECT_EQ(durable(0), kD) << "not cleaned: the data flush failed";
+  fail_flush->store(false);
+  EXPECT_EQ(bm().close(), std::errc::io_error) << "a second close() hid the first one's error";
+  EXPECT_EQ(bm().close(), std::errc::io_error);
+  EXPECT_EQ(bm().start_write(kChunk, 4096), Errc::bitmap_closed);
+  EXPECT_EQ(durable(0), kD);
+  destroy();
+}
+
+TEST_F(BitmapTest, FailedPersistAtCloseIsReportedByEveryLaterClose) {
+  make(options());
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  st().fail_sync(1);
+  const std::error_code first = bm().close();
+  EXPECT_TRUE(first);
+  EXPECT_TRUE(bm().failed());
+  EXPECT_EQ(bm().close(), first);
+  EXPECT_EQ(bm().start_write(kChunk, 4096), Errc::bitmap_closed) << "closed wins over failed";
 }
 
 TEST_F(BitmapTest, FlushUnderContinuousWritesCompletes) {
