@@ -82,14 +82,15 @@
 // the queries and set_degraded still work; start_sync, end_sync, abort_sync, close_sync
 // and run_daemon_once abort with a message. Each declaration below says which.
 //
-// Misuse aborts with a message: a sync call past the device, the calls above after
-// close(), destroying the bitmap with a write in flight, and an end_write/end_discard
-// without a matching start, which is checked exactly so: debug builds (no NDEBUG) keep a
-// count of starts in flight per chunk and abort at the end_write or end_discard that
-// finds a chunk of its range at zero, also while another write holds the same page;
-// release builds catch it only through the page barrier (at the next suspend of a page
-// whose count went below zero; a stray end that another write on the same page masks
-// goes unnoticed there).
+// Misuse aborts with a message: a sync call past the device, the aborting calls above
+// after close(), destroying the bitmap with a write in flight, and an end_write or
+// end_discard without a matching start, which is checked exactly so: debug builds (no
+// NDEBUG) keep a count of starts in flight per chunk and abort at the end_write or
+// end_discard that finds a chunk of its range at zero, also while another write holds
+// the same page; release builds catch it only through the page barrier, at the next
+// suspend of a page whose count went below zero (a stray end masked by another write on
+// the same page gets there only after that write ended, and the daemon may have cleaned
+// the page under that write meanwhile).
 #pragma once
 
 #include <llbitmap/chunk_state.h>
