@@ -51,8 +51,10 @@
 //
 // Threads: start_write/end_write/start_discard/end_discard from any number of threads.
 // The sync calls from the engine's resync thread(s). flush, run_daemon_once, close and
-// the setters from any thread, not concurrently with close(). start_write may block (page
-// suspended, persist); end_write never blocks.
+// the setters from any thread, not concurrently with close(). start_write and
+// start_discard may race close(): each either succeeds first (close() then returns
+// Errc::busy until it is ended) or returns Errc::bitmap_closed; none is left waiting.
+// start_write may block (page suspended, persist); end_write never blocks.
 //
 // Memory ordering: when start_write returns success, the sync that made the chunk's
 // Dirty durable has returned (on this thread, or on the round leader's, whose release
@@ -72,8 +74,24 @@
 // cannot be derived from or constructed elsewhere.
 //
 // Errors: std::error_code, never exceptions. A range that is empty or reaches past the
-// device is std::errc::invalid_argument (nothing is marked or clamped). Misuse (an
-// end_write without a start_write, any call after close()) aborts with a message.
+// device is std::errc::invalid_argument (nothing is marked or clamped).
+//
+// After close(): once a close() returned anything but Errc::busy the bitmap is closed
+// for good, in every build. start_write, guard_write, start_discard, flush and the
+// setters return Errc::bitmap_closed (a writer that was waiting on a page when close()
+// finished is woken and gets it too); close() returns what the closing close() returned;
+// the queries and set_degraded still work; start_sync, end_sync, abort_sync, close_sync
+// and run_daemon_once abort with a message. Each declaration below says which.
+//
+// Misuse aborts with a message: a sync call past the device, the aborting calls above
+// after close(), destroying the bitmap with a write in flight, and an end_write or
+// end_discard without a matching start, which is checked exactly so: debug builds (no
+// NDEBUG) keep a count of starts in flight per chunk and abort at the end_write or
+// end_discard that finds a chunk of its range at zero, also while another write holds
+// the same page; release builds catch it only through the page barrier, at the next
+// suspend of a page whose count went below zero (a stray end masked by another write on
+// the same page gets there only after that write ended, and the daemon may have cleaned
+// the page under that write meanwhile).
 #pragma once
 
 #include <llbitmap/chunk_state.h>
@@ -178,37 +196,60 @@ class Bitmap {
   static std::unique_ptr<Bitmap> open(std::unique_ptr<Storage> storage, const OpenOptions& options,
                                       std::error_code& ec);
 
-  // Closes if not closed. Requires: no write in flight.
+  // Closes if not closed (its error is lost then: call close() first to see it).
+  // Requires: no write in flight (aborts otherwise), no call of this bitmap running or
+  // still to come on another thread.
   virtual ~Bitmap();
   Bitmap(const Bitmap&) = delete;
   Bitmap& operator=(const Bitmap&) = delete;
 
+  // Errors: std::errc::invalid_argument (bad range), Errc::bitmap_failed (failed state,
+  // or the persist's own error), Errc::bitmap_closed (after close(), also for a call that
+  // was waiting on a suspended page when close() finished).
   std::error_code start_write(std::uint64_t offset, std::uint64_t length);
+  // Requires: a start_write of the same range that succeeded and has not been ended (see
+  // "Misuse" above for what is checked). Never after close(): close() refuses with
+  // Errc::busy while a write is in flight, so an end_write after close() has no start.
   void end_write(std::uint64_t offset, std::uint64_t length);
-  // start_write + a guard that calls end_write. On error the guard is empty.
+  // start_write + a guard that calls end_write. On error the guard is empty (the same
+  // errors as start_write, Errc::bitmap_closed included).
   [[nodiscard]] WriteGuard guard_write(std::uint64_t offset, std::uint64_t length,
                                        std::error_code& ec);
+  // As start_write; Errc::bitmap_closed after close() even for a range that covers no
+  // whole chunk (which is otherwise success with nothing held).
   std::error_code start_discard(std::uint64_t offset, std::uint64_t length);
+  // Requires: a matching start_discard that succeeded (as end_write).
   void end_discard(std::uint64_t offset, std::uint64_t length);
 
-  // The chunk at offset: true if it needs copying (it is now Syncing).
+  // The chunk at offset: true if it needs copying (it is now Syncing). On a failed
+  // bitmap no chunk changes any more and the next open resyncs every written chunk:
+  // true for every chunk that is not Unwritten (md resyncs everything when its bitmap
+  // is disabled); end_sync/abort_sync are then no-ops. Aborts after close().
   bool start_sync(std::uint64_t offset);
-  void end_sync(std::uint64_t offset);    // Endsync: Syncing -> Dirty (cleaned by the daemon)
-  void abort_sync(std::uint64_t offset);  // Abortsync: Syncing -> NeedSync
-  void close_sync();                      // Endsync everywhere, expire all pages now
+  // Endsync: Syncing -> Dirty (cleaned by the daemon). Aborts after close().
+  void end_sync(std::uint64_t offset);
+  void abort_sync(std::uint64_t offset);  // Abortsync: Syncing -> NeedSync. Aborts after close().
+  void close_sync();  // Endsync everywhere, expire all pages now. Aborts after close().
   // (offset, length) runs of chunks that are NeedSync or Syncing, clipped to the device.
   std::vector<std::pair<std::uint64_t, std::uint64_t>> needs_sync() const;
 
+  // Also after close() (it changes nothing there).
   void set_degraded(bool degraded);
   [[nodiscard]] bool degraded() const noexcept;
 
   // Cleans every page now (waiting for writes in flight up to daemon_sleep) and makes
-  // the whole bitmap durable.
+  // the whole bitmap durable. Errc::bitmap_closed after close().
   std::error_code flush();
-  // One daemon pass over the expired pages, on the calling thread.
+  // One daemon pass over the expired pages, on the calling thread. Aborts after close().
   void run_daemon_once();
-  // Stops the daemon, cleans and persists everything. Errc::busy if a write is still in
-  // flight (the bitmap stays open and usable then).
+  // Stops the daemon, cleans and persists everything, then closes the bitmap.
+  // Errc::busy if a write is still in flight: nothing changed, the bitmap stays open
+  // and usable, and close() may be called again. Any other result closes the bitmap for
+  // good, also an error: a failed data_flush or a failed write or sync of the bitmap
+  // file leaves the chunks it could not clean Dirty (or the bitmap failed) on the
+  // medium, so the next open resyncs them; there is no retry. Every later close()
+  // returns the same result as the one that closed the bitmap (success again after a
+  // success). Writers waiting on a page when close() finishes get Errc::bitmap_closed.
   std::error_code close();
 
   [[nodiscard]] StateCounts counts() const;
@@ -226,6 +267,7 @@ class Bitmap {
   // Runtime knobs: 1 ms .. 24 h, else std::errc::invalid_argument (the kernel's sysfs
   // files accept anything). A new daemon_sleep applies to the daemon's sleep in progress,
   // counted from its start (the end of the last pass): a shorter one can start a pass at once.
+  // Errc::bitmap_closed after close() (nothing changes).
   std::error_code set_daemon_sleep(std::chrono::milliseconds d);
   std::error_code set_barrier_idle(std::chrono::milliseconds d);
   [[nodiscard]] std::chrono::milliseconds daemon_sleep() const noexcept;

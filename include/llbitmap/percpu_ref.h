@@ -82,8 +82,10 @@ Mutex& switch_lock() noexcept;
 class PercpuRef {
  public:
   // `release` is called once when the count drops to zero after kill(). The init
-  // flags follow the kernel: kInitAtomic starts in atomic mode, kInitDead starts dead
-  // (count 0, revive with reinit()); both imply kAllowReinit.
+  // flags follow the kernel: kInitAtomic starts in atomic mode and keeps it (sticky, as
+  // after switch_to_atomic(): resurrect and reinit return to atomic mode until
+  // switch_to_percpu()), kInitDead starts dead (count 0, revive with reinit()); both
+  // imply kAllowReinit.
   explicit PercpuRef(std::function<void()> release, RefFlags flags = RefFlags::kNone);
   // percpu_ref_exit. Requires: no switch pending, and either dead or holding only the
   // initial reference.
@@ -109,7 +111,7 @@ class PercpuRef {
   void kill_and_confirm(std::function<void()> confirm_kill);
   // Requires: dying (zero or not) and kAllowReinit. Waits for a pending switch, clears
   // dying, takes the initial reference back and returns to percpu mode (unless
-  // switch_to_atomic() made atomic mode sticky).
+  // switch_to_atomic() or kInitAtomic made atomic mode sticky).
   void resurrect() noexcept;
   // Requires: zero. Then as resurrect().
   void reinit() noexcept;

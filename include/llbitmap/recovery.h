@@ -7,6 +7,11 @@
 //
 // Layer 3. The rule, chunk by chunk, for a file whose superblock decoded:
 //
+//   0. A superblock with kSbFirstUse says the state bytes were never initialised
+//      (mdadm's BITMAP_FIRST_USE): every chunk becomes Unwritten, or Clean when
+//      kSbClean is set too (the kernel's Init), and nothing stored is read, checksums
+//      included; rules 1-3 do not apply. The caller clears the flag once the new states
+//      are durable (Bitmap::open does, with its second sync).
 //   1. The action is Stale when the superblock's state has kSbStale or kSbWriteError
 //      (the bitmap was out of date or failed: every chunk ever written must be
 //      resynchronised), Reload otherwise (a clean close or a crash).
@@ -40,6 +45,9 @@ namespace llbitmap {
 // What recover_chunk_states found in a stored image.
 struct RecoveryReport {
   Action action = Action::kReload;  // Action::kReload, or Action::kStale (rule 1)
+  // Rule 0 applied: every chunk was re-initialised; `action` (rule 1's answer) was not
+  // applied and the counts below stay zero.
+  bool first_use = false;
   // Stored state bytes that were not a state (now NeedSync).
   std::uint64_t invalid_bytes = 0;
   // The first of them, for a message; meaningful when invalid_bytes != 0.

@@ -28,6 +28,8 @@ class LlbitmapCategory final : public std::error_category {
         return "short read or write: not every byte could be transferred";
       case Errc::bitmap_in_use:
         return "bitmap file in use: it is already open for writing (here or in another process)";
+      case Errc::bitmap_closed:
+        return "bitmap closed: close() has run, no more writes, discards or flushes are taken";
     }
     return "unknown llbitmap error " + std::to_string(value);
   }

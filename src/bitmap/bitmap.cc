@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "bitmap_impl.h"
@@ -146,8 +147,10 @@ std::unique_ptr<Bitmap> BitmapImpl::load(std::unique_ptr<Storage> storage, const
   std::unique_ptr<BitmapImpl> bm(
       new BitmapImpl(std::move(storage), *sb, recover(*sb, std::move(image), table), opt));
   if ((ec = bm->persister_.persist_all())) return nullptr;
+  // The recovered (or, for kSbFirstUse, initialised) states are durable: only now may
+  // the flags that asked for them go.
   bm->edit_superblock([](Superblock& s) {
-    s.state &= ~(kSbStale | kSbWriteError);
+    s.state &= ~(kSbStale | kSbWriteError | kSbFirstUse);
     s.events += 1;
   });
   if ((ec = bm->persister_.persist_all())) return nullptr;
@@ -168,14 +171,19 @@ BitmapImpl::BitmapImpl(std::unique_ptr<Storage> storage, const Superblock& sb, R
       persister_(image_, std::move(storage), std::move(recovered.crc)),
       daemon_(Daemon::Env{image_, persister_, pages_, *clock_, data_flush_, degraded_, parity_},
               sb.daemon_sleep) {
+#ifndef NDEBUG
+  in_flight_.reset(
+      static_cast<std::uint32_t*>(std::calloc(sb.geometry.chunks(), sizeof(std::uint32_t))));
+  LLBM_CHECK(in_flight_ != nullptr, "Bitmap %p: no memory for the debug ledger of %llu chunks",
+             static_cast<void*>(this), static_cast<unsigned long long>(sb.geometry.chunks()));
+#endif
   if (image_.dirty_at_open()) daemon_.arm();
 }
 
 Bitmap::~Bitmap() = default;
 
 BitmapImpl::~BitmapImpl() {
-  // acquire: pairs with close()'s release store (a close() on another thread).
-  if (!closed_.load(std::memory_order_acquire)) {
+  if (!closed()) {
     const std::error_code ec = close();
     LLBM_CHECK(ec != Errc::busy,
                "Bitmap %p: destroyed with a write still in flight (call end_write first)",
@@ -205,10 +213,13 @@ void BitmapImpl::discard_chunks(std::uint64_t offset, std::uint64_t length, std:
                                 std::uint64_t& last) const noexcept {
   // Only chunks the discard covers completely (kernel: DIV_ROUND_UP for the start); the
   // device's last chunk counts as covered when the discard reaches the end.
+  // No sum may wrap: with a device within one chunk of 2^64, offset + chunk_bytes - 1
+  // does, which once made every chunk count as covered. The caller checked in_device, so
+  // end = offset + length <= device_bytes fits.
   const Geometry& geo = image_.geometry();
   const unsigned shift = geo.chunk_shift();
   const std::uint64_t end = offset + length;
-  first = (offset + geo.chunk_bytes() - 1) >> shift;
+  first = (offset >> shift) + ((offset & (geo.chunk_bytes() - 1)) != 0 ? 1 : 0);
   const std::uint64_t stop = (end == geo.device_bytes() ? geo.chunks() : end >> shift);
   if (first >= stop) {
     first = 1;
@@ -334,6 +345,12 @@ std::uint64_t BitmapImpl::change_range(std::uint64_t first, std::uint64_t last, 
 
 std::error_code BitmapImpl::mark_and_persist(std::uint64_t first, std::uint64_t last,
                                              Action action) {
+  // acquire: as start_write's entry check. A writer that passed that check just before
+  // close() finished, then waited on a page close() had suspended, gets here once
+  // finish_close() resumed the page: a closed bitmap marks nothing.
+  if (const std::uint8_t refused = persister_.refused(std::memory_order_acquire);
+      LLBM_UNLIKELY(refused != 0))
+    return refusal(refused);
   const TransitionContext ctx = context();
   // Failed since start_write's entry check: the transition table ignores every action
   // now, so nothing would be marked; never report such a write as covered.
@@ -372,15 +389,16 @@ static_assert(startwrite_keeps_matches_table(),
 // impl(*this) is a static_cast: every field below is at a fixed offset from this.
 std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) {
   BitmapImpl& s = impl(*this);
-  // relaxed: a misuse check only (see BitmapImpl::closed_).
-  LLBM_DCHECK(!s.closed_.load(std::memory_order_relaxed), "Bitmap %p: start_write after close",
-              static_cast<void*>(this));
   if (LLBM_UNLIKELY(!s.in_device(offset, length))) return invalid_range();
   const Geometry& geo = s.image_.geometry();
   const std::uint64_t first = geo.chunk_of(offset);
   const std::uint64_t last = geo.chunk_of(offset + length - 1);
-  // acquire: pairs with Persister::enter_failed_state's release store.
-  if (LLBM_UNLIKELY(s.persister_.failing(std::memory_order_acquire))) return Errc::bitmap_failed;
+  // Failed or closed, in one load (the closed flag shares the failed flag's word).
+  // acquire: pairs with the release stores of Persister::enter_failed_state and
+  // Persister::set_closed.
+  if (const std::uint8_t refused = s.persister_.refused(std::memory_order_acquire);
+      LLBM_UNLIKELY(refused != 0))
+    return BitmapImpl::refusal(refused);
 #ifdef LLBM_SYNC_POINTS
   // relaxed: a test switch, set before the test's threads start.
   if (detail::test_hooks().mark_before_raise.load(std::memory_order_relaxed)) {
@@ -391,7 +409,10 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
     LLBM_SYNC_POINT("start_write:after_mark");
     raise_range(geo, s.pages_, s.daemon_, first, last);
     const std::error_code ec = s.persister_.persist(targets.data(), targets.size());
-    if (ec) release_range(geo, s.pages_, first, last);
+    if (ec)
+      release_range(geo, s.pages_, first, last);
+    else
+      s.ledger_add(first, last);
     LLBM_SYNC_POINT("start_write:done");
     return ec;
   }
@@ -405,11 +426,15 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
                     !detail::PageBarrierFast::try_raise(*s.pages_[geo.page_of_chunk(first)])))
     return s.start_write_raise(first, last);
   LLBM_SYNC_POINT("start_write:after_raise");
-  // relaxed failed_: as in mark_and_persist, a failure since the entry check must not
-  // report the write as covered; the acquire load of the byte orders what follows.
+  // relaxed refused(): as in mark_and_persist, a failure or a close since the entry check
+  // must not report the write as covered; the acquire load of the byte orders what
+  // follows. A close is always seen here: the raise succeeded in percpu mode after
+  // finish_close resumed the page, and that resume (release) happens before it (acquire,
+  // PercpuRef's mode), as the close's store of the flag happens before the resume.
   if (LLBM_LIKELY(startwrite_keeps(s.image_.load_byte(geo.chunk_pos(first))) &&
-                  !s.persister_.failing(std::memory_order_relaxed))) {
+                  s.persister_.refused(std::memory_order_relaxed) == 0)) {
     if (LLBM_LIKELY(s.image_.block_durable(geo.block_of_chunk(first)))) {
+      s.ledger_add(first, first);
       LLBM_SYNC_POINT("start_write:done");
       return std::error_code(0, *s.ok_category_);
     }
@@ -425,7 +450,10 @@ std::error_code BitmapImpl::start_write_raise(std::uint64_t first, std::uint64_t
 
 std::error_code BitmapImpl::start_write_slow(std::uint64_t first, std::uint64_t last) {
   const std::error_code ec = mark_and_persist(first, last, Action::kStartwrite);
-  if (LLBM_UNLIKELY(ec)) release_range(image_.geometry(), pages_, first, last);
+  if (LLBM_UNLIKELY(ec))
+    release_range(image_.geometry(), pages_, first, last);
+  else
+    ledger_add(first, last);
   LLBM_SYNC_POINT("start_write:done");
   return ec;
 }
@@ -440,6 +468,7 @@ void Bitmap::end_write(std::uint64_t offset, std::uint64_t length) {
   const Geometry& geo = s.image_.geometry();
   const std::uint64_t first = geo.chunk_of(offset);
   const std::uint64_t last = geo.chunk_of(offset + length - 1);
+  s.ledger_remove("end_write", offset, length, first, last);
   // As in start_write: one chunk tries the release without its slow path first.
   if (LLBM_UNLIKELY(first != last ||
                     !detail::PageBarrierFast::try_release(*s.pages_[geo.page_of_chunk(first)])))
@@ -455,12 +484,21 @@ WriteGuard Bitmap::guard_write(std::uint64_t offset, std::uint64_t length, std::
 std::error_code Bitmap::start_discard(std::uint64_t offset, std::uint64_t length) {
   BitmapImpl& s = impl(*this);
   if (!s.in_device(offset, length)) return std::make_error_code(std::errc::invalid_argument);
+  if (s.closed()) return Errc::bitmap_closed;  // also when it covers no chunk
   std::uint64_t first = 0, last = 0;
   s.discard_chunks(offset, length, first, last);
   if (first > last) return {};  // no chunk fully covered: nothing to hold
   // acquire: pairs with Persister::enter_failed_state's release store.
   if (s.persister_.failing(std::memory_order_acquire)) return Errc::bitmap_failed;
-  raise_range(s.image_.geometry(), s.pages_, s.daemon_, first, last);
+  const Geometry& geo = s.image_.geometry();
+  raise_range(geo, s.pages_, s.daemon_, first, last);
+  // A discard that waited on a page close() had suspended: refuse it, as start_write
+  // does (acquire: pairs with Persister::set_closed and enter_failed_state).
+  if (const std::uint8_t refused = s.persister_.refused(std::memory_order_acquire); refused != 0) {
+    release_range(geo, s.pages_, first, last);
+    return BitmapImpl::refusal(refused);
+  }
+  s.ledger_add(first, last);
   // Unwritten is persisted lazily (as upstream): a stale Dirty/Clean on disk is safe.
   s.change_range(first, last, Action::kDiscard, s.context(), nullptr);
   return {};
@@ -474,6 +512,7 @@ void Bitmap::end_discard(std::uint64_t offset, std::uint64_t length) {
   std::uint64_t first = 0, last = 0;
   s.discard_chunks(offset, length, first, last);
   if (first > last) return;
+  s.ledger_remove("end_discard", offset, length, first, last);
   release_range(s.image_.geometry(), s.pages_, first, last);
 }
 
@@ -484,9 +523,16 @@ bool Bitmap::start_sync(std::uint64_t offset) {
   const Geometry& geo = s.image_.geometry();
   LLBM_CHECK(offset < geo.device_bytes(), "Bitmap %p: start_sync(%llu) past the device",
              static_cast<void*>(this), static_cast<unsigned long long>(offset));
+  s.check_open("start_sync");
   const std::uint64_t c = geo.chunk_of(offset);
   s.change_chunk(c, Action::kStartsync, s.context());
-  return state(c) == ChunkState::kSyncing;
+  const ChunkState now = state(c);
+  if (now == ChunkState::kSyncing) return true;
+  // A failed bitmap changes no chunk any more, and the next open resyncs every written
+  // chunk (Stale): copy every written chunk now, as md resyncs everything when its
+  // bitmap is disabled. Loaded after the change, so a failure that came between the
+  // change and here is not missed. acquire: pairs with enter_failed_state's release.
+  return s.persister_.failing(std::memory_order_acquire) && now != ChunkState::kUnwritten;
 }
 
 void Bitmap::end_sync(std::uint64_t offset) {
@@ -494,6 +540,7 @@ void Bitmap::end_sync(std::uint64_t offset) {
   const Geometry& geo = s.image_.geometry();
   LLBM_CHECK(offset < geo.device_bytes(), "Bitmap %p: end_sync(%llu) past the device",
              static_cast<void*>(this), static_cast<unsigned long long>(offset));
+  s.check_open("end_sync");
   const std::uint64_t c = geo.chunk_of(offset);
   if (s.change_chunk(c, Action::kEndsync, s.context()) != 0)
     s.pages_[geo.page_of_chunk(c)]->expire_now();  // let the daemon clean it
@@ -504,11 +551,13 @@ void Bitmap::abort_sync(std::uint64_t offset) {
   const Geometry& geo = s.image_.geometry();
   LLBM_CHECK(offset < geo.device_bytes(), "Bitmap %p: abort_sync(%llu) past the device",
              static_cast<void*>(this), static_cast<unsigned long long>(offset));
+  s.check_open("abort_sync");
   s.change_chunk(geo.chunk_of(offset), Action::kAbortsync, s.context());
 }
 
 void Bitmap::close_sync() {
   BitmapImpl& s = impl(*this);
+  s.check_open("close_sync");
   s.change_range(0, s.image_.geometry().chunks() - 1, Action::kEndsync, s.context(), nullptr);
   for (auto& p : s.pages_) p->expire_now();
 }
@@ -543,30 +592,72 @@ bool Bitmap::degraded() const noexcept {
 
 void Bitmap::run_daemon_once() {
   BitmapImpl& s = impl(*this);
-  // relaxed: a misuse check only (see BitmapImpl::closed_).
-  LLBM_CHECK(!s.closed_.load(std::memory_order_relaxed), "Bitmap %p: run_daemon_once after close",
-             static_cast<void*>(this));
+  s.check_open("run_daemon_once");
   (void)s.daemon_.pass(false);
 }
 
 std::error_code Bitmap::flush() {
   BitmapImpl& s = impl(*this);
-  // relaxed: a misuse check only (see BitmapImpl::closed_).
-  LLBM_CHECK(!s.closed_.load(std::memory_order_relaxed), "Bitmap %p: flush after close",
-             static_cast<void*>(this));
+  if (s.closed()) return Errc::bitmap_closed;
   if (std::error_code ec = s.daemon_.pass(true)) return ec;
   return s.persister_.persist_all();
 }
 
 std::error_code Bitmap::close() {
   BitmapImpl& s = impl(*this);
-  // acquire: pairs with the release store below (a close() on another thread).
-  if (s.closed_.load(std::memory_order_acquire)) return {};
+  // A close() that closed the bitmap, failed or not, is final: report what it returned.
+  if (s.closed()) return s.close_error_;
   const Daemon::CloseResult r = s.daemon_.close();
   if (!r.drained) return r.ec;  // Errc::busy: still open and usable
-  s.closed_.store(true, std::memory_order_release);
+  s.finish_close(r.ec);
   return r.ec;
 }
+
+void BitmapImpl::finish_close(std::error_code ec) noexcept {
+  close_error_ = ec;
+  closed_.store(true, std::memory_order_release);  // release: see closed()
+  persister_.set_closed();
+  // Daemon::close left every page suspended. Writers that passed start_write's entry
+  // check before set_closed may be waiting on one: resume them all, so that each such
+  // writer gets its raise, sees the refusal (mark_and_persist), releases and returns
+  // Errc::bitmap_closed. A page stays open afterwards; nothing raises it for good again.
+  for (auto& p : pages_) p->resume();
+}
+
+void BitmapImpl::check_open(const char* call) const noexcept {
+  // relaxed: a misuse check only (see closed_).
+  LLBM_CHECK(!closed_.load(std::memory_order_relaxed),
+             "Bitmap %p: %s after close() (the resync calls and run_daemon_once need an open "
+             "bitmap)",
+             static_cast<const void*>(this), call);
+}
+
+#ifndef NDEBUG
+void BitmapImpl::FreeDeleter::operator()(std::uint32_t* p) const noexcept {
+  std::free(p);
+}
+
+void BitmapImpl::ledger_add(std::uint64_t first, std::uint64_t last) noexcept {
+  // relaxed: see in_flight_.
+  for (std::uint64_t c = first; c <= last; ++c)
+    std::atomic_ref<std::uint32_t>(in_flight_[c]).fetch_add(1, std::memory_order_relaxed);
+}
+
+void BitmapImpl::ledger_remove(const char* call, std::uint64_t offset, std::uint64_t length,
+                               std::uint64_t first, std::uint64_t last) noexcept {
+  for (std::uint64_t c = first; c <= last; ++c) {
+    // relaxed: see in_flight_.
+    const std::uint32_t before =
+        std::atomic_ref<std::uint32_t>(in_flight_[c]).fetch_sub(1, std::memory_order_relaxed);
+    LLBM_CHECK(before != 0,
+               "Bitmap %p: %s(%llu, %llu) without a matching start: chunk %llu has no write "
+               "or discard in flight (an unmatched end would let the daemon clean the page "
+               "under another write)",
+               static_cast<void*>(this), call, static_cast<unsigned long long>(offset),
+               static_cast<unsigned long long>(length), static_cast<unsigned long long>(c));
+  }
+}
+#endif
 
 // ------------------------------------------------------------------ queries and knobs
 
@@ -638,6 +729,7 @@ BitmapStats Bitmap::stats() const noexcept {
 std::error_code Bitmap::set_daemon_sleep(std::chrono::milliseconds d) {
   if (!interval_in_range(d)) return std::make_error_code(std::errc::invalid_argument);
   BitmapImpl& s = impl(*this);
+  if (s.closed()) return Errc::bitmap_closed;
   s.daemon_.set_sleep(d);
   s.edit_superblock([d](Superblock& sb) { sb.daemon_sleep = d; });
   s.daemon_.wake();
@@ -647,6 +739,7 @@ std::error_code Bitmap::set_daemon_sleep(std::chrono::milliseconds d) {
 std::error_code Bitmap::set_barrier_idle(std::chrono::milliseconds d) {
   if (!interval_in_range(d)) return std::make_error_code(std::errc::invalid_argument);
   BitmapImpl& s = impl(*this);
+  if (s.closed()) return Errc::bitmap_closed;
   for (auto& p : s.pages_) p->set_barrier_idle(d);
   s.edit_superblock([d](Superblock& sb) { sb.barrier_idle = d; });
   return {};

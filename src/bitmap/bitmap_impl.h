@@ -85,6 +85,37 @@ class BitmapImpl final : public Bitmap {
   // The rest of start_write when its one-chunk fast raise does not apply: raise page by
   // page (slow paths included), then start_write_slow.
   std::error_code start_write_raise(std::uint64_t first, std::uint64_t last);
+  // start_write's answer when Persister::refused() is not 0: closed wins over failed.
+  // Inline: the write path calls only make_error_code on this branch.
+  [[gnu::always_inline]] static std::error_code refusal(std::uint8_t refused) noexcept {
+    return make_error_code((refused & Persister::kClosed) != 0 ? Errc::bitmap_closed
+                                                               : Errc::bitmap_failed);
+  }
+  // True once close() has finished (any result but Errc::busy). acquire: pairs with
+  // close()'s release store, so close_error_ and the closed bitmap's state are visible.
+  [[nodiscard]] bool closed() const noexcept { return closed_.load(std::memory_order_acquire); }
+  // Aborts if the bitmap is closed: `call` needs an open bitmap (bitmap.h says which).
+  void check_open(const char* call) const noexcept;
+  // close()'s last step once the daemon drained and persisted everything: writes are
+  // refused from now on, and the pages Daemon::close left suspended are resumed, so a
+  // writer that waited on one wakes, sees the refusal and returns Errc::bitmap_closed.
+  void finish_close(std::error_code ec) noexcept;
+
+  // The debug-build ledger of writes and discards in flight, per chunk (compiled only
+  // without NDEBUG: the release write path does not touch it). start_write and
+  // start_discard add their chunks once they succeed; end_write and end_discard take
+  // them away first and abort if a chunk has none left, which an end without a
+  // matching start on that chunk gives even while another write holds the same page.
+#ifndef NDEBUG
+  void ledger_add(std::uint64_t first, std::uint64_t last) noexcept;
+  void ledger_remove(const char* call, std::uint64_t offset, std::uint64_t length,
+                     std::uint64_t first, std::uint64_t last) noexcept;
+#else
+  void ledger_add(std::uint64_t, std::uint64_t) noexcept {}
+  void ledger_remove(const char*, std::uint64_t, std::uint64_t, std::uint64_t,
+                     std::uint64_t) noexcept {}
+#endif
+
   // Changes the superblock under its lock, gives block 0 a new change number and queues
   // it. f is called with the superblock and must not block.
   template <class F>
@@ -110,10 +141,22 @@ class BitmapImpl final : public Bitmap {
   // that missed a member; a daemon pass reads it again (context()) after its suspend,
   // which happens after that end_write, so the relaxed load sees it (coherence).
   std::atomic<bool> degraded_{false};
-  // Set (release) at the end of close(); the destructor and close() load it acquire, so
-  // what close() did happens before they skip it. The misuse checks load it relaxed: a
-  // diagnostic only.
+  // Set (release) at the end of close() unless it returned Errc::busy; closed() loads it
+  // acquire, so what close() did happens before whatever skips or refuses because of
+  // it. The aborting misuse checks load it relaxed: a diagnostic only.
   std::atomic<bool> closed_{false};
+  // What the close() that closed the bitmap returned; every later close() returns it
+  // again. Written before closed_'s release store, read after its acquire load.
+  std::error_code close_error_;
+#ifndef NDEBUG
+  // The ledger: per chunk, starts not yet ended (atomic_ref, relaxed: each end comes
+  // after its start by the engine's own ordering, so coherence is enough). calloc'd, so
+  // the pages of a large device that are never written are never touched.
+  struct FreeDeleter {
+    void operator()(std::uint32_t* p) const noexcept;
+  };
+  std::unique_ptr<std::uint32_t[], FreeDeleter> in_flight_;
+#endif
   PageList pages_;
   ChunkImage image_;
   Persister persister_;

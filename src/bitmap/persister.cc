@@ -65,7 +65,7 @@ std::error_code Persister::persist(const Target* targets, std::size_t n) {
   for (;;) {
     if (durable()) return {};
     // acquire (pairs with enter_failed_state's release store); mu_ orders it as well.
-    if (failed_.load(std::memory_order_acquire)) return failure();
+    if (failing(std::memory_order_acquire)) return failure();
     if (running_) {
       cv_.wait(mu_);
       continue;
@@ -87,7 +87,7 @@ std::error_code Persister::persist_all() {
   detail::MutexLock lock(mu_);
   for (;;) {
     // acquire (pairs with enter_failed_state's release store); mu_ orders it as well.
-    if (failed_.load(std::memory_order_acquire)) return failure();
+    if (failing(std::memory_order_acquire)) return failure();
     if (running_) {
       cv_.wait(mu_);
       continue;
@@ -152,7 +152,7 @@ std::error_code Persister::round() {
 void Persister::enter_failed_state() noexcept {
   // release: pairs with the acquire entry checks of the write path and the daemon (the
   // flag publishes nothing else; see failed_).
-  failed_.store(true, std::memory_order_release);
+  failed_.fetch_or(kFailing, std::memory_order_release);
   std::fprintf(stderr,
                "llbitmap: bitmap persist failed: bitmap is now failed, next open resyncs "
                "every written chunk\n");

@@ -25,6 +25,9 @@
 //     true first (writes are refused and the transition table changes nothing any more);
 //     the superblock is then marked stale with one best-effort write and sync, and only
 //     then does failed() (the public Bitmap::failed) turn true.
+//   - Closed: set_closed() is Bitmap::close()'s last step; it shares the failed flag's
+//     word (refused()), so start_write refuses a closed bitmap with the load it already
+//     makes for the failed state.
 #pragma once
 
 #include <llbitmap/detail/cacheline.h>
@@ -54,10 +57,26 @@ class Persister {
   std::error_code persist(const Target* targets, std::size_t n) LLBM_EXCLUDES(mu_);
   std::error_code persist_all() LLBM_EXCLUDES(mu_);
 
+  // The bits of refused(): why start_write refuses (both may be set).
+  static constexpr std::uint8_t kFailing = 1;  // the failed state (enter_failed_state)
+  static constexpr std::uint8_t kClosed = 2;   // Bitmap::close() is done (set_closed)
   // The failed state, as the write path and the daemon see it: writes are refused and
   // nothing is cleaned. The order is the caller's: release/acquire (see failed_) or
   // relaxed where only the flag itself matters.
-  [[nodiscard]] bool failing(std::memory_order order) const noexcept { return failed_.load(order); }
+  [[nodiscard]] bool failing(std::memory_order order) const noexcept {
+    return (failed_.load(order) & kFailing) != 0;
+  }
+  // kFailing | kClosed: the one word the write path's entry check loads, so that a
+  // closed bitmap costs it no extra load. Same orders as failing().
+  [[nodiscard]] std::uint8_t refused(std::memory_order order) const noexcept {
+    return failed_.load(order);
+  }
+  // Called once by Bitmap::close() when it is done, before it resumes the pages; nothing
+  // is persisted afterwards (every entry point that would persist refuses first).
+  void set_closed() noexcept {
+    // release: pairs with the acquire entry checks of the write path (see failed_).
+    failed_.fetch_or(kClosed, std::memory_order_release);
+  }
   // Bitmap::failed(): the failure is final and the stale mark is durable (or was refused).
   // acquire: pairs with the release store at the end of enter_failed_state, so the caller
   // also sees the stale mark's write and sync as done.
@@ -85,12 +104,14 @@ class Persister {
   std::error_code failure() const LLBM_REQUIRES(mu_);
 
   // Read by every write (Bitmap::start_write): first, on a line of its own.
-  // failed_: set once, by the leader of a failed round, release; the write path and the
-  // daemon load it acquire (on their entry checks) or relaxed (the re-checks that only
-  // need the flag). The flag publishes no data: what the persister itself must see of a
-  // failure it reads under mu_ (failure_), and every later round leader takes mu_ after
-  // the failed leader released it, so mu_ orders failed_ for persist() and persist_all().
-  alignas(detail::kCacheLine) std::atomic<bool> failed_{false};
+  // failed_ (named for its first bit; kClosed shares the word so that the entry check
+  // stays one load): kFailing is set once, by the leader of a failed round, release;
+  // kClosed once, by set_closed, release. The write path and the daemon load it acquire (on
+  // their entry checks) or relaxed (the re-checks that only need the flag). kFailing
+  // publishes no data: what the persister itself must see of a failure it reads under
+  // mu_ (failure_), and every later round leader takes mu_ after the failed leader
+  // released it, so mu_ orders the flag for persist() and persist_all().
+  alignas(detail::kCacheLine) std::atomic<std::uint8_t> failed_{0};
   // Bitmap::failed(): stored (release) after the stale mark's write and sync.
   std::atomic<bool> failure_final_{false};
 

@@ -19,6 +19,15 @@ RecoveryReport recover_chunk_states(const Superblock& sb, std::span<std::byte> i
 
   RecoveryReport r;
   r.action = recovers_as_stale(sb.state) ? Action::kStale : Action::kReload;
+  // Rule 0: never initialised; Init gives Unwritten, or Clean under kSbClean.
+  if ((sb.state & kSbFirstUse) != 0) {
+    r.first_use = true;
+    const ChunkState init =
+        (sb.state & kSbClean) != 0 ? ChunkState::kClean : ChunkState::kUnwritten;
+    for (std::uint64_t c = 0; c < g.chunks(); ++c)
+      image[g.chunk_pos(c)] = static_cast<std::byte>(to_byte(init));
+    return r;
+  }
   r.bad_blocks = unverifiable_blocks(g, sb.uuid, image, table);
 
   // Rule 3 (and the invalid-byte count) for every chunk; rule 2 overrides it below.

@@ -51,6 +51,10 @@ PercpuRef::PercpuRef(std::function<void()> release, RefFlags flags)
       allow_reinit_(has_flag(flags, RefFlags::kAllowReinit) ||
                     has_flag(flags, RefFlags::kInitAtomic) ||
                     has_flag(flags, RefFlags::kInitDead)) {
+  // As the kernel: kInitAtomic makes atomic mode sticky (as switch_to_atomic does), so a
+  // kill and resurrect leave the ref atomic until switch_to_percpu(). kInitDead alone
+  // starts atomic but is not sticky. No other thread sees the ref yet: no lock needed.
+  force_atomic_ = has_flag(flags, RefFlags::kInitAtomic);
   std::uintptr_t mode = 0;
   std::uint64_t count = 1;
   if (has_flag(flags, RefFlags::kInitAtomic) || has_flag(flags, RefFlags::kInitDead)) {

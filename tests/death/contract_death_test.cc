@@ -2,13 +2,17 @@
 //
 // Misuse aborts with a message that names the object and the broken rule
 // (docs/design.md#conventions).
+#include <llbitmap/bitmap.h>
 #include <llbitmap/page_barrier.h>
 #include <llbitmap/percpu_ref.h>
 
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <memory>
 #include <thread>
+
+#include "bitmap_fixture.h"
 
 namespace llbitmap {
 namespace {
@@ -147,6 +151,68 @@ TEST(ContractDeathTest, DestroyAPageWithAWriteInFlight) {
       },
       "PercpuRef .*destroyed with 1 references beyond the initial one");
 }
+
+// ---------------------------------------------------------------- Bitmap
+
+constexpr std::uint64_t kChunk = 64 << 10;
+
+std::unique_ptr<Bitmap> small_bitmap(FakeClock& clock) {
+  BitmapOptions o;
+  o.device_bytes = 1ull << 30;  // 16384 chunks of 64 KiB; chunks 0 .. 3071 share page 0
+  o.start_daemon = false;
+  o.clock = &clock;
+  std::error_code ec;
+  auto t = test::make_bitmap(o, ec);
+  if (!t.bitmap) std::abort();
+  return std::move(t.bitmap);
+}
+
+// The calls bitmap.h says need an open bitmap abort after close(), in every build.
+TEST(ContractDeathTest, ResyncCallsAndRunDaemonOnceAfterCloseAbort) {
+  FakeClock clock;
+  auto bm = small_bitmap(clock);
+  ASSERT_FALSE(bm->close());
+  EXPECT_DEATH(bm->start_sync(0), "Bitmap .*start_sync after close\\(\\)");
+  EXPECT_DEATH(bm->end_sync(0), "Bitmap .*end_sync after close\\(\\)");
+  EXPECT_DEATH(bm->abort_sync(0), "Bitmap .*abort_sync after close\\(\\)");
+  EXPECT_DEATH(bm->close_sync(), "Bitmap .*close_sync after close\\(\\)");
+  EXPECT_DEATH(bm->run_daemon_once(), "Bitmap .*run_daemon_once after close\\(\\)");
+}
+
+#ifndef NDEBUG
+// An end_write of a chunk with no write in flight aborts at once in debug builds, also
+// while another write holds the same page: the page barrier alone cannot see it (the
+// page's count just drops to zero, and the daemon could then clean the page under the
+// other write).
+TEST(ContractDeathTest, UnmatchedEndWriteAbortsWhileAnotherWriteHoldsThePage) {
+  EXPECT_DEATH(
+      {
+        FakeClock clock;
+        auto bm = small_bitmap(clock);
+        std::thread other([&] {
+          if (bm->start_write(0, 4096)) std::abort();  // chunk 0, held: page 0 raised
+        });
+        other.join();
+        bm->end_write(kChunk, 4096);  // chunk 1, page 0: never started
+      },
+      "Bitmap .*end_write\\(65536, 4096\\) without a matching start: chunk 1 has no write");
+}
+
+TEST(ContractDeathTest, UnmatchedEndDiscardAborts) {
+  EXPECT_DEATH(
+      {
+        FakeClock clock;
+        auto bm = small_bitmap(clock);
+        if (bm->start_write(0, 4096)) std::abort();
+        bm->end_discard(kChunk, kChunk);
+      },
+      "Bitmap .*end_discard\\(65536, 65536\\) without a matching start: chunk 1");
+}
+#else
+TEST(ContractDeathTest, UnmatchedEndWriteAbortsWhileAnotherWriteHoldsThePage) {
+  GTEST_SKIP() << "the ledger of writes in flight exists only in builds without NDEBUG";
+}
+#endif
 
 }  // namespace
 }  // namespace llbitmap

@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <memory>
 #include <set>
 #include <thread>
 #include <vector>
@@ -49,6 +50,11 @@ class BitmapTest : public ::testing::Test {
       t_.storage->set_sync_hook({});
       t_.storage->set_write_hook({});
     }
+  }
+  // Destroys the bitmap now (and forgets its storage, which it owned).
+  void destroy() {
+    t_.bitmap.reset();
+    t_.storage = nullptr;
   }
   Bitmap& bm() { return *t_.bitmap; }
   FaultStorage& st() { return *t_.storage; }
@@ -411,6 +417,28 @@ TEST_F(BitmapTest, ResyncCycle) {
   EXPECT_EQ(stored_states(rs->durable_image())[10], kC);
 }
 
+// md resyncs everything when its bitmap is disabled; a failed bitmap changes no chunk
+// any more and reopens with every written chunk NeedSync. So start_sync answers true
+// for every written chunk (Clean, Dirty, NeedSync) and false only for Unwritten ones.
+TEST_F(BitmapTest, StartSyncOnAFailedBitmapCopiesEveryWrittenChunk) {
+  make(options());
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  idle_and_clean();  // chunk 0 Clean
+  ASSERT_FALSE(bm().start_write(kChunk, 4096));
+  bm().end_write(kChunk, 4096);  // chunk 1 Dirty
+  st().fail_sync(1);
+  EXPECT_EQ(bm().start_write(7 * kChunk, 4096), std::errc::io_error);
+  ASSERT_TRUE(bm().failed());
+  EXPECT_TRUE(bm().start_sync(0)) << "Clean";
+  EXPECT_TRUE(bm().start_sync(kChunk)) << "Dirty";
+  EXPECT_TRUE(bm().start_sync(7 * kChunk)) << "marked before the failed persist";
+  EXPECT_FALSE(bm().start_sync(100 * kChunk)) << "Unwritten: never written";
+  EXPECT_EQ(bm().state(0), ChunkState::kClean) << "a failed bitmap changes no chunk";
+  bm().end_sync(0);
+  EXPECT_EQ(bm().state(0), ChunkState::kClean);
+}
+
 TEST_F(BitmapTest, CloseSyncEndsEverySyncAndExpiresThePages) {
   make(options());
   ASSERT_FALSE(bm().start_write(0, 4096));
@@ -439,6 +467,52 @@ TEST_F(BitmapTest, DiscardTurnsFullyCoveredChunksUnwritten) {
   ASSERT_FALSE(bm().start_discard(0, 100));  // covers no chunk: nothing held
   bm().end_discard(0, 100);
   EXPECT_FALSE(bm().close()) << "an unbalanced discard would hold a page";
+}
+
+// A device within one chunk of 2^64 (largest chunk, 2^24 chunks): rounding a discard's
+// start up to a chunk boundary must not wrap. It did, and a discard inside the partial
+// last chunk turned every chunk Unwritten, one with a write in flight and a NeedSync
+// one included.
+TEST_F(BitmapTest, DiscardNearTheEndOfA2To64ByteDeviceDoesNotWrap) {
+  BitmapOptions o = options(UINT64_MAX);
+  o.chunk_bytes = kMaxChunkBytes;
+  o.space_bytes = (std::uint64_t{1} << 24) + 4096;
+  make(o);
+  const std::uint64_t cb = bm().chunk_bytes();
+  const std::uint64_t last = bm().chunks() - 1;
+  ASSERT_EQ(bm().chunks(), std::uint64_t{1} << 24);
+  const std::uint64_t last_off = last * cb;  // 2^64 - 2^40: the partial last chunk
+  ASSERT_FALSE(bm().start_write(0, 4096));   // chunk 0: a write in flight
+  bm().set_degraded(true);
+  ASSERT_FALSE(bm().start_write(cb, 4096));  // chunk 1: NeedSync
+  bm().end_write(cb, 4096);
+  bm().set_degraded(false);
+  ASSERT_FALSE(bm().start_write(last_off, 4096));  // the last chunk: Dirty
+  bm().end_write(last_off, 4096);
+  ASSERT_EQ(bm().state(1), ChunkState::kNeedSync);
+
+  // Inside the last chunk, not reaching the end: covers no chunk.
+  ASSERT_FALSE(bm().start_discard(last_off + 4096, 4096));
+  bm().end_discard(last_off + 4096, 4096);
+  // From inside the last chunk to the end of the device: still not a whole chunk.
+  ASSERT_FALSE(bm().start_discard(last_off + 4096, UINT64_MAX - (last_off + 4096)));
+  bm().end_discard(last_off + 4096, UINT64_MAX - (last_off + 4096));
+  EXPECT_EQ(bm().state(0), ChunkState::kDirty) << "discarded under a write in flight";
+  EXPECT_EQ(bm().state(1), ChunkState::kNeedSync) << "a NeedSync chunk was discarded";
+  EXPECT_EQ(bm().state(last), ChunkState::kDirty);
+  EXPECT_EQ(bm().counts().unwritten, bm().chunks() - 3);
+
+  // The whole last chunk up to the end of the device: exactly that chunk.
+  ASSERT_FALSE(bm().start_discard(last_off, UINT64_MAX - last_off));
+  bm().end_discard(last_off, UINT64_MAX - last_off);
+  EXPECT_EQ(bm().state(last), ChunkState::kUnwritten);
+  EXPECT_EQ(bm().state(0), ChunkState::kDirty);
+  EXPECT_EQ(bm().state(1), ChunkState::kNeedSync);
+  // needs_sync() clips the runs to the device without wrapping either.
+  const auto runs = bm().needs_sync();
+  ASSERT_EQ(runs.size(), 1u);
+  EXPECT_EQ(runs[0], std::make_pair(cb, cb));
+  bm().end_write(0, 4096);
 }
 
 TEST_F(BitmapTest, DegradedWritesNeedSyncAndNothingIsCleaned) {
@@ -548,6 +622,45 @@ TEST_F(BitmapTest, ZeroedOrCorruptBlockReopensAsNeedSyncNeverUnwritten) {
   EXPECT_EQ(re->state(0), ChunkState::kNeedSync);  // same block as chunk 20
 }
 
+// FIRST_USE (mdadm's "the states were never initialised"): open initialises every chunk
+// as the kernel's Init does (Unwritten; Clean when CLEAN is set too) without trusting a
+// stored byte or checksum, makes that durable, and only then clears the flag.
+TEST_F(BitmapTest, FirstUseReinitialisesEveryChunkAndIsCleared) {
+  make(options());
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  idle_and_clean();  // chunk 0 Clean
+  ASSERT_FALSE(bm().start_write(3 * kChunk, 4096));
+  bm().end_write(3 * kChunk, 4096);  // chunk 3 Dirty
+  for (const bool clean : {false, true}) {
+    std::vector<std::byte> img = st().durable_image();
+    std::error_code ec;
+    auto sb = Superblock::decode(img, ec, img.size());
+    ASSERT_TRUE(sb) << ec.message();
+    sb->state |= kSbFirstUse | (clean ? kSbClean : 0u);
+    sb->encode(std::span<std::byte, kSuperblockBytes>(img.data(), kSuperblockBytes));
+    const Geometry& g = bm().geometry();
+    img[g.chunk_pos(5)] = std::byte{0x77};  // garbage, and block checksums that fail
+    FaultStorage* rs = nullptr;
+    auto re = test::reopen(img, ec, &rs);
+    ASSERT_TRUE(re) << ec.message();
+    const ChunkState want = clean ? ChunkState::kClean : ChunkState::kUnwritten;
+    for (std::uint64_t c : {0ull, 3ull, 5ull, 16383ull})
+      EXPECT_EQ(re->state(c), want) << "chunk " << c << " clean " << clean;
+    const StateCounts n = re->counts();
+    EXPECT_EQ(clean ? n.clean : n.unwritten, re->chunks());
+    EXPECT_EQ(re->stats().bad_blocks, 0u);
+    EXPECT_EQ(re->stats().invalid_bytes, 0u);
+    const std::vector<std::byte> after = rs->durable_image();
+    auto sb2 = Superblock::decode(after, ec, after.size());
+    ASSERT_TRUE(sb2) << ec.message();
+    EXPECT_EQ(sb2->state & kSbFirstUse, 0u) << "FIRST_USE left set";
+    const auto stored = stored_states(after);
+    for (std::uint64_t c : {0ull, 3ull, 5ull})
+      EXPECT_EQ(stored.at(c), to_byte(want)) << "chunk " << c << " not durable";
+  }
+}
+
 TEST_F(BitmapTest, CloseRefusesWhileAWriteIsInFlight) {
   BitmapOptions o = options();
   o.start_daemon = true;
@@ -559,6 +672,122 @@ TEST_F(BitmapTest, CloseRefusesWhileAWriteIsInFlight) {
   bm().end_write(0, 4096);
   EXPECT_FALSE(bm().close());
   EXPECT_EQ(durable(0), kC) << "close cleans and persists";
+}
+
+// After close() every entry point keeps the contract of bitmap.h, in every build (none
+// of these checks is a debug-only one): writes, discards, flushes and the setters are
+// refused with Errc::bitmap_closed, close() reports success again, the queries still
+// answer, and destroying the bitmap does not abort. Degraded, so that close() leaves
+// chunk 0 Dirty and durable: a start_write on it would take the fast path.
+TEST_F(BitmapTest, CallsAfterCloseAreRefusedWithBitmapClosed) {
+  make(options());
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  bm().set_degraded(true);
+  ASSERT_FALSE(bm().close());
+  ASSERT_EQ(bm().state(0), ChunkState::kDirty);
+  EXPECT_EQ(bm().start_write(0, 4096), Errc::bitmap_closed) << "the fast path's chunk";
+  EXPECT_EQ(bm().start_write(kChunk, 2 * kChunk), Errc::bitmap_closed);
+  EXPECT_EQ(bm().start_write(0, 0), std::errc::invalid_argument) << "arguments first";
+  std::error_code ec;
+  WriteGuard g = bm().guard_write(0, 4096, ec);
+  EXPECT_EQ(ec, Errc::bitmap_closed);
+  EXPECT_FALSE(g);
+  EXPECT_EQ(bm().start_discard(0, 4 * kChunk), Errc::bitmap_closed);
+  EXPECT_EQ(bm().start_discard(0, 100), Errc::bitmap_closed) << "even one that covers no chunk";
+  EXPECT_EQ(bm().flush(), Errc::bitmap_closed);
+  EXPECT_EQ(bm().set_daemon_sleep(1000ms), Errc::bitmap_closed);
+  EXPECT_EQ(bm().set_barrier_idle(1000ms), Errc::bitmap_closed);
+  EXPECT_EQ(bm().daemon_sleep(), 50ms) << "a refused setter changes nothing";
+  EXPECT_FALSE(bm().close()) << "close() after a successful close() succeeds again";
+  EXPECT_EQ(bm().counts().dirty, 1u);
+  EXPECT_FALSE(bm().failed());
+  EXPECT_EQ(bm().start_write(0, 4096), Errc::bitmap_closed);
+  destroy();  // must not abort
+}
+
+// A writer that passed start_write's entry check before close() finished, then met a
+// page close() had suspended, is woken when close() succeeds and returns
+// Errc::bitmap_closed (it used to wait forever, and the destructor then aborted with
+// "destroyed with N writers waiting"). A discard on another page too. close() is held
+// inside its final sync, where every page is suspended.
+TEST_F(BitmapTest, WritersWaitingOnASuspendedPageWhenCloseSucceedsGetBitmapClosed) {
+  make(options());
+  test::Flag in_sync, release_sync;
+  std::atomic<bool> hold{false};
+  st().set_sync_hook([&](const SyncEvent&) -> std::error_code {
+    if (hold.exchange(false)) {
+      in_sync.set();
+      release_sync.wait();
+    }
+    return {};
+  });
+  const std::uint64_t other_page = bm().geometry().first_chunk_of_page(2) * kChunk;
+  hold.store(true);
+  std::error_code close_ec = make_error_code(Errc::busy);
+  std::thread closer([&] { close_ec = bm().close(); });
+  in_sync.wait();  // every page is suspended now
+  const auto waits_before = bm().stats().raise_waits;
+  std::error_code write_ec, discard_ec;
+  test::Flag write_done, discard_done;
+  std::thread writer([&] {
+    write_ec = bm().start_write(0, 4096);
+    write_done.set();
+  });
+  std::thread discarder([&] {
+    discard_ec = bm().start_discard(other_page, kChunk);
+    discard_done.set();
+  });
+  test::spin_until([&] { return bm().stats().raise_waits >= waits_before + 2; });
+  EXPECT_FALSE(write_done.is_set());
+  release_sync.set();
+  closer.join();
+  EXPECT_FALSE(close_ec) << close_ec.message();
+  // Watchdogs only: without the wake-up both threads wait forever.
+  ASSERT_TRUE(write_done.wait_for(60s)) << "a writer was left waiting after close()";
+  ASSERT_TRUE(discard_done.wait_for(60s)) << "a discard was left waiting after close()";
+  writer.join();
+  discarder.join();
+  EXPECT_EQ(write_ec, Errc::bitmap_closed);
+  EXPECT_EQ(discard_ec, Errc::bitmap_closed);
+  EXPECT_EQ(bm().state(0), ChunkState::kUnwritten) << "a closed bitmap marked a chunk";
+  st().set_sync_hook({});
+  destroy();  // no writer waits and none holds a page: must not abort
+}
+
+// A close() that fails (here the engine's data flush) closes the bitmap all the same:
+// the chunks it could not clean stay Dirty on the medium (the next open resyncs them),
+// and every later close() reports the same error instead of success.
+TEST_F(BitmapTest, FailedCloseIsFinalAndEveryLaterCloseReportsItsError) {
+  BitmapOptions o = options();
+  auto fail_flush = std::make_shared<std::atomic<bool>>(false);
+  o.data_flush = [fail_flush]() -> std::error_code {
+    return fail_flush->load() ? std::make_error_code(std::errc::io_error) : std::error_code{};
+  };
+  make(o);
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  fail_flush->store(true);
+  EXPECT_EQ(bm().close(), std::errc::io_error);
+  EXPECT_EQ(durable(0), kD) << "not cleaned: the data flush failed";
+  fail_flush->store(false);
+  EXPECT_EQ(bm().close(), std::errc::io_error) << "a second close() hid the first one's error";
+  EXPECT_EQ(bm().close(), std::errc::io_error);
+  EXPECT_EQ(bm().start_write(kChunk, 4096), Errc::bitmap_closed);
+  EXPECT_EQ(durable(0), kD);
+  destroy();
+}
+
+TEST_F(BitmapTest, FailedPersistAtCloseIsReportedByEveryLaterClose) {
+  make(options());
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  st().fail_sync(1);
+  const std::error_code first = bm().close();
+  EXPECT_TRUE(first);
+  EXPECT_TRUE(bm().failed());
+  EXPECT_EQ(bm().close(), first);
+  EXPECT_EQ(bm().start_write(kChunk, 4096), Errc::bitmap_closed) << "closed wins over failed";
 }
 
 TEST_F(BitmapTest, FlushUnderContinuousWritesCompletes) {

@@ -122,7 +122,7 @@ TEST_F(Recovery, StaleMakesEveryWrittenChunkNeedSync) {
 }
 
 TEST_F(Recovery, OtherFlagsDoNotMakeItStale) {
-  for (const std::uint32_t flags : {0u, kSbFirstUse, kSbClean, kSbDaemonBusy}) {
+  for (const std::uint32_t flags : {0u, kSbClean, kSbDaemonBusy}) {
     SetUp();
     set(7, C);
     set_flags(flags);
@@ -131,6 +131,29 @@ TEST_F(Recovery, OtherFlagsDoNotMakeItStale) {
     const RecoveryReport r = recover();
     EXPECT_EQ(r.action, Action::kReload) << flags;
     EXPECT_EQ(at(7), C) << flags;
+  }
+}
+
+// Rule 0: FIRST_USE means the bytes were never initialised. Every chunk becomes
+// Unwritten (Clean with CLEAN too, the kernel's Init), whatever the bytes, the
+// checksums or the other flags say; nothing is counted as invalid or bad.
+TEST_F(Recovery, FirstUseInitialisesEveryChunk) {
+  for (const std::uint32_t flags :
+       {kSbFirstUse, kSbFirstUse | kSbClean, kSbFirstUse | kSbStale | kSbWriteError}) {
+    SetUp();
+    for (std::uint8_t s : {U, C, D, N, Y}) set(s, s);
+    set(100, 0x80);  // not a state
+    set_flags(flags);
+    reseal();
+    image_[g().chunk_pos(1500)] = std::byte{D};  // and a block whose checksum fails
+    const RecoveryReport r = recover();
+    EXPECT_TRUE(r.first_use) << flags;
+    const std::uint8_t want = (flags & kSbClean) != 0 ? C : U;
+    for (std::uint64_t c = 0; c < g().chunks(); ++c)
+      ASSERT_EQ(at(c), want) << "chunk " << c << " flags " << flags;
+    EXPECT_EQ(r.invalid_bytes, 0u);
+    EXPECT_TRUE(r.bad_blocks.empty());
+    EXPECT_EQ(r.bad_block_chunks, 0u);
   }
 }
 

@@ -260,6 +260,22 @@ TEST(PercpuRefTest, InitAtomicSwitchesToPercpuOnRequest) {
   EXPECT_EQ(released.settled(1), 1);
 }
 
+// The kernel keeps INIT_ATOMIC sticky (force_atomic): after kill and resurrect the ref
+// is still atomic, so putting the initial reference reaches zero and releases at once.
+TEST(PercpuRefTest, InitAtomicStaysAtomicAfterKillAndResurrect) {
+  Counter released;
+  PercpuRef ref(released.fn(), RefFlags::kInitAtomic);
+  ref.kill();
+  ASSERT_TRUE(wait_zero(ref));
+  ASSERT_EQ(released.settled(1), 1);
+  ref.resurrect();
+  EXPECT_FALSE(ref.is_dying());
+  EXPECT_FALSE(ref.is_zero());
+  ref.put();  // the initial reference
+  EXPECT_TRUE(ref.is_zero()) << "the resurrected ref went back to percpu mode";
+  EXPECT_EQ(released.settled(2), 2);
+}
+
 TEST(PercpuRefTest, InitDeadNeedsReinit) {
   PercpuRef ref(nullptr, RefFlags::kInitDead);
   EXPECT_TRUE(ref.is_zero());
