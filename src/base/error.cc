@@ -28,6 +28,8 @@ class LlbitmapCategory final : public std::error_category {
         return "short read or write: not every byte could be transferred";
       case Errc::bitmap_in_use:
         return "bitmap file in use: it is already open for writing (here or in another process)";
+      case Errc::foreign_bitmap:
+        return "bitmap belongs to another device: its device uuid differs from the one given";
     }
     return "unknown llbitmap error " + std::to_string(value);
   }

@@ -97,7 +97,7 @@ TEST(Errc, CategoryCodesAndMessages) {
                                  Errc::bad_superblock, Errc::bad_geometry,
                                  Errc::size_mismatch,  Errc::busy,
                                  Errc::bitmap_failed,  Errc::short_io,
-                                 Errc::bitmap_in_use};
+                                 Errc::bitmap_in_use,  Errc::foreign_bitmap};
   std::set<std::string> messages;
   std::set<int> values;
   for (Errc e : all) {
