@@ -59,8 +59,8 @@ int main(int argc, char** argv) {
   bitmap.reset();
   llbitmap::OpenOptions oo;
   oo.data_flush = opt.data_flush;
-  oo.device_uuid = device_uuid;     // another device's bitmap: Errc::foreign_bitmap
-  oo.min_events = saved_events;     // an older copy of the file: every chunk NeedSync
+  oo.device_uuid = device_uuid;  // another device's bitmap: Errc::foreign_bitmap
+  oo.min_events = saved_events;  // an older copy of the file: every chunk NeedSync
   bitmap = llbitmap::Bitmap::open(dir / "bitmap", oo, ec);
   if (!bitmap) return 1;
   if (bitmap->out_of_date()) return 1;  // not here: this is the file close left

@@ -247,9 +247,9 @@ struct Mirror::Impl {
   PageBarrier gate;  // the IO gate: held by every write and trim
   std::filesystem::path clean_marker, degraded_marker, id_file;
   DeviceUuid device_uuid{};  // kLlbitmap: the mirror's identity (see id_file)
-  std::mutex admin_mu;   // fail_leg, readd_leg, close
-  std::mutex resync_mu;  // one copy pass at a time
-  std::mutex marker_mu;  // the degraded marker and the "last working leg" decision
+  std::mutex admin_mu;       // fail_leg, readd_leg, close
+  std::mutex resync_mu;      // one copy pass at a time
+  std::mutex marker_mu;      // the degraded marker and the "last working leg" decision
   std::atomic<bool> closed{false};
 
   // kClassic: the old md-bitmap daemon's cleaning passes.
@@ -306,7 +306,9 @@ struct Mirror::Impl {
   }
 
   // Records the device uuid and the bitmap's events in id_file (durably).
-  std::error_code record_identity() { return write_identity(id_file, device_uuid, bitmap->events()); }
+  std::error_code record_identity() {
+    return write_identity(id_file, device_uuid, bitmap->events());
+  }
 
   // Requires marker_mu.
   void record_failed_leg(int leg) {
@@ -376,7 +378,8 @@ std::error_code read_identity(const std::filesystem::path& path, DeviceUuid& uui
     return -1;
   };
   const std::string kUuid = "uuid=", kEvents = " events=";
-  if (text.compare(0, kUuid.size(), kUuid) != 0 || text.size() < kUuid.size() + 32 + kEvents.size() ||
+  if (text.compare(0, kUuid.size(), kUuid) != 0 ||
+      text.size() < kUuid.size() + 32 + kEvents.size() ||
       text.compare(kUuid.size() + 32, kEvents.size(), kEvents) != 0)
     return std::make_error_code(std::errc::invalid_argument);
   for (std::size_t i = 0; i < uuid.size(); ++i) {

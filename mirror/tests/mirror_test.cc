@@ -688,7 +688,7 @@ TEST_F(MirrorTest, NewBlankLegIsRebuiltFromTheWrittenChunksOnly) {
     ASSERT_FALSE(m->close());  // everything Clean
   }
   ASSERT_TRUE(fs::remove(dir_ / "secondary"));  // the disk was replaced
-  auto m = open(options(0));                     // create: a new blank secondary
+  auto m = open(options(0));                    // create: a new blank secondary
   ASSERT_TRUE(m);
   EXPECT_EQ(chunk_set(m->needs_sync()), (std::set<std::uint64_t>{2, 3, 10}))
       << "the written chunks, not the whole device";
@@ -753,7 +753,8 @@ TEST_F(MirrorTest, AnotherMirrorsBitmapIsRefused) {
     ASSERT_FALSE(m->close());
   }
   fs::copy_file(other.bitmap, dir_ / "bitmap", fs::copy_options::overwrite_existing);
-  const std::vector<std::byte> before = read_leg(dir_ / "bitmap", 0, fs::file_size(dir_ / "bitmap"));
+  const std::vector<std::byte> before =
+      read_leg(dir_ / "bitmap", 0, fs::file_size(dir_ / "bitmap"));
   std::error_code ec;
   EXPECT_FALSE(Mirror::open(options(0, Mode::kLlbitmap, false), ec));
   EXPECT_EQ(ec, Errc::foreign_bitmap) << ec.message();

@@ -1002,8 +1002,8 @@ class Workload {
        sync_failure_armed_ = false, stale_durable_ = false, failing_sync_seen_ = false,
        synced_after_failure_ = false;
   int op_ = 0, crash_reopens_ = 0;
-  bool bound_ = false;     // the bitmap is bound to device_
-  DeviceUuid device_{};    // the workload's device uuid
+  bool bound_ = false;                 // the bitmap is bound to device_
+  DeviceUuid device_{};                // the workload's device uuid
   std::uint64_t recorded_events_ = 0;  // events() after the last create/open, as an engine keeps it
   std::uint64_t violations_ = 0, hook_off_thread_ = 0;
   std::thread::id driver_;

@@ -6,8 +6,8 @@
 // discards, degraded and parity writes, a failed sync that leaves the superblock stale),
 // then given a fixed uuid so that the corpus is reproducible byte for byte. Two more are
 // damaged on purpose: one block whose checksum fails, one invalid state byte (with its
-// checksum fixed), and one used image is bound to a device uuid. Every one of them must open (the regression runner checks it), so a
-// format change that the seeds no longer follow is caught.
+// checksum fixed), and one used image is bound to a device uuid. Every one of them must open (the
+// regression runner checks it), so a format change that the seeds no longer follow is caught.
 #include <llbitmap/bitmap.h>
 #include <llbitmap/format.h>
 #include <llbitmap/testing/fault_storage.h>

@@ -15,8 +15,9 @@
 //       NeedSync, and lies in needs_recovery(); needs_sync() / needs_recovery() /
 //       needs_rebuild() list exactly the NeedSync+Syncing / +Dirty / not-Unwritten
 //       chunks; the image is bound to the run's device uuid and refused
-//       (Errc::foreign_bitmap) when opened for another device; at the end, after quiesce + flush, nothing is Dirty in memory or on
-//       "disk", the counts add up, and the image reopens with no NeedSync at all;
+//       (Errc::foreign_bitmap) when opened for another device; at the end, after quiesce + flush,
+//       nothing is Dirty in memory or on "disk", the counts add up, and the image reopens with no
+//       NeedSync at all;
 //   S5  (--faults) after an EIO on a sync the bitmap is failed, refuses writes, has
 //       marked its superblock stale, reopens as a full resync of every written chunk,
 //       and closes without hanging; then a fresh bitmap takes over;
@@ -661,14 +662,18 @@ std::vector<std::uint8_t> check_reopen(const std::vector<std::byte>& file,
                     rebuild[c] == (got[c] != kUnwritten);
     if (!ok && view_errors++ < 3)
       violation(g_violations.s4,
-                "%s: chunk %" PRIu64 " reopens as %u but the views say sync %d recovery %d "
+                "%s: chunk %" PRIu64
+                " reopens as %u but the views say sync %d recovery %d "
                 "rebuild %d",
                 what, c, got[c], int(sync[c]), int(recovery[c]), int(rebuild[c]));
   }
   for (std::uint64_t c : must_resync)
     if (!recovery[c])
-      violation(g_violations.s4, "%s: chunk %" PRIu64 " had a write in flight, needs_recovery() "
-                "leaves it", what, c);
+      violation(g_violations.s4,
+                "%s: chunk %" PRIu64
+                " had a write in flight, needs_recovery() "
+                "leaves it",
+                what, c);
   re.reset();
   // Another device's copy of this image is refused and left as it is.
   DeviceUuid other = kDevice;

@@ -174,12 +174,13 @@ DeviceUuid device(std::uint8_t seed) {
 DeviceUuid stored_device(const std::vector<char>& file) {
   std::error_code ec;
   auto sb = Superblock::decode(
-      std::span<const std::byte>(reinterpret_cast<const std::byte*>(file.data()), file.size()),
-      ec, file.size());
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(file.data()), file.size()), ec,
+      file.size());
   EXPECT_TRUE(sb) << ec.message();
   DeviceUuid d{};
   if (sb)
-    for (std::size_t i = 0; i < d.size(); ++i) d[i] = std::to_integer<std::uint8_t>(sb->device_uuid[i]);
+    for (std::size_t i = 0; i < d.size(); ++i)
+      d[i] = std::to_integer<std::uint8_t>(sb->device_uuid[i]);
   return d;
 }
 

@@ -712,12 +712,10 @@ TEST_F(BitmapTest, RecoveryAndRebuildViewsListTheirStatesMergedAndClipped) {
   ASSERT_EQ(bm().state(last), ChunkState::kDirty);
 
   EXPECT_EQ(bm().needs_sync(), (Runs{{3 * kChunk, 2 * kChunk}}));
-  EXPECT_EQ(bm().needs_recovery(),
-            (Runs{{2 * kChunk, 5 * kChunk}, {last_off, kDevice - last_off}}))
+  EXPECT_EQ(bm().needs_recovery(), (Runs{{2 * kChunk, 5 * kChunk}, {last_off, kDevice - last_off}}))
       << "Dirty, NeedSync, Syncing; 2..6 merged; the last chunk clipped to the device";
-  EXPECT_EQ(bm().needs_rebuild(), (Runs{{1 * kChunk, 6 * kChunk},
-                                        {8 * kChunk, kChunk},
-                                        {last_off, kDevice - last_off}}))
+  EXPECT_EQ(bm().needs_rebuild(),
+            (Runs{{1 * kChunk, 6 * kChunk}, {8 * kChunk, kChunk}, {last_off, kDevice - last_off}}))
       << "everything but Unwritten";
 
   // Nothing written: every view is empty; everything written Clean: only the rebuild
@@ -815,7 +813,7 @@ TEST_F(BitmapTest, StartSyncOfARecoveryOrRebuildTakesDirtyAndCleanChunks) {
 TEST_F(BitmapTest, ReaddAfterAnUnplannedFailureNeedsTheDirtyChunksToo) {
   make(options());
   ASSERT_FALSE(bm().start_write(7 * kChunk, 4096));  // in flight to both members
-  bm().set_degraded(true);                            // one member fails under it
+  bm().set_degraded(true);                           // one member fails under it
   bm().end_write(7 * kChunk, 4096);
   ASSERT_FALSE(bm().start_write(7 * kChunk, 8192));  // written again, degraded
   bm().end_write(7 * kChunk, 8192);
@@ -869,7 +867,7 @@ TEST_F(BitmapTest, ABitmapOlderThanMinEventsOpensOutOfDate) {
   bm().end_write(0, 4096);
   ASSERT_FALSE(bm().flush());
   const std::vector<std::byte> old_copy = st().durable_image();  // events 1
-  ASSERT_FALSE(bm().start_write(5 * kChunk, 4096));             // after the copy
+  ASSERT_FALSE(bm().start_write(5 * kChunk, 4096));              // after the copy
   bm().end_write(5 * kChunk, 4096);
   ASSERT_FALSE(bm().close());
   const std::uint64_t recorded = bm().events();  // 2: what the engine keeps
@@ -923,7 +921,8 @@ TEST_F(BitmapTest, ACrashDuringAnOutOfDateOpenKeepsEveryChunkNeedSync) {
     std::vector<std::byte> after = before;  // every pending write landed
     for (const PendingWrite& w : ev.pending) {
       if (after.size() < w.offset + w.data.size()) after.resize(w.offset + w.data.size());
-      std::copy(w.data.begin(), w.data.end(), after.begin() + static_cast<std::ptrdiff_t>(w.offset));
+      std::copy(w.data.begin(), w.data.end(),
+                after.begin() + static_cast<std::ptrdiff_t>(w.offset));
     }
     images.push_back(after);
     for (const PendingWrite& w : ev.pending) {  // each write alone
