@@ -38,6 +38,17 @@
 //   <primary>.llmirror-clean     kNone and kClassic modes only: written by a clean close,
 //                                removed (durably) at open. Missing at open means an
 //                                unclean shutdown: the whole device needs a resync.
+//   <primary>.llmirror-id        kLlbitmap mode: "uuid=<32 hex digits> events=<n>", the
+//                                mirror's device uuid (made when the bitmap is created,
+//                                or when an older mirror without this file is first
+//                                opened) and the bitmap's events() as last recorded
+//                                (after every open and close). The bitmap is opened with
+//                                both (OpenOptions::device_uuid, min_events): another
+//                                mirror's bitmap is refused (Errc::foreign_bitmap), and
+//                                a bitmap older than the record (a restored backup, a
+//                                copy of an earlier state) opens out of date, every chunk
+//                                NeedSync, so the next resync or re-add copies the whole
+//                                device instead of trusting it.
 //
 // Failing a leg (fail_leg) first cleans the bitmap (Bitmap::flush: both legs are
 // fdatasynced, then every chunk becomes Clean) while no write is in flight, then makes
@@ -199,6 +210,19 @@ struct AlignedBuffer {
   std::unique_ptr<std::byte, Free> data;
 };
 
+// The id file (see the top of the file): "uuid=<32 hex digits> events=<n>\n".
+std::error_code write_identity(const std::filesystem::path& path, const DeviceUuid& uuid,
+                               std::uint64_t events) {
+  std::string text = "uuid=";
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (const std::uint8_t b : uuid) {
+    text += kHex[b >> 4];
+    text += kHex[b & 15];
+  }
+  text += " events=" + std::to_string(events) + "\n";
+  return write_marker(path, text);
+}
+
 }  // namespace
 
 struct Mirror::Impl {
@@ -221,10 +245,11 @@ struct Mirror::Impl {
   std::atomic<bool> full_resync{false};
   std::array<Stripe, kStripes> stripes;
   PageBarrier gate;  // the IO gate: held by every write and trim
-  std::filesystem::path clean_marker, degraded_marker;
-  std::mutex admin_mu;   // fail_leg, readd_leg, close
-  std::mutex resync_mu;  // one copy pass at a time
-  std::mutex marker_mu;  // the degraded marker and the "last working leg" decision
+  std::filesystem::path clean_marker, degraded_marker, id_file;
+  DeviceUuid device_uuid{};  // kLlbitmap: the mirror's identity (see id_file)
+  std::mutex admin_mu;       // fail_leg, readd_leg, close
+  std::mutex resync_mu;      // one copy pass at a time
+  std::mutex marker_mu;      // the degraded marker and the "last working leg" decision
   std::atomic<bool> closed{false};
 
   // kClassic: the old md-bitmap daemon's cleaning passes.
@@ -280,6 +305,11 @@ struct Mirror::Impl {
     return true;
   }
 
+  // Records the device uuid and the bitmap's events in id_file (durably).
+  std::error_code record_identity() {
+    return write_identity(id_file, device_uuid, bitmap->events());
+  }
+
   // Requires marker_mu.
   void record_failed_leg(int leg) {
     if (std::error_code ec = write_marker(degraded_marker, std::to_string(leg) + "\n"))
@@ -310,10 +340,12 @@ struct Mirror::Impl {
   }
 
   // Copies the chunks of `runs` from leg src to leg dst; `p` accumulates. With
-  // use_bitmap, a chunk is copied only if start_sync says so, and end_sync follows.
+  // use_bitmap, a chunk is copied only if start_sync(offset, kind) says so, and end_sync
+  // follows.
   std::error_code copy_runs(const std::vector<std::pair<std::uint64_t, std::uint64_t>>& runs,
                             int src, int dst, bool use_bitmap, ResyncProgress& p,
-                            const std::function<void(const ResyncProgress&)>& progress);
+                            const std::function<void(const ResyncProgress&)>& progress,
+                            SyncKind kind = SyncKind::kResync);
 };
 
 // ------------------------------------------------------------------ open
@@ -330,6 +362,45 @@ std::error_code open_leg(const std::filesystem::path& path, bool create, int& fd
   if (fd < 0) return errno_code(errno);
   created = true;
   return {};
+}
+
+// Reads the id file; `exists` is false when there is none. A file that does not parse
+// is std::errc::invalid_argument (nothing is guessed: the identity is what protects
+// the legs from another mirror's bitmap).
+std::error_code read_identity(const std::filesystem::path& path, DeviceUuid& uuid,
+                              std::uint64_t& events, bool& exists) {
+  std::string text;
+  if (std::error_code ec = read_marker(path, text, exists)) return ec;
+  if (!exists) return {};
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  const std::string kUuid = "uuid=", kEvents = " events=";
+  if (text.compare(0, kUuid.size(), kUuid) != 0 ||
+      text.size() < kUuid.size() + 32 + kEvents.size() ||
+      text.compare(kUuid.size() + 32, kEvents.size(), kEvents) != 0)
+    return std::make_error_code(std::errc::invalid_argument);
+  for (std::size_t i = 0; i < uuid.size(); ++i) {
+    const int hi = hex(text[kUuid.size() + 2 * i]), lo = hex(text[kUuid.size() + 2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::make_error_code(std::errc::invalid_argument);
+    uuid[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+  }
+  const std::string digits = text.substr(kUuid.size() + 32 + kEvents.size());
+  char* end = nullptr;
+  errno = 0;
+  events = std::strtoull(digits.c_str(), &end, 10);
+  if (errno != 0 || end == digits.c_str() || (*end != '\n' && *end != '\0'))
+    return std::make_error_code(std::errc::invalid_argument);
+  return {};
+}
+
+DeviceUuid new_device_uuid() {
+  const Uuid u = random_uuid();
+  DeviceUuid d{};
+  for (std::size_t i = 0; i < d.size(); ++i) d[i] = std::to_integer<std::uint8_t>(u[i]);
+  return d;
 }
 
 std::uint64_t auto_chunk_bytes(std::uint64_t size, std::uint64_t requested, std::error_code& ec) {
@@ -363,6 +434,8 @@ std::unique_ptr<Mirror> Mirror::open(const MirrorOptions& options, std::error_co
   m->clean_marker += ".llmirror-clean";
   m->degraded_marker = options.primary;
   m->degraded_marker += ".llmirror-degraded";
+  m->id_file = options.primary;
+  m->id_file += ".llmirror-id";
 
   bool created[2] = {false, false};
   for (int leg = 0; leg < 2; ++leg) {
@@ -393,6 +466,17 @@ std::unique_ptr<Mirror> Mirror::open(const MirrorOptions& options, std::error_co
   OpenOptions oo;
   oo.data_flush = [impl = m.get()] { return impl->data_flush(); };
   if (llbm) {
+    // The identity the bitmap must carry (a mirror made before the id file existed gets
+    // one now; its unbound bitmap is bound to it by the open).
+    bool id_exists = false;
+    std::uint64_t recorded_events = 0;
+    if ((ec = read_identity(m->id_file, m->device_uuid, recorded_events, id_exists))) {
+      undo_created();
+      return nullptr;
+    }
+    if (!id_exists) m->device_uuid = new_device_uuid();
+    oo.device_uuid = m->device_uuid;
+    oo.min_events = recorded_events;
     std::error_code exists_ec;
     if (std::filesystem::exists(options.bitmap, exists_ec)) {
       m->bitmap = Bitmap::open(options.bitmap, oo, ec);
@@ -458,6 +542,7 @@ std::unique_ptr<Mirror> Mirror::open(const MirrorOptions& options, std::error_co
       bo.daemon_sleep = options.daemon_sleep;
       bo.barrier_idle = options.barrier_idle;
       bo.data_flush = oo.data_flush;
+      bo.device_uuid = m->device_uuid;
       m->bitmap = Bitmap::create(options.bitmap, bo, ec);
       if (!m->bitmap) {
         undo_created();
@@ -469,15 +554,26 @@ std::unique_ptr<Mirror> Mirror::open(const MirrorOptions& options, std::error_co
       (void)m->bitmap->set_barrier_idle(options.barrier_idle);
     }
     m->chunk_bytes = m->bitmap->chunk_bytes();
+    // The events this open left in the bitmap: a copy of it older than this is caught
+    // at the next open.
+    if ((ec = m->record_identity())) return nullptr;
     // A clean marker left by a kNone/kClassic run no longer tells the truth once this
     // run writes: drop it (the bitmap records everything now).
     if ((ec = remove_marker(m->clean_marker))) return nullptr;
-    // Legs of unknown agreement under a new bitmap, or a new leg: resync everything. A
-    // write while degraded gives NeedSync, durably: that records it in the bitmap.
-    if ((bitmap_created && !(created[0] && created[1])) || one_new) {
+    // Legs of unknown agreement under a new bitmap: resync everything. A new blank leg
+    // under an existing bitmap: rebuild every chunk that is not Unwritten. A write while
+    // degraded gives NeedSync, durably: that records it in the bitmap.
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> mark;
+    if (bitmap_created && !(created[0] && created[1]))
+      mark.emplace_back(0, m->size);
+    else if (one_new)
+      mark = m->bitmap->needs_rebuild();
+    if (!mark.empty()) {
       m->bitmap->set_degraded(true);
-      ec = m->bitmap->start_write(0, m->size);
-      if (!ec) m->bitmap->end_write(0, m->size);
+      for (const auto& [off, len] : mark) {
+        if ((ec = m->bitmap->start_write(off, len))) break;
+        m->bitmap->end_write(off, len);
+      }
       m->bitmap->set_degraded(false);
       if (ec) return nullptr;
     }
@@ -709,8 +805,8 @@ std::error_code Mirror::trim(std::uint64_t offset, std::uint64_t length) {
 
 std::error_code Mirror::Impl::copy_runs(
     const std::vector<std::pair<std::uint64_t, std::uint64_t>>& runs, int src, int dst,
-    bool use_bitmap, ResyncProgress& p,
-    const std::function<void(const ResyncProgress&)>& progress) {
+    bool use_bitmap, ResyncProgress& p, const std::function<void(const ResyncProgress&)>& progress,
+    SyncKind kind) {
   for (const auto& [off, len] : runs) p.chunks_total += (len + chunk_bytes - 1) / chunk_bytes;
   if (progress) progress(p);
   AlignedBuffer buf(static_cast<std::size_t>(chunk_bytes));
@@ -721,7 +817,7 @@ std::error_code Mirror::Impl::copy_runs(
     const std::uint64_t run_end = run_off + run_len;
     for (std::uint64_t o = run_off / chunk_bytes * chunk_bytes; o < run_end; o += chunk_bytes) {
       const std::uint64_t n = std::min(chunk_bytes, size - o);
-      if (use_bitmap && !bitmap->start_sync(o)) {
+      if (use_bitmap && !bitmap->start_sync(o, kind)) {
         ++p.chunks_done;
         if (progress) progress(p);
         continue;
@@ -825,24 +921,16 @@ std::error_code Mirror::readd_leg(int leg,
     m.state[leg].store(kRecovering, std::memory_order_release);  // receives writes from now
   }
 
-  // Pass 1, still degraded: every chunk that is not known to agree.
+  // Pass 1, still degraded: every chunk that is not known to agree (Dirty included: a
+  // write may have been in flight to it when the leg went away).
   std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;
-  if (m.bitmap) {
-    for (std::uint64_t c = 0; c < m.chunks; ++c) {
-      const ChunkState s = m.bitmap->state(c);
-      if (s != ChunkState::kDirty && !llbitmap::needs_sync(s)) continue;
-      const std::uint64_t off = c * m.chunk_bytes;
-      const std::uint64_t len = std::min(m.chunk_bytes, m.size - off);
-      if (!runs.empty() && runs.back().first + runs.back().second == off)
-        runs.back().second += len;
-      else
-        runs.emplace_back(off, len);
-    }
-  } else {
+  if (m.bitmap)
+    runs = m.bitmap->needs_recovery();
+  else
     runs.emplace_back(0, m.size);
-  }
   ResyncProgress p;
-  std::error_code ec = m.copy_runs(runs, src, leg, m.bitmap != nullptr, p, progress);
+  std::error_code ec =
+      m.copy_runs(runs, src, leg, m.bitmap != nullptr, p, progress, SyncKind::kRecovery);
   if (ec) {
     Drain drain(m.gate);
     m.state[leg].store(kFailed, std::memory_order_release);
@@ -879,6 +967,8 @@ std::error_code Mirror::close() {
     if (m.bitmap) {
       std::error_code bec = m.bitmap->close();
       if (bec == Errc::busy) return bec;  // cannot happen with the gate suspended; keep open
+      // The events close left in the bitmap (see id_file).
+      if (!bec) bec = m.record_identity();
       if (!ec) ec = bec;
     } else if (!ec && !m.full_resync.load(std::memory_order_relaxed)) {
       ec = write_marker(m.clean_marker, "clean\n");

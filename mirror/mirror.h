@@ -20,7 +20,13 @@
 //                     each other with a per-chunk-stripe lock, as md's resync barrier).
 //   fail_leg(i)       marks a leg failed: the mirror runs degraded (writes go to the
 //                     other leg and make their chunks NeedSync; nothing is cleaned).
-//   readd_leg(i)      brings it back and resyncs exactly the chunks written meanwhile.
+//   readd_leg(i)      brings it back and copies Bitmap::needs_recovery(): the chunks
+//                     written meanwhile and those that were Dirty when the leg went away
+//                     (a write may have been in flight to them).
+//
+// A leg file that is missing at open is created blank and rebuilt: under an existing
+// bitmap the next resync copies Bitmap::needs_rebuild() (every chunk that is not
+// Unwritten), under a new bitmap the whole device.
 //
 // Modes (for benchmarks): kLlbitmap (the above), kNone (no bitmap at all: a crash then
 // needs a full resync), kClassic (the mutex + per-chunk counter bitmap of bench/, in
@@ -33,9 +39,12 @@
 // orders on the two legs: callers (file systems, the NBD client) do not issue them.
 //
 // State beyond the legs and the bitmap: <primary>.llmirror-degraded names a failed
-// leg (it stays failed across a reopen until readd_leg), and in kNone/kClassic modes
-// <primary>.llmirror-clean records a clean close. A write error on one leg fails that
-// leg (the write succeeds on the other); see mirror.cc.
+// leg (it stays failed across a reopen until readd_leg), in kNone/kClassic modes
+// <primary>.llmirror-clean records a clean close, and in kLlbitmap mode
+// <primary>.llmirror-id holds the mirror's device uuid and the bitmap's last recorded
+// events: open refuses another mirror's bitmap (Errc::foreign_bitmap) and opens a bitmap
+// older than the record (a restored copy) out of date, every chunk to be copied. A write
+// error on one leg fails that leg (the write succeeds on the other); see mirror.cc.
 #pragma once
 
 #include <llbitmap/bitmap.h>

@@ -183,6 +183,10 @@ void print_text(const Examined& ex, bool all) {
   std::printf("  magic            0x%08x (llbitmap)\n", kBitmapMagic);
   std::printf("  version          %u (format revision %u)\n", kBitmapVersion, kFormatRevision);
   std::printf("  uuid             %s\n", uuid_string(sb.uuid).c_str());
+  if (sb.device_uuid == Uuid{})
+    std::printf("  device uuid      none (not bound to a device)\n");
+  else
+    std::printf("  device uuid      %s\n", uuid_string(sb.device_uuid).c_str());
   std::printf("  events           %llu\n", ull(sb.events));
   std::printf("  events cleared   %llu\n", ull(sb.events_cleared));
   std::string flags;
@@ -265,6 +269,8 @@ void print_json(const Examined& ex, bool all) {
   j.member("version", std::uint64_t{kBitmapVersion});
   j.member("format_revision", std::uint64_t{kFormatRevision});
   j.member("uuid", std::string_view(uuid_string(sb.uuid)));
+  j.member("device_bound", sb.device_uuid != Uuid{});
+  j.member("device_uuid", std::string_view(uuid_string(sb.device_uuid)));
   j.member("events", sb.events);
   j.member("events_cleared", sb.events_cleared);
   j.member("state", std::uint64_t{sb.state});

@@ -18,6 +18,8 @@
 //                          become Unwritten, lazily persisted).
 //   start_sync / end_sync / abort_sync / close_sync / needs_sync  the resync side:
 //                          no barrier, as upstream.
+//   needs_recovery / needs_rebuild, start_sync(off, SyncKind)  the recovery side: what a
+//                          re-added member and a new blank member need (see there).
 //
 // A daemon thread (or run_daemon_once() in tests) wakes every daemon_sleep while Dirty
 // chunks exist. For every page idle for barrier_idle it suspends the page (all
@@ -48,6 +50,13 @@
 // whose checksum fails makes all its chunks NeedSync; a stale or failed bitmap makes
 // every written chunk NeedSync (Stale). A superblock that cannot be trusted is refused
 // with an error and the file is left untouched.
+//
+// Identity (docs/design.md#identity-device-uuid-and-events): a bitmap can be bound to its
+// device (BitmapOptions::device_uuid, stored in the superblock); open() refuses a file
+// bound to another device with Errc::foreign_bitmap and leaves it untouched. events()
+// counts opens and closes; an engine that records it with its own metadata and passes
+// it back as OpenOptions::min_events has a bitmap older than that record (a restored
+// backup, a stale copy) opened out of date: every chunk NeedSync.
 //
 // Threads: start_write/end_write/start_discard/end_discard from any number of threads.
 // The sync calls from the engine's resync thread(s). flush, run_daemon_once, close and
@@ -101,6 +110,7 @@
 #include <llbitmap/page_barrier.h>
 #include <llbitmap/storage.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -111,6 +121,17 @@
 #include <vector>
 
 namespace llbitmap {
+
+// The identity of the protected device as the engine knows it (for example the uuid in
+// its own metadata). All zero means "not bound" (in a file) or "do not check" (at open).
+using DeviceUuid = std::array<std::uint8_t, 16>;
+
+// What a start_sync call is part of (see Bitmap::start_sync).
+enum class SyncKind {
+  kResync,    // bring the members of a whole device back in step: NeedSync, Syncing
+  kRecovery,  // a re-added member that missed writes: Dirty, NeedSync, Syncing
+  kRebuild,   // a new blank member: every chunk that is not Unwritten
+};
 
 struct BitmapOptions {
   std::uint64_t device_bytes = 0;         // size of the protected device (required)
@@ -129,6 +150,9 @@ struct BitmapOptions {
   // data is durable.
   std::function<std::error_code()> data_flush;
   Clock* clock = nullptr;  // nullptr: Clock::system()
+  // Stored in the file: binds the bitmap to this device (all zero: not bound). open()
+  // with another OpenOptions::device_uuid refuses it (Errc::foreign_bitmap).
+  DeviceUuid device_uuid{};
 };
 
 // What open() needs that the file does not store.
@@ -137,6 +161,21 @@ struct OpenOptions {
   bool parity = false;
   std::function<std::error_code()> data_flush;
   Clock* clock = nullptr;
+  // The device the engine opens the bitmap for. All zero: not checked. Otherwise a file
+  // bound to another device is refused with Errc::foreign_bitmap (file untouched); a
+  // file bound to this one opens; an unbound file (all zero, as every file written
+  // before the field existed) opens and is bound to this device by the superblock
+  // write open makes anyway. A bound file opened with an all-zero device_uuid opens
+  // unchecked and stays bound.
+  DeviceUuid device_uuid{};
+  // The events() the engine recorded with its own metadata (0: not checked). A file
+  // whose events are below it is older than the engine's record (a restored backup, a
+  // copy of an earlier state): it opens out of date, every chunk NeedSync, Unwritten
+  // included (out_of_date() then returns true). Those NeedSync states are made durable
+  // before open() returns, and before the superblock's events move on, so a crash at
+  // any point during or after such an open reopens out of date again or with the
+  // NeedSync states already on disk.
+  std::uint64_t min_events = 0;
 };
 
 struct StateCounts {
@@ -221,17 +260,43 @@ class Bitmap {
   // Requires: a matching start_discard that succeeded (as end_write).
   void end_discard(std::uint64_t offset, std::uint64_t length);
 
-  // The chunk at offset: true if it needs copying (it is now Syncing). On a failed
-  // bitmap no chunk changes any more and the next open resyncs every written chunk:
-  // true for every chunk that is not Unwritten (md resyncs everything when its bitmap
-  // is disabled); end_sync/abort_sync are then no-ops. Aborts after close().
+  // The chunk at offset: true if it needs copying (it is now Syncing).
+  // Same as start_sync(offset, SyncKind::kResync).
   bool start_sync(std::uint64_t offset);
+  // The chunk at offset, as part of a `kind` pass: true if the engine must copy it; it
+  // is then Syncing, and end_sync (-> Dirty, cleaned by the daemon once not degraded)
+  // or abort_sync (-> NeedSync) must follow.
+  //   kResync:   NeedSync and Syncing chunks (Startsync, as upstream); a Dirty chunk
+  //              too while degraded (upstream's degraded rule). Clean, Unwritten: false.
+  //   kRecovery: also Dirty, degraded or not: a re-added member may have missed a
+  //              write that was in flight to a Dirty chunk when it went away (md's
+  //              recovery syncs Dirty chunks). Clean, Unwritten: false.
+  //   kRebuild:  also Clean: a new blank member needs every written chunk (md copies
+  //              every chunk that is not Unwritten onto a new member). Unwritten: false.
+  // A Dirty or Clean chunk passes through NeedSync on its way to Syncing (a crash in
+  // between resyncs it: more, never less). A Syncing chunk gives true again, as
+  // upstream. On a failed bitmap no chunk changes any more and the next open resyncs
+  // every written chunk: true for every chunk that is not Unwritten, whatever the kind
+  // (md resyncs everything when its bitmap is disabled); end_sync/abort_sync are then
+  // no-ops. Aborts after close().
+  bool start_sync(std::uint64_t offset, SyncKind kind);
   // Endsync: Syncing -> Dirty (cleaned by the daemon). Aborts after close().
   void end_sync(std::uint64_t offset);
   void abort_sync(std::uint64_t offset);  // Abortsync: Syncing -> NeedSync. Aborts after close().
   void close_sync();  // Endsync everywhere, expire all pages now. Aborts after close().
-  // (offset, length) runs of chunks that are NeedSync or Syncing, clipped to the device.
+  // (offset, length) runs of chunks that are NeedSync or Syncing, clipped to the device
+  // (the last chunk may be short), adjacent chunks merged, ascending: what a resync of
+  // members that were all present needs.
   std::vector<std::pair<std::uint64_t, std::uint64_t>> needs_sync() const;
+  // The same runs for Dirty, NeedSync and Syncing chunks: what a re-added member needs
+  // (one that was present before and missed the writes of its absence, including any
+  // write in flight when it went away). Always a superset of needs_sync(); copy them
+  // with start_sync(offset, SyncKind::kRecovery).
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> needs_recovery() const;
+  // The same runs for every chunk that is not Unwritten: what a new blank member needs.
+  // Always a superset of needs_recovery(); copy them with
+  // start_sync(offset, SyncKind::kRebuild).
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> needs_rebuild() const;
 
   // Also after close() (it changes nothing there).
   void set_degraded(bool degraded);
@@ -263,6 +328,15 @@ class Bitmap {
   // here reopens with every written chunk NeedSync. start_write refuses slightly earlier.
   [[nodiscard]] bool failed() const noexcept;
   [[nodiscard]] BitmapStats stats() const noexcept;
+  // The superblock's events counter. It changes only at open (to one more than the
+  // stored value, or than OpenOptions::min_events if that is larger; made durable before
+  // open returns) and at close (one more, persisted by close; not when the bitmap is
+  // failed). Nothing else moves it: a copy of the file taken while it is open carries
+  // the same value as the file until close. May be called after close().
+  [[nodiscard]] std::uint64_t events() const;
+  // True if open() found the file out of date (OpenOptions::min_events) and made every
+  // chunk NeedSync.
+  [[nodiscard]] bool out_of_date() const noexcept;
 
   // Runtime knobs: 1 ms .. 24 h, else std::errc::invalid_argument (the kernel's sysfs
   // files accept anything). A new daemon_sleep applies to the daemon's sleep in progress,

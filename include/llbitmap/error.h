@@ -10,9 +10,9 @@
 //                    a superblock or geometry that does not validate, a file whose size
 //                    does not match its superblock, IO still in flight at close, a bitmap
 //                    left failed by an earlier sync error, a file already open, a call
-//                    on a bitmap already closed. Each has its own value, so a caller
-//                    can tell "foreign file" from "corrupt file" from "wrong size" from
-//                    "in use".
+//                    on a bitmap already closed, a bitmap bound to another device. Each
+//                    has its own value, so a caller can tell "foreign file" from "corrupt
+//                    file" from "wrong size" from "in use" from "another device's bitmap".
 //   std::errc /      environmental failures reported by the operating system (EIO, ENOSPC,
 //   system_category  ENOENT, EEXIST, ...) and invalid arguments: passed through unchanged.
 //
@@ -42,6 +42,7 @@ enum class Errc : int {
   short_io,             // a read or write could not transfer every byte (read past end)
   bitmap_in_use,        // the file is already open for writing (its exclusive lock is held)
   bitmap_closed,        // the bitmap was closed: it takes no more writes, discards or flushes
+  foreign_bitmap,       // the file is bound to another device (OpenOptions::device_uuid)
 };
 
 // The category whose name() is "llbitmap".

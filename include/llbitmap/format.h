@@ -282,6 +282,11 @@ struct Superblock {
   std::chrono::milliseconds daemon_sleep = kDefaultDaemonSleep;
   std::chrono::milliseconds barrier_idle = kDefaultBarrierIdle;
   Geometry geometry;
+  // The device this bitmap belongs to (bytes [176, 192), docs/format.md): all zero for a
+  // file that is not bound to a device, as every file written before the field existed.
+  // Not to be confused with `uuid`, the bitmap's own identity that the block checksums
+  // mix in.
+  Uuid device_uuid{};
 
   // Writes the 256 bytes, sb_crc included. Requires: geometry.valid(), both intervals
   // in range, no unknown state bits (LLBM_CHECK).
@@ -293,7 +298,7 @@ struct Superblock {
   //   fewer than 256 bytes, or sb_crc mismatch              -> Errc::bad_superblock
   //   format_revision != 1                                  -> Errc::unsupported_version
   //   unknown state bits, non-zero write_behind, nodes,
-  //   cluster_name, flags2 or reserved bytes                -> Errc::bad_superblock
+  //   cluster_name, flags2 or reserved bytes [192, 252)     -> Errc::bad_superblock
   //   block size, space, chunk size, device size, chunks,
   //   sync_size, sectors_reserved that do not agree, or
   //   daemon_sleep / barrier_idle outside 1 ms .. 24 h      -> Errc::bad_geometry
@@ -320,6 +325,7 @@ struct FormatOptions {
   std::chrono::milliseconds barrier_idle = kDefaultBarrierIdle;
   bool assume_clean = false;  // sets kSbClean
   Uuid uuid{};
+  Uuid device_uuid{};  // Superblock::device_uuid; all zero: not bound
 };
 
 // The superblock of a new bitmap: events 0, state kSbClean or 0. daemon_sleep or

@@ -23,6 +23,11 @@
 //        Stale:  Clean, Dirty, Syncing -> NeedSync; Unwritten, NeedSync kept;
 //        a byte that is not a state -> NeedSync (counted in invalid_bytes).
 //   Invalid bytes are counted in bad blocks too (the count is of the stored bytes).
+//   4. Out of date: when the caller says the file is older than its device (its events
+//      are below the engine's record, OpenOptions::min_events), every chunk becomes
+//      NeedSync, Unwritten included: an old copy's Unwritten and Clean say nothing
+//      about writes made after it (md's classic bitmap does a full recovery for an
+//      out-of-date bitmap too). The counts above are still made.
 //
 // So after recovery every chunk is Unwritten, Clean or NeedSync, an Unwritten or Clean
 // chunk held that very byte in a block that verifies, and a chunk with a write in
@@ -58,6 +63,8 @@ struct RecoveryReport {
   std::vector<std::uint64_t> bad_blocks;
   // Chunks whose state bytes lie in those blocks (all NeedSync now).
   std::uint64_t bad_block_chunks = 0;
+  // Rule 4 was applied: every chunk is NeedSync.
+  bool out_of_date = false;
 };
 
 // True if a superblock with this `state` is recovered with Action::kStale.
@@ -69,9 +76,10 @@ struct RecoveryReport {
 // (as read from the file, checksums not yet checked) and the recovered in-memory states
 // on return. Only chunk state bytes change; the superblock area and the zero tail are
 // left alone. Blocks are verified against `table` with sb.uuid (verify_block).
-// Requires (LLBM_CHECK): sb.geometry.valid(), image.size() == image_bytes(),
-// table.size() == checksum_table_bytes().
+// `out_of_date` applies rule 4 on top. Requires (LLBM_CHECK): sb.geometry.valid(),
+// image.size() == image_bytes(), table.size() == checksum_table_bytes().
 [[nodiscard]] RecoveryReport recover_chunk_states(const Superblock& sb, std::span<std::byte> image,
-                                                  std::span<const std::byte> table);
+                                                  std::span<const std::byte> table,
+                                                  bool out_of_date = false);
 
 }  // namespace llbitmap

@@ -627,6 +627,140 @@ TEST_F(MirrorTest, FailedLegIsRememberedAcrossReopen) {
   EXPECT_TRUE(m->needs_sync().empty());
 }
 
+// A leg lost on an IO error is not flushed first: a chunk written just before is Dirty
+// when the bitmap goes degraded, stays Dirty when written again while degraded, and no
+// daemon pass cleans it. The re-add must copy it (Bitmap::needs_recovery), not only the
+// NeedSync chunks (Bitmap::needs_sync), or the leg silently keeps the old data. The
+// secondary is a symlink: to /dev/full while the leg fails (every write ENOSPC), to the
+// real file when it is re-added.
+TEST_F(MirrorTest, ReaddCopiesAChunkThatWasDirtyWhenTheLegFailed) {
+  const int probe = ::open("/dev/full", O_RDWR | O_CLOEXEC);
+  if (probe < 0) GTEST_SKIP() << "/dev/full is not available";
+  ::close(probe);
+  constexpr std::uint64_t kSize = 4 << 20;  // 64 chunks
+  {
+    auto m = open(options(kSize));
+    ASSERT_TRUE(m);
+    ASSERT_FALSE(m->close());
+  }
+  const fs::path leg = dir_ / "secondary", real = dir_ / "secondary.real";
+  fs::rename(leg, real);
+  fs::create_symlink("/dev/full", leg);
+  auto m = open(options(0, Mode::kLlbitmap, false));
+  ASSERT_TRUE(m);
+  std::mt19937_64 rng(8);
+  ASSERT_FALSE(m->write(3 * kChunk, random_bytes(rng, 8192))) << "the primary took it";
+  ASSERT_TRUE(m->leg_failed(1));
+  EXPECT_EQ(m->bitmap()->state(3), ChunkState::kDirty) << "Dirty when the bitmap went degraded";
+  ASSERT_FALSE(m->write(3 * kChunk + 4096, random_bytes(rng, 4096)));  // again, degraded
+  ASSERT_FALSE(m->write(5 * kChunk, random_bytes(rng, 4096)));
+  ASSERT_FALSE(m->bitmap()->flush());  // a daemon pass: nothing is cleaned while degraded
+  EXPECT_EQ(m->bitmap()->state(3), ChunkState::kDirty);
+  EXPECT_EQ(m->bitmap()->state(5), ChunkState::kNeedSync);
+  EXPECT_EQ(chunk_set(m->bitmap()->needs_sync()), (std::set<std::uint64_t>{5}));
+  EXPECT_EQ(chunk_set(m->bitmap()->needs_recovery()), (std::set<std::uint64_t>{3, 5}));
+
+  fs::remove(leg);
+  fs::create_symlink(real, leg);  // the disk is back
+  ResyncProgress last;
+  ASSERT_FALSE(m->readd_leg(1, [&](const ResyncProgress& p) { last = p; }));
+  EXPECT_EQ(last.chunks_done, 2u);
+  EXPECT_FALSE(m->leg_failed(1));
+  const CompareResult r = compare(kSize);
+  EXPECT_TRUE(r.identical) << "first difference at " << r.first_difference << " (chunk "
+                           << r.first_difference / kChunk << ")";
+  EXPECT_TRUE(m->needs_sync().empty());
+  ASSERT_FALSE(m->bitmap()->flush());  // the copied chunks are Dirty until cleaned
+  EXPECT_TRUE(m->bitmap()->needs_recovery().empty());
+  ASSERT_FALSE(m->close());
+}
+
+// A leg file that is missing at open is created blank; the bitmap says which chunks hold
+// data (needs_rebuild: everything not Unwritten), and only those are copied.
+TEST_F(MirrorTest, NewBlankLegIsRebuiltFromTheWrittenChunksOnly) {
+  constexpr std::uint64_t kSize = 4 << 20;  // 64 chunks
+  std::mt19937_64 rng(9);
+  {
+    auto m = open(options(kSize));
+    ASSERT_TRUE(m);
+    ASSERT_FALSE(m->write(2 * kChunk + 100, random_bytes(rng, kChunk)));  // chunks 2, 3
+    ASSERT_FALSE(m->write(10 * kChunk, random_bytes(rng, 4096)));
+    ASSERT_FALSE(m->close());  // everything Clean
+  }
+  ASSERT_TRUE(fs::remove(dir_ / "secondary"));  // the disk was replaced
+  auto m = open(options(0));                    // create: a new blank secondary
+  ASSERT_TRUE(m);
+  EXPECT_EQ(chunk_set(m->needs_sync()), (std::set<std::uint64_t>{2, 3, 10}))
+      << "the written chunks, not the whole device";
+  EXPECT_FALSE(compare(kSize).identical);
+  ASSERT_FALSE(m->resync());
+  EXPECT_EQ(m->stats().chunks_copied, 3u);
+  const CompareResult r = compare(kSize);
+  EXPECT_TRUE(r.identical) << "first difference at " << r.first_difference;
+  ASSERT_FALSE(m->close());
+}
+
+// The mirror records its uuid and the bitmap's events next to the primary: a bitmap file
+// restored from an older copy is caught at open (out of date: every chunk copied), and
+// the re-add repairs the chunks written after the copy, which the copy says nothing of.
+TEST_F(MirrorTest, ARestoredOlderBitmapIsCaughtAndTheReaddCopiesEverything) {
+  constexpr std::uint64_t kSize = 4 << 20;  // 64 chunks
+  std::mt19937_64 rng(10);
+  const fs::path backup = dir_ / "bitmap.backup";
+  {
+    auto m = open(options(kSize));
+    ASSERT_TRUE(m);
+    ASSERT_FALSE(m->write(1 * kChunk, random_bytes(rng, 4096)));
+    fs::copy_file(dir_ / "bitmap", backup);  // the copy, taken while open
+    m->fail_leg(1);
+    ASSERT_FALSE(m->write(20 * kChunk, random_bytes(rng, 2 * kChunk)));  // 20, 21
+    ASSERT_FALSE(m->write(40 * kChunk, random_bytes(rng, 4096)));
+    EXPECT_EQ(chunk_set(m->needs_sync()), (std::set<std::uint64_t>{20, 21, 40}));
+    ASSERT_FALSE(m->close());
+  }
+  EXPECT_TRUE(fs::exists(dir_ / "primary.llmirror-id"));
+  fs::copy_file(backup, dir_ / "bitmap", fs::copy_options::overwrite_existing);
+  auto m = open(options(0, Mode::kLlbitmap, false));
+  ASSERT_TRUE(m);
+  ASSERT_TRUE(m->leg_failed(1));
+  EXPECT_TRUE(m->bitmap()->out_of_date());
+  const std::set<std::uint64_t> need = chunk_set(m->bitmap()->needs_recovery());
+  for (const std::uint64_t c : {20, 21, 40}) EXPECT_TRUE(need.count(c)) << "chunk " << c;
+  ASSERT_FALSE(m->readd_leg(1));
+  const CompareResult r = compare(kSize);
+  EXPECT_TRUE(r.identical) << "first difference at " << r.first_difference << " (chunk "
+                           << r.first_difference / kChunk << ")";
+  ASSERT_FALSE(m->close());
+  m.reset();
+  // The record follows the bitmap: the next open is not out of date.
+  m = open(options(0, Mode::kLlbitmap, false));
+  ASSERT_TRUE(m);
+  EXPECT_FALSE(m->bitmap()->out_of_date());
+  EXPECT_TRUE(m->needs_sync().empty());
+}
+
+// Two mirrors of the same size: each bitmap is bound to its own mirror's uuid, and a
+// bitmap file swapped in from the other mirror is refused, and left as it is.
+TEST_F(MirrorTest, AnotherMirrorsBitmapIsRefused) {
+  constexpr std::uint64_t kSize = 2 << 20;
+  MirrorOptions other = options(kSize);
+  other.primary = dir_ / "other-primary";
+  other.secondary = dir_ / "other-secondary";
+  other.bitmap = dir_ / "other-bitmap";
+  for (const MirrorOptions& o : {options(kSize), other}) {
+    auto m = open(o);
+    ASSERT_TRUE(m);
+    ASSERT_FALSE(m->close());
+  }
+  fs::copy_file(other.bitmap, dir_ / "bitmap", fs::copy_options::overwrite_existing);
+  const std::vector<std::byte> before =
+      read_leg(dir_ / "bitmap", 0, fs::file_size(dir_ / "bitmap"));
+  std::error_code ec;
+  EXPECT_FALSE(Mirror::open(options(0, Mode::kLlbitmap, false), ec));
+  EXPECT_EQ(ec, Errc::foreign_bitmap) << ec.message();
+  EXPECT_EQ(read_leg(dir_ / "bitmap", 0, before.size()), before);
+}
+
 TEST_F(MirrorTest, ReaddRacesWritersOnTheChunksItCopies) {
   constexpr std::uint64_t kSize = 64 << 20, kBig = 1 << 20;  // 64 chunks
   auto m = open(options(kSize, Mode::kLlbitmap, true, kBig));

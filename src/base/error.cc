@@ -30,6 +30,8 @@ class LlbitmapCategory final : public std::error_category {
         return "bitmap file in use: it is already open for writing (here or in another process)";
       case Errc::bitmap_closed:
         return "bitmap closed: close() has run, no more writes, discards or flushes are taken";
+      case Errc::foreign_bitmap:
+        return "bitmap belongs to another device: its device uuid differs from the one given";
     }
     return "unknown llbitmap error " + std::to_string(value);
   }

@@ -39,6 +39,13 @@ void WriteGuard::reset() noexcept {
 
 namespace {
 
+// The superblock's form of a DeviceUuid.
+Uuid to_uuid(const DeviceUuid& d) noexcept {
+  Uuid u{};
+  for (std::size_t i = 0; i < u.size(); ++i) u[i] = static_cast<std::byte>(d[i]);
+  return u;
+}
+
 // The contents of a new bitmap file for `options` (superblock, states, checksums).
 std::vector<std::byte> fresh_contents(const BitmapOptions& options, std::error_code& ec) {
   FormatOptions fo;
@@ -50,6 +57,7 @@ std::vector<std::byte> fresh_contents(const BitmapOptions& options, std::error_c
   fo.barrier_idle = options.barrier_idle;
   fo.assume_clean = options.assume_clean;
   fo.uuid = random_uuid();
+  fo.device_uuid = to_uuid(options.device_uuid);
   auto sb = make_superblock(fo, ec);
   if (!sb) return {};
   return build_fresh_file(
@@ -57,22 +65,32 @@ std::vector<std::byte> fresh_contents(const BitmapOptions& options, std::error_c
 }
 
 OpenOptions open_options(const BitmapOptions& o) {
-  return OpenOptions{o.start_daemon, o.parity, o.data_flush, o.clock};
+  OpenOptions oo{o.start_daemon, o.parity, o.data_flush, o.clock};
+  oo.device_uuid = o.device_uuid;
+  return oo;
 }
 
 // Crash recovery of the stored image (the disk layer's one rule, recovery.h), plus the
 // checksums the file holds (the persister's starting point).
 BitmapImpl::Recovered recover(const Superblock& sb, std::vector<std::byte> image,
-                              std::span<const std::byte> table) {
+                              std::span<const std::byte> table, std::uint64_t min_events) {
   const Geometry& g = sb.geometry;
   BitmapImpl::Recovered r;
-  const RecoveryReport found = recover_chunk_states(sb, image, table);
+  const bool out_of_date = min_events != 0 && sb.events < min_events;
+  const RecoveryReport found = recover_chunk_states(sb, image, table, out_of_date);
+  if (found.out_of_date)
+    std::fprintf(stderr,
+                 "llbitmap: bitmap out of date (events %llu, older than the %llu the engine "
+                 "recorded), every chunk needs a resync\n",
+                 static_cast<unsigned long long>(sb.events),
+                 static_cast<unsigned long long>(min_events));
   if (found.invalid_bytes != 0)
     std::fprintf(
         stderr,
         "llbitmap: invalid state byte 0x%02x for chunk %llu (%llu in all), forcing resync\n",
         found.first_invalid_byte, static_cast<unsigned long long>(found.first_invalid_chunk),
         static_cast<unsigned long long>(found.invalid_bytes));
+  r.out_of_date = found.out_of_date;
   r.invalid_bytes = found.invalid_bytes;
   r.bad_blocks = found.bad_blocks.size();
   r.crc.resize(g.blocks());
@@ -138,20 +156,29 @@ std::unique_ptr<Bitmap> BitmapImpl::load(std::unique_ptr<Storage> storage, const
   if (!head.empty() && (ec = storage->read(0, head))) return nullptr;
   auto sb = Superblock::decode(head, ec, file_bytes);
   if (!sb) return nullptr;
+  // Identity: a file bound to another device is refused before anything is written.
+  const Uuid device = to_uuid(opt.device_uuid);
+  if (device != Uuid{} && sb->device_uuid != Uuid{} && sb->device_uuid != device) {
+    ec = make_error_code(Errc::foreign_bitmap);
+    return nullptr;
+  }
   const Geometry& g = sb->geometry;
   std::vector<std::byte> image(g.image_bytes());
   std::vector<std::byte> table(g.checksum_table_bytes());
   if ((ec = storage->read(0, image))) return nullptr;
   if ((ec = storage->read(g.checksum_table_offset(), table))) return nullptr;
 
-  std::unique_ptr<BitmapImpl> bm(
-      new BitmapImpl(std::move(storage), *sb, recover(*sb, std::move(image), table), opt));
+  std::unique_ptr<BitmapImpl> bm(new BitmapImpl(
+      std::move(storage), *sb, recover(*sb, std::move(image), table, opt.min_events), opt));
   if ((ec = bm->persister_.persist_all())) return nullptr;
-  // The recovered (or, for kSbFirstUse, initialised) states are durable: only now may
-  // the flags that asked for them go.
-  bm->edit_superblock([](Superblock& s) {
+  // Sync 2: only now (the recovered states, an out-of-date file's NeedSync and, for
+  // kSbFirstUse, the initialised states included, are durable) may the superblock stop
+  // saying stale or first-use and its events catch up with the engine's record. An
+  // unbound file is bound to the device it is opened for.
+  bm->edit_superblock([&opt, device](Superblock& s) {
     s.state &= ~(kSbStale | kSbWriteError | kSbFirstUse);
-    s.events += 1;
+    s.events = std::max(s.events, opt.min_events) + 1;
+    if (device != Uuid{}) s.device_uuid = device;
   });
   if ((ec = bm->persister_.persist_all())) return nullptr;
   if (opt.start_daemon) bm->daemon_.start();
@@ -166,6 +193,7 @@ BitmapImpl::BitmapImpl(std::unique_ptr<Storage> storage, const Superblock& sb, R
       data_flush_(opt.data_flush),
       invalid_bytes_(recovered.invalid_bytes),
       bad_blocks_(recovered.bad_blocks),
+      out_of_date_(recovered.out_of_date),
       pages_(make_pages(sb.geometry.pages(), *clock_, sb.barrier_idle)),
       image_(sb, recovered.image),
       persister_(image_, std::move(storage), std::move(recovered.crc)),
@@ -519,13 +547,30 @@ void Bitmap::end_discard(std::uint64_t offset, std::uint64_t length) {
 // ------------------------------------------------------------------ resync side
 
 bool Bitmap::start_sync(std::uint64_t offset) {
+  return start_sync(offset, SyncKind::kResync);
+}
+
+bool Bitmap::start_sync(std::uint64_t offset, SyncKind kind) {
   BitmapImpl& s = impl(*this);
   const Geometry& geo = s.image_.geometry();
   LLBM_CHECK(offset < geo.device_bytes(), "Bitmap %p: start_sync(%llu) past the device",
              static_cast<void*>(this), static_cast<unsigned long long>(offset));
   s.check_open("start_sync");
   const std::uint64_t c = geo.chunk_of(offset);
-  s.change_chunk(c, Action::kStartsync, s.context());
+  const TransitionContext ctx = s.context();
+  if (kind != SyncKind::kResync) {
+    // A chunk a recovery (Dirty) or a rebuild (Dirty, Clean) must copy although the
+    // table's Startsync would leave it: Stale makes it NeedSync (dirty-like on disk, so
+    // a crash from here resyncs it), and the Startsync below makes it Syncing. Another
+    // thread may change it in between (the daemon cleans a Dirty chunk, a write dirties
+    // a Clean one, a discard unwrites it); each outcome is still a state Startsync
+    // handles: at worst the chunk is copied once more.
+    const ChunkState before = state(c);
+    if (before == ChunkState::kDirty ||
+        (kind == SyncKind::kRebuild && before == ChunkState::kClean))
+      s.change_chunk(c, Action::kStale, ctx);
+  }
+  s.change_chunk(c, Action::kStartsync, ctx);
   const ChunkState now = state(c);
   if (now == ChunkState::kSyncing) return true;
   // A failed bitmap changes no chunk any more, and the next open resyncs every written
@@ -562,13 +607,13 @@ void Bitmap::close_sync() {
   for (auto& p : s.pages_) p->expire_now();
 }
 
-std::vector<std::pair<std::uint64_t, std::uint64_t>> Bitmap::needs_sync() const {
-  const ChunkImage& image = impl(*this).image_;
-  const Geometry& geo = image.geometry();
+template <class Pred>
+std::vector<std::pair<std::uint64_t, std::uint64_t>> BitmapImpl::runs_where(Pred pred) const {
+  const Geometry& geo = image_.geometry();
   std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;
   const std::uint64_t dev = geo.device_bytes();
   for (std::uint64_t c = 0; c < geo.chunks(); ++c) {
-    if (!llbitmap::needs_sync(decode_state(image.load_byte(geo.chunk_pos(c))))) continue;
+    if (!pred(decode_state(image_.load_byte(geo.chunk_pos(c))))) continue;
     const std::uint64_t off = geo.chunk_offset(c);
     const std::uint64_t len = std::min(geo.chunk_bytes(), dev - off);
     if (!runs.empty() && runs.back().first + runs.back().second == off)
@@ -577,6 +622,19 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> Bitmap::needs_sync() const 
       runs.emplace_back(off, len);
   }
   return runs;
+}
+
+std::vector<std::pair<std::uint64_t, std::uint64_t>> Bitmap::needs_sync() const {
+  return impl(*this).runs_where([](ChunkState st) { return llbitmap::needs_sync(st); });
+}
+
+std::vector<std::pair<std::uint64_t, std::uint64_t>> Bitmap::needs_recovery() const {
+  // Dirty, NeedSync, Syncing (an invalid byte decodes as NeedSync).
+  return impl(*this).runs_where([](ChunkState st) { return is_dirty_like(st); });
+}
+
+std::vector<std::pair<std::uint64_t, std::uint64_t>> Bitmap::needs_rebuild() const {
+  return impl(*this).runs_where([](ChunkState st) { return st != ChunkState::kUnwritten; });
 }
 
 void Bitmap::set_degraded(bool degraded) {
@@ -663,6 +721,18 @@ void BitmapImpl::ledger_remove(const char* call, std::uint64_t offset, std::uint
 
 bool Bitmap::failed() const noexcept {
   return impl(*this).persister_.failed();
+}
+
+std::uint64_t Bitmap::events() const {
+  // The superblock is only read here; superblock() has no const overload because every
+  // other caller edits it under the same lock.
+  ChunkImage& image = const_cast<BitmapImpl&>(impl(*this)).image_;
+  detail::MutexLock lock(image.superblock_lock());
+  return image.superblock().events;
+}
+
+bool Bitmap::out_of_date() const noexcept {
+  return impl(*this).out_of_date_;
 }
 
 std::uint64_t Bitmap::chunk_bytes() const noexcept {

@@ -232,7 +232,9 @@ constexpr std::size_t kOffChunks = 152;
 constexpr std::size_t kOffSpaceBytes = 160;
 constexpr std::size_t kOffFormatRevision = 168;
 constexpr std::size_t kOffFlags2 = 172;
-constexpr std::size_t kOffReserved = 176;
+constexpr std::size_t kOffDeviceUuid = 176;  // 16 bytes, zero = not bound
+constexpr std::size_t kOffReserved = 192;
+static_assert(kOffDeviceUuid + 16 == kOffReserved);
 static_assert(kOffClusterName + kClusterNameBytes == kOffBarrierIdle);
 static_assert(kSuperblockCrcOffset + 4 == kSuperblockBytes);
 
@@ -287,7 +289,8 @@ void Superblock::encode(std::span<std::byte, kSuperblockBytes> out) const noexce
   put64(b, kOffChunks, geometry.chunks());
   put64(b, kOffSpaceBytes, geometry.space_bytes());
   put32(b, kOffFormatRevision, kFormatRevision);
-  // flags2 and [176, 252): zero.
+  std::copy(device_uuid.begin(), device_uuid.end(), b.begin() + kOffDeviceUuid);
+  // flags2 and [192, 252): zero.
   put32(b, kSuperblockCrcOffset, superblock_crc(b));
 }
 
@@ -345,6 +348,7 @@ std::optional<Superblock> Superblock::decode(std::span<const std::byte> bytes, s
   sb.daemon_sleep = daemon_sleep;
   sb.barrier_idle = barrier_idle;
   sb.geometry = *g;
+  std::copy_n(b.begin() + kOffDeviceUuid, sb.device_uuid.size(), sb.device_uuid.begin());
   ec.clear();
   return sb;
 }
@@ -362,6 +366,7 @@ std::optional<Superblock> make_superblock(const FormatOptions& opts, std::error_
   if (!g) return std::nullopt;
   Superblock sb;
   sb.uuid = opts.uuid;
+  sb.device_uuid = opts.device_uuid;
   sb.state = opts.assume_clean ? kSbClean : 0;
   sb.daemon_sleep = opts.daemon_sleep;
   sb.barrier_idle = opts.barrier_idle;

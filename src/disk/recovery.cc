@@ -7,7 +7,7 @@
 namespace llbitmap {
 
 RecoveryReport recover_chunk_states(const Superblock& sb, std::span<std::byte> image,
-                                    std::span<const std::byte> table) {
+                                    std::span<const std::byte> table, bool out_of_date) {
   const Geometry& g = sb.geometry;
   LLBM_CHECK(g.valid(), "recover_chunk_states: superblock with an empty geometry");
   LLBM_CHECK(image.size() == g.image_bytes(),
@@ -49,6 +49,12 @@ RecoveryReport recover_chunk_states(const Superblock& sb, std::span<std::byte> i
     const ChunkRange chunks = g.chunks_in_block(b);
     r.bad_block_chunks += chunks.size();
     for (std::uint64_t c = chunks.first; c < chunks.end; ++c)
+      image[g.chunk_pos(c)] = static_cast<std::byte>(to_byte(ChunkState::kNeedSync));
+  }
+  // Rule 4: nothing an out-of-date file says can be trusted, not even Unwritten.
+  if (out_of_date) {
+    r.out_of_date = true;
+    for (std::uint64_t c = 0; c < g.chunks(); ++c)
       image[g.chunk_pos(c)] = static_cast<std::byte>(to_byte(ChunkState::kNeedSync));
   }
   return r;

@@ -35,9 +35,19 @@
 //     Clean, Reload having turned Dirty and Syncing into NeedSync) or NeedSync: nothing
 //     comes back Dirty, or Clean out of nowhere;
 //   - S5: once a failed bitmap's stale marker is durable, be stale; a stale image
-//     reopens no chunk Clean.
+//     reopens no chunk Clean;
+//   - list, in needs_recovery(), every chunk with a write in flight and every
+//     must-resync chunk, and give needs_sync() / needs_recovery() / needs_rebuild()
+//     exactly the runs of its NeedSync+Syncing / +Dirty / not-Unwritten chunks (merged,
+//     clipped to the device), so each view contains the one before;
+//   - identity: half of the workloads bind the bitmap to a device uuid; their images
+//     are opened with it, and must be refused with Errc::foreign_bitmap (image
+//     untouched) when opened for another device; no image carries events older than
+//     the events() the engine recorded after its last open (so OpenOptions::min_events
+//     never opens a crash image out of date, which crash_and_reopen also checks).
 //
-// The same checks run between operations and when start_write returns; there the
+// The same checks run between operations and when start_write returns (the views on
+// the live bitmap too: needs_recovery() covers every write in flight); there the
 // durable image alone must already hold each of its chunks Dirty or NeedSync (Syncing
 // if it was being resynced) in a block whose checksum verifies (S2). A failed bitmap
 // must have made its stale marker durable with its last sync, and after an idle final
@@ -154,14 +164,15 @@ struct Totals {
                 image_checks = 0, images_opened = 0, refused = 0, bad_block_images = 0,
                 stale_images = 0, must_checks = 0, s2_checks = 0, crash_reopens = 0,
                 sync_failures = 0, writes_in_flight_at_pass = 0, max_pending = 0,
-                sampled_moments = 0, violations = 0;
+                sampled_moments = 0, violations = 0, bound_workloads = 0, foreign_checks = 0,
+                live_view_checks = 0;
   std::map<std::string, std::uint64_t> refused_by;  // "phase: error" -> distinct images
 
   std::string summary() const {
     std::string by;
     for (const auto& [k, v] : refused_by)
       by += (by.empty() ? "" : ", ") + k + " " + std::to_string(v);
-    char buf[1024];
+    char buf[2048];
     std::snprintf(buf, sizeof buf,
                   "crash-enum: workloads %" PRIu64 ", ops %" PRIu64 ", sync boundaries %" PRIu64
                   ", moments %" PRIu64 " (up to %" PRIu64 " unsynced writes, %" PRIu64
@@ -169,11 +180,13 @@ struct Totals {
                   " distinct opened), refused %" PRIu64 " {%s}, with a bad block %" PRIu64
                   ", stale %" PRIu64 ", must-resync chunk checks %" PRIu64 ", S2 checks %" PRIu64
                   ", crash+reopen %" PRIu64 ", sync failures %" PRIu64
-                  ", passes with a write in flight %" PRIu64 ", violations %" PRIu64,
+                  ", passes with a write in flight %" PRIu64 ", bound workloads %" PRIu64
+                  ", foreign-device refusals checked %" PRIu64 ", live view checks %" PRIu64
+                  ", violations %" PRIu64,
                   workloads, ops, sync_boundaries, moments, max_pending, sampled_moments,
                   image_checks, images_opened, refused, by.c_str(), bad_block_images, stale_images,
                   must_checks, s2_checks, crash_reopens, sync_failures, writes_in_flight_at_pass,
-                  violations);
+                  bound_workloads, foreign_checks, live_view_checks, violations);
     return buf;
   }
 };
@@ -216,6 +229,45 @@ class SkippingFlushStorage final : public Storage {
 
 enum class DiskMode { kHonest, kSkipsFlushes };
 
+using Runs = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+
+// The runs a view must give for the chunks `pick` selects: clipped, merged, ascending.
+template <class Pick>
+Runs expected_runs(const Geometry& g, const std::vector<ChunkState>& states, Pick pick) {
+  Runs runs;
+  for (std::uint64_t c = 0; c < g.chunks(); ++c) {
+    if (!pick(states[c])) continue;
+    const std::uint64_t off = c * g.chunk_bytes();
+    const std::uint64_t len = std::min(g.chunk_bytes(), g.device_bytes() - off);
+    if (!runs.empty() && runs.back().first + runs.back().second == off)
+      runs.back().second += len;
+    else
+      runs.emplace_back(off, len);
+  }
+  return runs;
+}
+
+// needs_sync / needs_recovery / needs_rebuild of `b` against its states, and every chunk
+// of `must` (writes in flight, chunks that must be resynced) in needs_recovery. Empty
+// if all is well, else what is wrong.
+std::string check_views(const Bitmap& b, const std::vector<std::uint64_t>& must) {
+  const Geometry& g = b.geometry();
+  std::vector<ChunkState> states(g.chunks());
+  for (std::uint64_t c = 0; c < g.chunks(); ++c) states[c] = b.state(c);
+  if (b.needs_sync() != expected_runs(g, states, [](ChunkState s) { return needs_sync(s); }))
+    return "needs_sync() is not the runs of the NeedSync and Syncing chunks";
+  if (b.needs_recovery() != expected_runs(g, states, [](ChunkState s) { return is_dirty_like(s); }))
+    return "needs_recovery() is not the runs of the Dirty, NeedSync and Syncing chunks";
+  if (b.needs_rebuild() !=
+      expected_runs(g, states, [](ChunkState s) { return s != ChunkState::kUnwritten; }))
+    return "needs_rebuild() is not the runs of every chunk that is not Unwritten";
+  for (const std::uint64_t c : must)
+    if (!is_dirty_like(states[c]))
+      return "chunk " + std::to_string(c) + " must be recovered but needs_recovery() leaves it (" +
+             std::string(to_string(states[c])) + ")";
+  return {};
+}
+
 // Closes a bitmap with no write in flight. Should close() ever report Errc::busy for an
 // idle bitmap again (see CrashEnumRegression below), ~Bitmap() would abort and take the
 // whole run with it: retry instead (a busy close leaves the bitmap open and usable); the
@@ -237,6 +289,11 @@ class Workload {
   void run() {
     const Config& cfg = kConfigs[rng_() % std::size(kConfigs)];
     cfg_ = &cfg;
+    // From the seed, not from rng_: the workloads' other choices stay what they were.
+    bound_ = (seed_ >> 17 & 1) != 0;
+    for (std::size_t i = 0; i < device_.size(); ++i)
+      device_[i] = static_cast<std::uint8_t>(seed_ >> (8 * (i % 8)) ^ (0x5a + i));
+    if (bound_) ++totals_.bound_workloads;
     assume_clean_ = rng_() % 5 == 0;
     parity_ = rng_() % 7 == 0;
     writers_.resize(1 + rng_() % 3);
@@ -265,6 +322,7 @@ class Workload {
     std::vector<std::uint64_t> must;  // chunks that must reopen NeedSync
     bool may_refuse = false;          // creation not finished
     bool must_be_stale = false;       // the stale marker of a failed bitmap is durable
+    std::uint64_t min_events = 0;     // the events() the engine recorded (0 during create)
   };
 
   // What opening one image gives (cached by image contents).
@@ -275,6 +333,9 @@ class Workload {
     bool stale = false;                                           // its superblock says so
     std::vector<std::uint8_t> states;                             // every chunk after open
     std::vector<std::pair<std::uint64_t, std::uint8_t>> changed;  // chunks != initial state
+    std::string views;                                            // check_views' complaint
+    std::uint64_t events = 0;                                     // the stored superblock's
+    std::string identity;  // what went wrong opening it for another device
   };
 
   // An image's identity: the sum of a 64-bit hash of every 512-byte sector (mixed with
@@ -428,6 +489,7 @@ class Workload {
       m.must = must_set();
       m.may_refuse = phase_ == Phase::kCreate;
       m.must_be_stale = stale_durable_;
+      m.min_events = phase_ == Phase::kCreate ? 0 : recorded_events_;
       if (ev.result)
         failing_sync_seen_ = true;
       else if (failing_sync_seen_)
@@ -458,6 +520,7 @@ class Workload {
     m.pending = st_->unsynced_writes();
     m.must = must_set();
     m.must_be_stale = stale_durable_;
+    m.min_events = recorded_events_;
     check_moment(m);
   }
 
@@ -495,13 +558,22 @@ class Workload {
     ++totals_.images_opened;
     Verdict v;
     const auto sb = Superblock::decode(img, v.decode_ec, img.size());
+    if (sb) v.events = sb->events;
     OpenOptions oo;
     oo.start_daemon = false;
     oo.parity = parity_;
     oo.clock = &check_clock_;
+    if (bound_) oo.device_uuid = device_;
     std::error_code ec;
     auto re = Bitmap::open(std::make_unique<FaultStorage>(img), oo, ec);
     v.ec = ec;
+    if (re && bound_) {
+      // The same image, opened for another device: refused, and not written.
+      DeviceUuid other = device_;
+      other[0] ^= 0xff;
+      (void)test::refused_as_foreign(img, other, v.identity);
+      ++totals_.foreign_checks;
+    }
     if (re) {
       struct Closer {
         Bitmap& b;
@@ -516,6 +588,7 @@ class Workload {
           if (s != init_state()) v.changed.emplace_back(c, s);
         }
       }
+      if (v.geometry_ok) v.views = check_views(*re, {});
       if (re->stats().bad_blocks > 0) ++totals_.bad_block_images;
       v.stale = sb && (sb->state & (kSbStale | kSbWriteError)) != 0;
       if (v.stale) ++totals_.stale_images;
@@ -544,6 +617,12 @@ class Workload {
       violation(where() + ": reopened with another geometry");
       return;
     }
+    if (!v.views.empty()) violation(where() + ": " + v.views);
+    if (!v.identity.empty()) violation(where() + ": bound to its device, yet " + v.identity);
+    if (v.events < m.min_events)
+      violation(where() + ": its events " + std::to_string(v.events) +
+                " are older than the engine's record " + std::to_string(m.min_events) +
+                ": min_events would open it out of date");
     totals_.must_checks += m.must.size();
     for (std::uint64_t c : m.must) {
       const std::uint8_t s = v.states[c];
@@ -590,6 +669,7 @@ class Workload {
     o.parity = parity_;
     o.start_daemon = false;
     o.clock = &clock_;
+    if (bound_) o.device_uuid = device_;
     phase_ = Phase::kCreate;
     where_ = "create";
     std::error_code ec;
@@ -599,6 +679,7 @@ class Workload {
       return;
     }
     geo_ = bm_->geometry();
+    recorded_events_ = bm_->events();
     held_.assign(geo_.chunks(), static_cast<std::uint8_t>(1u << init_state()));
     phase_ = Phase::kRun;
     drain();
@@ -728,6 +809,11 @@ class Workload {
     observe();
     note_needs_sync();
     check_now("between operations");
+    std::vector<std::uint64_t> live_must = must_set();
+    for (const std::uint64_t c : syncing_) live_must.push_back(c);
+    if (const std::string e = check_views(*bm_, live_must); !e.empty())
+      violation("between operations, live bitmap: " + e);
+    ++totals_.live_view_checks;
   }
 
   void start_write(Writer& w) {
@@ -881,6 +967,8 @@ class Workload {
     oo.start_daemon = false;
     oo.parity = parity_;
     oo.clock = &clock_;
+    if (bound_) oo.device_uuid = device_;
+    oo.min_events = recorded_events_;  // as an engine that records events() would
     phase_ = Phase::kRecover;
     std::error_code ec;
     bm_ = Bitmap::open(std::move(storage), oo, ec);
@@ -891,6 +979,12 @@ class Workload {
       st_ = nullptr;
       return;
     }
+    if (bm_->out_of_date())
+      violation("a crash image of this very bitmap opened out of date (min_events " +
+                std::to_string(oo.min_events) + ")");
+    if (bm_->events() <= recorded_events_)
+      violation("events did not move past the engine's record at reopen");
+    recorded_events_ = bm_->events();
     drain();
     observe();
     note_needs_sync();
@@ -908,6 +1002,9 @@ class Workload {
        sync_failure_armed_ = false, stale_durable_ = false, failing_sync_seen_ = false,
        synced_after_failure_ = false;
   int op_ = 0, crash_reopens_ = 0;
+  bool bound_ = false;                 // the bitmap is bound to device_
+  DeviceUuid device_{};                // the workload's device uuid
+  std::uint64_t recorded_events_ = 0;  // events() after the last create/open, as an engine keeps it
   std::uint64_t violations_ = 0, hook_off_thread_ = 0;
   std::thread::id driver_;
   std::string where_;
@@ -1000,6 +1097,9 @@ TEST(CrashEnum, EveryCrashImageRecoversEveryWriteInFlight) {
     EXPECT_GT(totals.crash_reopens, 0u);
     EXPECT_GT(totals.writes_in_flight_at_pass, 0u);
     EXPECT_GT(totals.stale_images, 0u) << "no image after an fdatasync failure";
+    EXPECT_GT(totals.bound_workloads, 0u);
+    EXPECT_GT(totals.foreign_checks, 0u) << "no bound image was opened for another device";
+    EXPECT_GT(totals.live_view_checks, 0u);
   }
 }
 

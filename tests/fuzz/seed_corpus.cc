@@ -6,8 +6,8 @@
 // discards, degraded and parity writes, a failed sync that leaves the superblock stale),
 // then given a fixed uuid so that the corpus is reproducible byte for byte. Two more are
 // damaged on purpose: one block whose checksum fails, one invalid state byte (with its
-// checksum fixed). Every one of them must open (the regression runner checks it), so a
-// format change that the seeds no longer follow is caught.
+// checksum fixed), and one used image is bound to a device uuid. Every one of them must open (the
+// regression runner checks it), so a format change that the seeds no longer follow is caught.
 #include <llbitmap/bitmap.h>
 #include <llbitmap/format.h>
 #include <llbitmap/testing/fault_storage.h>
@@ -201,6 +201,21 @@ Corpus make_seed_corpus() {
     fill_checksum_table(g, sb->uuid, all.first(g.image_bytes()),
                         all.subspan(g.checksum_table_offset(), g.checksum_table_bytes()));
     out.emplace_back("seed-s4k-b512-invalid-byte", std::move(img));
+  }
+  // Bound to a device (superblock bytes 176..191, docs/format.md §2.2).
+  {
+    Bytes img = find("seed-s4k-b512-used");
+    std::error_code ec;
+    std::optional<Superblock> sb = Superblock::decode(img, ec, img.size());
+    if (!sb) die("decode", ec);
+    for (std::size_t i = 0; i < sb->device_uuid.size(); ++i)
+      sb->device_uuid[i] = static_cast<std::byte>(0xd0 + i);
+    const std::span<std::byte> all(img);
+    sb->encode(all.first<kSuperblockBytes>());
+    const Geometry& g = sb->geometry;
+    fill_checksum_table(g, sb->uuid, all.first(g.image_bytes()),
+                        all.subspan(g.checksum_table_offset(), g.checksum_table_bytes()));
+    out.emplace_back("seed-s4k-b512-bound", std::move(img));
   }
   return out;
 }

@@ -6,7 +6,8 @@
 // ends the writes and closes the bitmap cleanly.
 //
 //   make_crash_images DIR   writes into DIR (which must exist):
-//     live.bm         1 GiB device, 64 KiB chunks, assume-clean; closed cleanly
+//     live.bm         1 GiB device, 64 KiB chunks, assume-clean, bound to device uuid
+//                     00112233-4455-6677-8899-aabbccddeeff; closed cleanly
 //     crash.bm        live.bm during the writes: chunks 0, 160..162 and 16383 Dirty,
 //                     chunk 8192 NeedSync (written while degraded)
 //     crash-stale.bm  crash.bm with the superblock's stale flag set (superblock CRC and
@@ -92,6 +93,8 @@ int main(int argc, char** argv) {
     opt.device_bytes = kGiB;
     opt.assume_clean = true;
     opt.start_daemon = false;
+    for (std::size_t i = 0; i < opt.device_uuid.size(); ++i)  // bound: 00112233-...-ccddeeff
+      opt.device_uuid[i] = static_cast<std::uint8_t>(0x11 * i);
     auto bm = Bitmap::create(dir / "live.bm", opt, ec);
     if (!bm) die("create live.bm", ec);
     if (bm->chunk_bytes() != 64 * kKiB) die("live.bm: unexpected chunk size");

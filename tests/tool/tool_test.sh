@@ -129,6 +129,8 @@ examine)
   expect_line "$out" '^  magic +0x6d746962' "magic"
   expect_line "$out" '^  version +6 ' "version"
   expect_line "$out" '^  uuid +[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' "uuid"
+  expect_line "$out" '^  device uuid +none \(not bound to a device\)$' "device uuid"
+  expect_line "$out" '^  events +2$' "events after create and close"
   expect_line "$out" '^  state +0x0 \(none\)$' "state"
   expect_line "$out" '^  chunk size +64 KiB \(65536 bytes\)$' "chunk size"
   expect_line "$out" '^  chunks +16384$' "chunks"
@@ -153,6 +155,7 @@ examine)
     'd["superblock"]["device_bytes"] == 1073741824' \
     'd["superblock"]["pages"] == 5 and d["superblock"]["blocks"] == 32' \
     'd["superblock"]["state_flags"] == []' \
+    'd["superblock"]["device_bound"] == False and d["superblock"]["events"] == 2' \
     'd["counts"] == {"unwritten": 16384, "clean": 0, "dirty": 0, "need_sync": 0, "syncing": 0, "invalid": 0}' \
     'd["unverifiable_blocks"]["count"] == 0' \
     'd["resync"]["bytes"] == 0 and d["resync"]["ranges"] == []'
@@ -233,6 +236,11 @@ examine)
   expect_line "$out" '^  need sync +1 ' "live: need sync after close"
   expect_line "$out" '^resync on reopen \(reload\): 1 chunk in 1 range$' "live: resync"
   expect_line "$out" '^  \[536870912, 536936448\) ' "live: range"
+  expect_line "$out" '^  device uuid +00112233-4455-6677-8899-aabbccddeeff$' "live: device uuid"
+  expect_line "$out" '^  events +2$' "live: events after open and close"
+  check_json live.bm 'd["superblock"]["device_bound"] == True' \
+    'd["superblock"]["device_uuid"] == "00112233-4455-6677-8899-aabbccddeeff"' \
+    'd["superblock"]["events"] == 2'
 
   # A bitmap open for writing holds an exclusive flock on its file; examine takes no
   # lock, so it reads the file all the same (here flock(1) holds the lock for it), and

@@ -12,8 +12,12 @@
 //   S4  an image taken right after a sync reopens with exactly the NeedSync chunks it
 //       must have (Dirty -> NeedSync, unverifiable block -> NeedSync, stale superblock
 //       -> every written chunk NeedSync), and every write in flight at that moment is
-//       NeedSync; at the end, after quiesce + flush, nothing is Dirty in memory or on
-//       "disk", the counts add up, and the image reopens with no NeedSync at all;
+//       NeedSync, and lies in needs_recovery(); needs_sync() / needs_recovery() /
+//       needs_rebuild() list exactly the NeedSync+Syncing / +Dirty / not-Unwritten
+//       chunks; the image is bound to the run's device uuid and refused
+//       (Errc::foreign_bitmap) when opened for another device; at the end, after quiesce + flush,
+//       nothing is Dirty in memory or on "disk", the counts add up, and the image reopens with no
+//       NeedSync at all;
 //   S5  (--faults) after an EIO on a sync the bitmap is failed, refuses writes, has
 //       marked its superblock stale, reopens as a full resync of every written chunk,
 //       and closes without hanging; then a fresh bitmap takes over;
@@ -571,6 +575,21 @@ class Oracle {
 
 // ------------------------------------------------------------------ reopen checks
 
+// The device every generation's bitmap is bound to.
+constexpr DeviceUuid kDevice = {0x74, 0x6f, 0x72, 0x74, 0x75, 0x72, 0x65, 0x2d,
+                                0x64, 0x65, 0x76, 0x69, 0x63, 0x65, 0x00, 0x01};
+
+// The chunks a view lists.
+std::vector<bool> view_chunks(const Geometry& g,
+                              const std::vector<std::pair<std::uint64_t, std::uint64_t>>& runs) {
+  std::vector<bool> in(g.chunks(), false);
+  for (const auto& [off, len] : runs)
+    for (std::uint64_t c = off / g.chunk_bytes(); c < g.chunks() && c * g.chunk_bytes() < off + len;
+         ++c)
+      in[c] = true;
+  return in;
+}
+
 struct DecodedFile {
   std::optional<Superblock> sb;
   std::vector<std::uint8_t> bytes;
@@ -603,7 +622,7 @@ std::vector<std::uint8_t> check_reopen(const std::vector<std::byte>& file,
                                        const char* what, bool healthy) {
   const DecodedFile d = decode_file(file);
   std::error_code ec;
-  std::unique_ptr<Bitmap> re = test::reopen(file, ec);
+  std::unique_ptr<Bitmap> re = test::reopen(file, ec, nullptr, kDevice);
   if (!d.sb) {
     if (healthy) violation(g_violations.s4, "%s: the durable superblock does not decode", what);
     if (re) violation(g_violations.s4, "%s: open accepted an undecodable superblock", what);
@@ -632,7 +651,35 @@ std::vector<std::uint8_t> check_reopen(const std::vector<std::byte>& file,
       violation(g_violations.s4, "%s: chunk %" PRIu64 " had a write in flight but reopens as %u",
                 what, c, got[c]);
   }
+  // The three views: exactly their states, and every write in flight needs recovery.
+  const std::vector<bool> sync = view_chunks(g, re->needs_sync());
+  const std::vector<bool> recovery = view_chunks(g, re->needs_recovery());
+  const std::vector<bool> rebuild = view_chunks(g, re->needs_rebuild());
+  std::uint64_t view_errors = 0;
+  for (std::uint64_t c = 0; c < g.chunks(); ++c) {
+    const bool ok = sync[c] == (got[c] == kNeedSync || got[c] == 4) &&
+                    recovery[c] == (got[c] == kNeedSync || got[c] == 4 || got[c] == kDirty) &&
+                    rebuild[c] == (got[c] != kUnwritten);
+    if (!ok && view_errors++ < 3)
+      violation(g_violations.s4,
+                "%s: chunk %" PRIu64
+                " reopens as %u but the views say sync %d recovery %d "
+                "rebuild %d",
+                what, c, got[c], int(sync[c]), int(recovery[c]), int(rebuild[c]));
+  }
+  for (std::uint64_t c : must_resync)
+    if (!recovery[c])
+      violation(g_violations.s4,
+                "%s: chunk %" PRIu64
+                " had a write in flight, needs_recovery() "
+                "leaves it",
+                what, c);
   re.reset();
+  // Another device's copy of this image is refused and left as it is.
+  DeviceUuid other = kDevice;
+  other[15] ^= 0xff;
+  if (std::string why; !test::refused_as_foreign(file, other, why))
+    violation(g_violations.s4, "%s: bound to the run's device, yet %s", what, why.c_str());
   return got;
 }
 
@@ -762,6 +809,7 @@ std::unique_ptr<Generation> Torture::make_generation() {
   bo.daemon_sleep = daemon_sleep_;
   bo.barrier_idle = barrier_idle_;
   bo.start_daemon = true;
+  bo.device_uuid = kDevice;
   std::error_code ec;
   g->bitmap = Bitmap::create(std::move(storage), bo, ec);
   if (!g->bitmap) {

@@ -163,5 +163,117 @@ TEST_F(BitmapOpenTest, TruncatedOrGrownFile) {
   expect_refused(b, Errc::size_mismatch);
 }
 
+// ------------------------------------------------------------------ device identity
+
+DeviceUuid device(std::uint8_t seed) {
+  DeviceUuid d{};
+  for (std::size_t i = 0; i < d.size(); ++i) d[i] = static_cast<std::uint8_t>(seed + 7 * i);
+  return d;
+}
+
+// The device uuid as the superblock holds it.
+DeviceUuid stored_device(const std::vector<char>& file) {
+  std::error_code ec;
+  auto sb = Superblock::decode(
+      std::span<const std::byte>(reinterpret_cast<const std::byte*>(file.data()), file.size()), ec,
+      file.size());
+  EXPECT_TRUE(sb) << ec.message();
+  DeviceUuid d{};
+  if (sb)
+    for (std::size_t i = 0; i < d.size(); ++i)
+      d[i] = std::to_integer<std::uint8_t>(sb->device_uuid[i]);
+  return d;
+}
+
+TEST_F(BitmapOpenTest, ABitmapBoundToAnotherDeviceIsRefusedAndLeftUntouched) {
+  const fs::path p = dir_ / "bound";
+  BitmapOptions o;
+  o.device_bytes = 1ull << 30;
+  o.start_daemon = false;
+  o.device_uuid = device(1);
+  std::error_code ec;
+  {
+    auto bm = Bitmap::create(p, o, ec);
+    ASSERT_TRUE(bm) << ec.message();
+    ASSERT_FALSE(bm->start_write(0, 4096));
+    bm->end_write(0, 4096);
+    ASSERT_FALSE(bm->close());
+  }
+  const std::vector<char> bytes = slurp(p);
+  EXPECT_EQ(stored_device(bytes), device(1));
+  OpenOptions oo;
+  oo.start_daemon = false;
+  oo.device_uuid = device(2);
+  EXPECT_FALSE(Bitmap::open(p, oo, ec));
+  EXPECT_EQ(ec, Errc::foreign_bitmap) << ec.message();
+  EXPECT_EQ(slurp(p), bytes) << "a refused file was modified";
+  // The right device opens it; so does an open that does not check (all zero), which
+  // keeps the binding.
+  for (const DeviceUuid& d : {device(1), DeviceUuid{}}) {
+    oo.device_uuid = d;
+    auto bm = Bitmap::open(p, oo, ec);
+    ASSERT_TRUE(bm) << ec.message();
+    ASSERT_FALSE(bm->close());
+    bm.reset();
+    EXPECT_EQ(stored_device(slurp(p)), device(1));
+  }
+}
+
+TEST_F(BitmapOpenTest, AnUnboundFileOpensForAnyDeviceAndIsBoundToIt) {
+  // good_ was made without a device uuid, as every file before the field existed.
+  EXPECT_EQ(stored_device(good_), DeviceUuid{});
+  OpenOptions oo;
+  oo.start_daemon = false;
+  std::error_code ec;
+  {
+    auto bm = Bitmap::open(path_, oo, ec);  // unchecked: stays unbound
+    ASSERT_TRUE(bm) << ec.message();
+    ASSERT_FALSE(bm->close());
+  }
+  EXPECT_EQ(stored_device(slurp(path_)), DeviceUuid{});
+  oo.device_uuid = device(3);
+  {
+    auto bm = Bitmap::open(path_, oo, ec);
+    ASSERT_TRUE(bm) << ec.message();
+    EXPECT_EQ(bm->state(0), ChunkState::kClean) << "its states are kept";
+    ASSERT_FALSE(bm->close());
+  }
+  EXPECT_EQ(stored_device(slurp(path_)), device(3));
+  oo.device_uuid = device(4);
+  EXPECT_FALSE(Bitmap::open(path_, oo, ec));
+  EXPECT_EQ(ec, Errc::foreign_bitmap);
+}
+
+TEST_F(BitmapOpenTest, MinEventsOlderThanTheFileIsStaleAndNotOlderIsNot) {
+  OpenOptions oo;
+  oo.start_daemon = false;
+  std::error_code ec;
+  std::uint64_t events = 0;
+  {
+    auto bm = Bitmap::open(path_, oo, ec);
+    ASSERT_TRUE(bm) << ec.message();
+    events = bm->events();
+    ASSERT_FALSE(bm->close());
+    EXPECT_EQ(bm->events(), events + 1);
+    events = bm->events();
+  }
+  oo.min_events = events;  // the file holds exactly this: up to date
+  {
+    auto bm = Bitmap::open(path_, oo, ec);
+    ASSERT_TRUE(bm) << ec.message();
+    EXPECT_FALSE(bm->out_of_date());
+    EXPECT_EQ(bm->state(0), ChunkState::kClean);
+    EXPECT_EQ(bm->state(1), ChunkState::kUnwritten);
+    ASSERT_FALSE(bm->close());
+    events = bm->events();
+  }
+  oo.min_events = events + 1;  // the engine has seen a later state than the file
+  auto bm = Bitmap::open(path_, oo, ec);
+  ASSERT_TRUE(bm) << ec.message();
+  EXPECT_TRUE(bm->out_of_date());
+  EXPECT_EQ(bm->counts().need_sync, bm->chunks());
+  EXPECT_EQ(bm->events(), events + 2);
+}
+
 }  // namespace
 }  // namespace llbitmap

@@ -944,5 +944,275 @@ TEST_F(BitmapTest, ReloadTurnsSyncingIntoNeedSync) {
   EXPECT_EQ(re2->state(0), ChunkState::kNeedSync);
 }
 
+// ------------------------------------------------------------------ recovery views
+
+using Runs = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+
+// One chunk of every state, on a device whose last chunk is short:
+//   0 Unwritten, 1 Clean, 2 Dirty, 3 NeedSync, 4 Syncing, 5-6 Dirty, 8 Clean,
+//   last (short) Dirty; everything else Unwritten.
+TEST_F(BitmapTest, RecoveryAndRebuildViewsListTheirStatesMergedAndClipped) {
+  constexpr std::uint64_t kDevice = (1ull << 30) - 1000;  // the last chunk is 64 KiB - 1000
+  make(options(kDevice));
+  const std::uint64_t last = bm().chunks() - 1;
+  const std::uint64_t last_off = last * kChunk;
+  auto write = [&](std::uint64_t chunk) {
+    ASSERT_FALSE(bm().start_write(chunk * kChunk, 4096));
+    bm().end_write(chunk * kChunk, 4096);
+  };
+  write(1);
+  write(8);
+  idle_and_clean();  // 1, 8 Clean
+  for (std::uint64_t c : {std::uint64_t{2}, std::uint64_t{5}, std::uint64_t{6}, last}) write(c);
+  bm().set_degraded(true);
+  write(3);
+  write(4);
+  bm().set_degraded(false);
+  ASSERT_TRUE(bm().start_sync(4 * kChunk));
+  ASSERT_EQ(bm().state(0), ChunkState::kUnwritten);
+  ASSERT_EQ(bm().state(1), ChunkState::kClean);
+  ASSERT_EQ(bm().state(2), ChunkState::kDirty);
+  ASSERT_EQ(bm().state(3), ChunkState::kNeedSync);
+  ASSERT_EQ(bm().state(4), ChunkState::kSyncing);
+  ASSERT_EQ(bm().state(last), ChunkState::kDirty);
+
+  EXPECT_EQ(bm().needs_sync(), (Runs{{3 * kChunk, 2 * kChunk}}));
+  EXPECT_EQ(bm().needs_recovery(), (Runs{{2 * kChunk, 5 * kChunk}, {last_off, kDevice - last_off}}))
+      << "Dirty, NeedSync, Syncing; 2..6 merged; the last chunk clipped to the device";
+  EXPECT_EQ(bm().needs_rebuild(),
+            (Runs{{1 * kChunk, 6 * kChunk}, {8 * kChunk, kChunk}, {last_off, kDevice - last_off}}))
+      << "everything but Unwritten";
+
+  // Nothing written: every view is empty; everything written Clean: only the rebuild
+  // view lists it.
+  make(options(kDevice));
+  EXPECT_TRUE(bm().needs_recovery().empty());
+  EXPECT_TRUE(bm().needs_rebuild().empty());
+  ASSERT_FALSE(bm().start_write(0, kDevice));
+  bm().end_write(0, kDevice);
+  EXPECT_EQ(bm().needs_recovery(), (Runs{{0, kDevice}}));
+  idle_and_clean();
+  EXPECT_TRUE(bm().needs_sync().empty());
+  EXPECT_TRUE(bm().needs_recovery().empty());
+  EXPECT_EQ(bm().needs_rebuild(), (Runs{{0, kDevice}}));
+}
+
+// start_sync(offset, kind) for every state and kind: what it returns and what it leaves.
+TEST_F(BitmapTest, StartSyncOfARecoveryOrRebuildTakesDirtyAndCleanChunks) {
+  struct Want {
+    bool copy;
+    ChunkState after;
+  };
+  constexpr SyncKind kKinds[] = {SyncKind::kResync, SyncKind::kRecovery, SyncKind::kRebuild};
+  const ChunkState U = ChunkState::kUnwritten, C = ChunkState::kClean, D = ChunkState::kDirty,
+                   Y = ChunkState::kSyncing;  // NeedSync never stays NeedSync here
+  // [kind][state]: Unwritten, Clean, Dirty, NeedSync, Syncing.
+  const Want want[3][5] = {
+      {{false, U}, {false, C}, {false, D}, {true, Y}, {true, Y}},  // kResync
+      {{false, U}, {false, C}, {true, Y}, {true, Y}, {true, Y}},   // kRecovery
+      {{false, U}, {true, Y}, {true, Y}, {true, Y}, {true, Y}},    // kRebuild
+  };
+  make(options());
+  // Chunk 10 * kind + state holds that state.
+  auto chunk = [](int kind, int state) { return std::uint64_t(10 * kind + state); };
+  auto write = [&](std::uint64_t c) {
+    ASSERT_FALSE(bm().start_write(c * kChunk, 4096));
+    bm().end_write(c * kChunk, 4096);
+  };
+  for (int k = 0; k < 3; ++k) write(chunk(k, 1));
+  idle_and_clean();
+  for (int k = 0; k < 3; ++k) write(chunk(k, 2));
+  bm().set_degraded(true);
+  for (int k = 0; k < 3; ++k) {
+    write(chunk(k, 3));
+    write(chunk(k, 4));
+  }
+  bm().set_degraded(false);
+  for (int k = 0; k < 3; ++k) ASSERT_TRUE(bm().start_sync(chunk(k, 4) * kChunk));
+  for (int k = 0; k < 3; ++k)
+    for (int st = 0; st < 5; ++st)
+      ASSERT_EQ(bm().state(chunk(k, st)), kChunkStates[st]) << "setup " << k << "/" << st;
+
+  for (int k = 0; k < 3; ++k) {
+    for (int st = 0; st < 5; ++st) {
+      const std::uint64_t c = chunk(k, st);
+      EXPECT_EQ(bm().start_sync(c * kChunk, kKinds[k]), want[k][st].copy)
+          << "kind " << k << ", state " << to_string(kChunkStates[st]);
+      EXPECT_EQ(bm().state(c), want[k][st].after)
+          << "kind " << k << ", state " << to_string(kChunkStates[st]);
+    }
+  }
+  // The recovered chunks behave as any Syncing chunk: end_sync -> Dirty -> cleaned,
+  // abort_sync -> NeedSync (listed by every view until resynced).
+  bm().end_sync(chunk(1, 2) * kChunk);
+  EXPECT_EQ(bm().state(chunk(1, 2)), ChunkState::kDirty);
+  bm().abort_sync(chunk(2, 1) * kChunk);
+  EXPECT_EQ(bm().state(chunk(2, 1)), ChunkState::kNeedSync);
+  bm().run_daemon_once();  // end_sync expired its page
+  EXPECT_EQ(bm().state(chunk(1, 2)), ChunkState::kClean);
+  // Degraded, kResync takes Dirty too (upstream's rule, unchanged).
+  write(50);
+  bm().set_degraded(true);
+  EXPECT_TRUE(bm().start_sync(50 * kChunk));
+  EXPECT_EQ(bm().state(50), ChunkState::kSyncing);
+  bm().end_sync(50 * kChunk);
+  bm().set_degraded(false);
+  // A crash while a rebuilt Clean chunk is Syncing resyncs it.
+  write(60);
+  idle_and_clean();
+  ASSERT_EQ(bm().state(60), ChunkState::kClean);
+  ASSERT_TRUE(bm().start_sync(60 * kChunk, SyncKind::kRebuild));
+  ASSERT_FALSE(bm().flush());
+  std::error_code ec;
+  auto re = test::reopen(st().durable_image(), ec);
+  ASSERT_TRUE(re) << ec.message();
+  EXPECT_EQ(re->state(60), ChunkState::kNeedSync);
+}
+
+// A member lost with a write in flight (no flush first): the chunk is Dirty when the
+// bitmap goes degraded, stays Dirty when written again while degraded, and the daemon
+// leaves it alone. needs_sync() does not list it, so an engine that re-adds the member
+// with needs_sync() copies only chunk 9, and once not degraded the daemon cleans chunk 7
+// although the member never got its writes. needs_recovery() lists it, and
+// start_sync(kRecovery) takes it.
+TEST_F(BitmapTest, ReaddAfterAnUnplannedFailureNeedsTheDirtyChunksToo) {
+  make(options());
+  ASSERT_FALSE(bm().start_write(7 * kChunk, 4096));  // in flight to both members
+  bm().set_degraded(true);                           // one member fails under it
+  bm().end_write(7 * kChunk, 4096);
+  ASSERT_FALSE(bm().start_write(7 * kChunk, 8192));  // written again, degraded
+  bm().end_write(7 * kChunk, 8192);
+  ASSERT_FALSE(bm().start_write(9 * kChunk, 4096));
+  bm().end_write(9 * kChunk, 4096);
+  idle_and_clean();
+  EXPECT_EQ(bm().state(7), ChunkState::kDirty);
+  EXPECT_EQ(bm().state(9), ChunkState::kNeedSync);
+  EXPECT_EQ(bm().needs_sync(), (Runs{{9 * kChunk, kChunk}})) << "the resync view";
+  const Runs recovery = bm().needs_recovery();
+  EXPECT_EQ(recovery, (Runs{{7 * kChunk, kChunk}, {9 * kChunk, kChunk}}));
+  // The re-add, while still degraded (as md's recovery), then back to normal.
+  for (const auto& [off, len] : recovery) {
+    for (std::uint64_t o = off; o < off + len; o += kChunk) {
+      ASSERT_TRUE(bm().start_sync(o, SyncKind::kRecovery)) << o;
+      bm().end_sync(o);
+    }
+  }
+  bm().set_degraded(false);
+  idle_and_clean();
+  EXPECT_EQ(bm().state(7), ChunkState::kClean);
+  EXPECT_EQ(bm().state(9), ChunkState::kClean);
+  EXPECT_TRUE(bm().needs_recovery().empty());
+}
+
+// ------------------------------------------------------------------ identity
+
+TEST_F(BitmapTest, EventsCountOpensAndClosesAndNothingElse) {
+  make(options());
+  EXPECT_EQ(bm().events(), 1u) << "created at 0, opened once";
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  idle_and_clean();
+  ASSERT_FALSE(bm().flush());
+  EXPECT_EQ(bm().events(), 1u) << "writes, passes and flushes do not move it";
+  ASSERT_FALSE(bm().close());
+  EXPECT_EQ(bm().events(), 2u);
+  std::error_code ec;
+  auto re = test::reopen(st().durable_image(), ec);
+  ASSERT_TRUE(re) << ec.message();
+  EXPECT_EQ(re->events(), 3u);
+  EXPECT_FALSE(re->out_of_date());
+}
+
+// A copy of the file taken before the engine's record (a backup restored over it): with
+// min_events it opens out of date, every chunk NeedSync, Unwritten included; without,
+// it is trusted and a chunk written after the copy is not resynced.
+TEST_F(BitmapTest, ABitmapOlderThanMinEventsOpensOutOfDate) {
+  make(options());
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  ASSERT_FALSE(bm().flush());
+  const std::vector<std::byte> old_copy = st().durable_image();  // events 1
+  ASSERT_FALSE(bm().start_write(5 * kChunk, 4096));              // after the copy
+  bm().end_write(5 * kChunk, 4096);
+  ASSERT_FALSE(bm().close());
+  const std::uint64_t recorded = bm().events();  // 2: what the engine keeps
+  ASSERT_EQ(recorded, 2u);
+
+  std::error_code ec;
+  {
+    auto trusted = test::reopen(old_copy, ec);
+    ASSERT_TRUE(trusted) << ec.message();
+    EXPECT_EQ(trusted->state(5), ChunkState::kUnwritten) << "the copy knows nothing of it";
+  }
+  for (const std::uint64_t min : {recorded, recorded + 40}) {
+    auto storage = std::make_unique<FaultStorage>(old_copy);
+    FaultStorage* raw = storage.get();
+    OpenOptions oo;
+    oo.start_daemon = false;
+    oo.min_events = min;
+    auto re = Bitmap::open(std::move(storage), oo, ec);
+    ASSERT_TRUE(re) << ec.message();
+    EXPECT_TRUE(re->out_of_date());
+    EXPECT_EQ(re->counts().need_sync, re->chunks()) << "every chunk, Unwritten included";
+    EXPECT_EQ(re->events(), min + 1) << "never below the engine's record again";
+    // Durable before open returned: a crash right now reopens with them (even unchecked).
+    auto again = test::reopen(raw->durable_image(), ec);
+    ASSERT_TRUE(again) << ec.message();
+    EXPECT_EQ(again->counts().need_sync, again->chunks());
+  }
+  // Not older: no effect.
+  OpenOptions oo;
+  oo.start_daemon = false;
+  oo.min_events = 1;
+  auto fresh = Bitmap::open(std::make_unique<FaultStorage>(old_copy), oo, ec);
+  ASSERT_TRUE(fresh) << ec.message();
+  EXPECT_FALSE(fresh->out_of_date());
+  EXPECT_EQ(fresh->state(5), ChunkState::kUnwritten);
+}
+
+// Every crash image of an out-of-date open, at every sync it makes, reopens (with the
+// same min_events, as the engine would) with every chunk NeedSync.
+TEST_F(BitmapTest, ACrashDuringAnOutOfDateOpenKeepsEveryChunkNeedSync) {
+  make(options(64ull << 20));  // 1024 chunks
+  ASSERT_FALSE(bm().flush());
+  const std::vector<std::byte> old_copy = st().durable_image();
+  ASSERT_FALSE(bm().close());
+  const std::uint64_t recorded = bm().events() + 3;
+  auto storage = std::make_unique<FaultStorage>(old_copy);
+  std::vector<std::vector<std::byte>> images;
+  storage->set_sync_hook([&](const SyncEvent& ev) -> std::error_code {
+    std::vector<std::byte> before(ev.durable_image.begin(), ev.durable_image.end());
+    images.push_back(before);
+    std::vector<std::byte> after = before;  // every pending write landed
+    for (const PendingWrite& w : ev.pending) {
+      if (after.size() < w.offset + w.data.size()) after.resize(w.offset + w.data.size());
+      std::copy(w.data.begin(), w.data.end(),
+                after.begin() + static_cast<std::ptrdiff_t>(w.offset));
+    }
+    images.push_back(after);
+    for (const PendingWrite& w : ev.pending) {  // each write alone
+      std::vector<std::byte> one = before;
+      std::copy(w.data.begin(), w.data.end(), one.begin() + static_cast<std::ptrdiff_t>(w.offset));
+      images.push_back(one);
+    }
+    return {};
+  });
+  FaultStorage* raw = storage.get();
+  OpenOptions oo;
+  oo.start_daemon = false;
+  oo.min_events = recorded;
+  std::error_code ec;
+  auto re = Bitmap::open(std::move(storage), oo, ec);
+  ASSERT_TRUE(re) << ec.message();
+  raw->set_sync_hook({});
+  ASSERT_GE(images.size(), 4u) << "open makes two syncs";
+  for (std::size_t i = 0; i < images.size(); ++i) {
+    auto img = std::make_unique<FaultStorage>(images[i]);
+    auto c = Bitmap::open(std::move(img), oo, ec);
+    ASSERT_TRUE(c) << "image " << i << ": " << ec.message();
+    EXPECT_EQ(c->counts().need_sync, c->chunks()) << "image " << i;
+  }
+}
+
 }  // namespace
 }  // namespace llbitmap

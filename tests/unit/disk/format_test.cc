@@ -97,7 +97,8 @@ TEST(Errc, CategoryCodesAndMessages) {
                                  Errc::bad_superblock, Errc::bad_geometry,
                                  Errc::size_mismatch,  Errc::busy,
                                  Errc::bitmap_failed,  Errc::short_io,
-                                 Errc::bitmap_in_use,  Errc::bitmap_closed};
+                                 Errc::bitmap_in_use,  Errc::bitmap_closed,
+                                 Errc::foreign_bitmap};
   std::set<std::string> messages;
   std::set<int> values;
   for (Errc e : all) {
@@ -381,6 +382,33 @@ TEST(Superblock, FieldOffsetsMatchTheDocumentedLayout) {
   EXPECT_EQ(kSbFirstUse, 1u << 3);
   EXPECT_EQ(kSbClean, 1u << 4);
   EXPECT_EQ(kSbDaemonBusy, 1u << 5);
+}
+
+// The device uuid lives at [176, 192), in bytes older files hold as zero (unbound).
+TEST(Superblock, DeviceUuidIsStoredAtOffset176AndZeroMeansUnbound) {
+  Superblock sb = sample_superblock();
+  EXPECT_EQ(sb.device_uuid, Uuid{}) << "not bound unless asked";
+  for (std::size_t i = 0; i < sb.device_uuid.size(); ++i) sb.device_uuid[i] = std::byte(0xa0 + i);
+  const auto b = encoded(sb);
+  EXPECT_EQ(std::memcmp(b.data() + 176, sb.device_uuid.data(), 16), 0);
+  for (std::size_t i = 192; i < 252; ++i) EXPECT_EQ(b[i], std::byte{0}) << i;  // reserved
+  std::error_code ec;
+  const auto back = Superblock::decode(b, ec);
+  ASSERT_TRUE(back) << ec.message();
+  EXPECT_EQ(back->device_uuid, sb.device_uuid);
+  EXPECT_EQ(*back, sb);
+  // A file written before the field existed (zeros there) decodes as unbound.
+  const auto old = encoded(sample_superblock());
+  const auto unbound = Superblock::decode(old, ec);
+  ASSERT_TRUE(unbound) << ec.message();
+  EXPECT_EQ(unbound->device_uuid, Uuid{});
+  // make_superblock carries it from FormatOptions.
+  FormatOptions fo;
+  fo.device_bytes = 1 << 30;
+  fo.device_uuid = sb.device_uuid;
+  const auto made = make_superblock(fo, ec);
+  ASSERT_TRUE(made) << ec.message();
+  EXPECT_EQ(made->device_uuid, sb.device_uuid);
 }
 
 TEST(Superblock, BadMagicIsNotABitmap) {

@@ -121,6 +121,24 @@ TEST_F(Recovery, StaleMakesEveryWrittenChunkNeedSync) {
   }
 }
 
+TEST_F(Recovery, OutOfDateMakesEveryChunkNeedSyncUnwrittenIncluded) {
+  for (std::uint8_t s : {U, C, D, N, Y}) set(s, s);
+  set(6, 0x77);  // invalid: still counted
+  reseal();
+  const RecoveryReport r = recover_chunk_states(sb_, image_, table_, true);
+  EXPECT_TRUE(r.out_of_date);
+  EXPECT_EQ(r.action, Action::kReload) << "rule 1 still reports what the superblock says";
+  EXPECT_EQ(r.invalid_bytes, 1u);
+  for (std::uint64_t c = 0; c < g().chunks(); ++c) ASSERT_EQ(at(c), N) << "chunk " << c;
+  // Not out of date: the ordinary rule.
+  SetUp();
+  set(0, C);
+  reseal();
+  EXPECT_FALSE(recover_chunk_states(sb_, image_, table_, false).out_of_date);
+  EXPECT_EQ(at(0), C);
+  EXPECT_EQ(at(1), U);
+}
+
 TEST_F(Recovery, OtherFlagsDoNotMakeItStale) {
   for (const std::uint32_t flags : {0u, kSbClean, kSbDaemonBusy}) {
     SetUp();
