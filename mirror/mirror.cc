@@ -60,6 +60,7 @@
 // mode and copies whatever became NeedSync meanwhile.
 #include "mirror.h"
 
+#include <llbitmap/detail/mutex.h>
 #include <llbitmap/error.h>
 #include <llbitmap/format.h>
 #include <llbitmap/page_barrier.h>
@@ -69,11 +70,9 @@
 #include <atomic>
 #include <bitset>
 #include <cerrno>
-#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -247,16 +246,16 @@ struct Mirror::Impl {
   PageBarrier gate;  // the IO gate: held by every write and trim
   std::filesystem::path clean_marker, degraded_marker, id_file;
   DeviceUuid device_uuid{};  // kLlbitmap: the mirror's identity (see id_file)
-  std::mutex admin_mu;       // fail_leg, readd_leg, close
-  std::mutex resync_mu;      // one copy pass at a time
-  std::mutex marker_mu;      // the degraded marker and the "last working leg" decision
+  detail::Mutex admin_mu;    // fail_leg, readd_leg, close
+  detail::Mutex resync_mu;   // one copy pass at a time
+  detail::Mutex marker_mu;   // the degraded marker and the "last working leg" decision
   std::atomic<bool> closed{false};
 
   // kClassic: the old md-bitmap daemon's cleaning passes.
   std::thread classic_daemon;
-  std::mutex classic_mu;
-  std::condition_variable classic_cv;
-  bool classic_stop = false;  // guarded by classic_mu
+  detail::Mutex classic_mu;
+  detail::CondVar classic_cv;
+  bool classic_stop LLBM_GUARDED_BY(classic_mu) = false;
 
   // Statistics (relaxed: plain counters).
   std::atomic<std::uint64_t> writes{0}, fua_writes{0}, bytes_written{0}, trims{0}, leg_syncs{0},
@@ -294,7 +293,7 @@ struct Mirror::Impl {
   // marker. Returns false (and changes nothing) if the other leg is not active: the
   // last working leg is never failed.
   bool note_leg_error(int leg) {
-    std::lock_guard lk(marker_mu);
+    detail::MutexLock lk(marker_mu);
     if (load_state(leg) == kFailed) return true;
     if (load_state(1 - leg) != kActive) return false;
     if (bitmap) bitmap->set_degraded(true);
@@ -310,8 +309,7 @@ struct Mirror::Impl {
     return write_identity(id_file, device_uuid, bitmap->events());
   }
 
-  // Requires marker_mu.
-  void record_failed_leg(int leg) {
+  void record_failed_leg(int leg) LLBM_REQUIRES(marker_mu) {
     if (std::error_code ec = write_marker(degraded_marker, std::to_string(leg) + "\n"))
       std::fprintf(stderr, "llmirror: cannot record the failed leg %d in %s: %s\n", leg,
                    degraded_marker.c_str(), ec.message().c_str());
@@ -319,20 +317,20 @@ struct Mirror::Impl {
 
   void start_classic_daemon() {
     classic_daemon = std::thread([this] {
-      std::unique_lock lk(classic_mu);
+      detail::MutexLock lk(classic_mu);
       while (!classic_stop) {
-        classic_cv.wait_for(lk, opt.daemon_sleep, [this] { return classic_stop; });
+        (void)classic_cv.wait_for(classic_mu, opt.daemon_sleep);
         if (classic_stop) break;
-        lk.unlock();
+        classic_mu.unlock();
         (void)classic->daemon_pass();
-        lk.lock();
+        classic_mu.lock();
       }
     });
   }
   void stop_classic_daemon() {
     if (!classic_daemon.joinable()) return;
     {
-      std::lock_guard lk(classic_mu);
+      detail::MutexLock lk(classic_mu);
       classic_stop = true;
     }
     classic_cv.notify_all();
@@ -855,7 +853,7 @@ std::error_code Mirror::resync(const std::function<void(const ResyncProgress&)>&
   Impl& m = *impl_;
   if (m.closed.load(std::memory_order_relaxed))
     return std::make_error_code(std::errc::bad_file_descriptor);
-  std::lock_guard lk(m.resync_mu);
+  detail::MutexLock lk(m.resync_mu);
   // With a leg failed there is nothing to copy to: readd_leg copies.
   if (m.load_state(0) != kActive || m.load_state(1) != kActive) return {};
   const bool full = !m.bitmap && m.full_resync.load(std::memory_order_relaxed);
@@ -881,9 +879,9 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> Mirror::needs_sync() const 
 void Mirror::fail_leg(int leg) {
   Impl& m = *impl_;
   if (leg < 0 || leg > 1 || m.closed.load(std::memory_order_relaxed)) return;
-  std::lock_guard admin(m.admin_mu);
+  detail::MutexLock admin(m.admin_mu);
   Drain drain(m.gate);  // no write in flight from here
-  std::lock_guard lk(m.marker_mu);
+  detail::MutexLock lk(m.marker_mu);
   if (m.load_state(leg) == kFailed) return;
   if (m.load_state(1 - leg) != kActive) return;  // never fail the last working leg
   // Clean what both legs hold (both synced first), so that the re-add copies only what
@@ -901,8 +899,8 @@ std::error_code Mirror::readd_leg(int leg,
   if (m.closed.load(std::memory_order_relaxed))
     return std::make_error_code(std::errc::bad_file_descriptor);
   if (leg < 0 || leg > 1) return std::make_error_code(std::errc::invalid_argument);
-  std::lock_guard admin(m.admin_mu);
-  std::lock_guard rl(m.resync_mu);
+  detail::MutexLock admin(m.admin_mu);
+  detail::MutexLock rl(m.resync_mu);
   const int src = 1 - leg;
   if (m.load_state(leg) != kFailed) return {};  // nothing to bring back
   if (m.load_state(src) != kActive) return std::make_error_code(std::errc::io_error);
@@ -949,7 +947,7 @@ std::error_code Mirror::readd_leg(int leg,
   } else {
     m.full_resync.store(false, std::memory_order_relaxed);
   }
-  std::lock_guard lk(m.marker_mu);
+  detail::MutexLock lk(m.marker_mu);
   return remove_marker(m.degraded_marker);
 }
 
@@ -958,7 +956,7 @@ std::error_code Mirror::readd_leg(int leg,
 std::error_code Mirror::close() {
   Impl& m = *impl_;
   if (m.closed.load(std::memory_order_acquire)) return {};
-  std::lock_guard admin(m.admin_mu);
+  detail::MutexLock admin(m.admin_mu);
   std::error_code ec;
   {
     Drain drain(m.gate);  // waits for the writes in flight
