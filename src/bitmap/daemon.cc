@@ -269,6 +269,7 @@ Daemon::CloseResult Daemon::close() {
     }
     persister.enqueue(0);
   }
+  // acquire: pairs with Persister::enter_failed_state's release store, as above.
   const std::error_code pec = persister.failing(std::memory_order_acquire)
                                   ? make_error_code(Errc::bitmap_failed)
                                   : persister.persist_all();
