@@ -10,7 +10,9 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <exception>
 #include <limits>
+#include <new>
 #include <optional>
 #include <span>
 #include <string>
@@ -167,6 +169,26 @@ class ArgCursor {
     s += "." + f;
   }
   return s + " " + kUnits[u];
+}
+
+// A program's main(): runs `run`, reports anything it throws as "<program>: ..." with
+// kExitError (no exception leaves main), and fails when the output cannot be written.
+inline int guarded_main(int (*run)(int, char**), int argc, char** argv) {
+  try {
+    const int rc = run(argc, argv);
+    if (std::fflush(stdout) != 0) {
+      std::fprintf(stderr, "%s: error writing the output\n", g_program);
+      return kExitError;
+    }
+    return rc;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "%s: out of memory\n", g_program);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", g_program, e.what());
+  } catch (...) {
+    std::fprintf(stderr, "%s: unexpected error\n", g_program);
+  }
+  return kExitError;
 }
 
 }  // namespace llbitmap::tool

@@ -5,8 +5,6 @@
 // examples/demo.) No exception leaves
 // main: anything thrown is reported as "llbitmap: ..." with exit status 1.
 #include <cstdio>
-#include <exception>
-#include <new>
 #include <span>
 #include <string_view>
 
@@ -68,19 +66,5 @@ int run(int argc, char** argv) {
 }  // namespace llbitmap::tool
 
 int main(int argc, char** argv) {
-  try {
-    const int rc = llbitmap::tool::run(argc, argv);
-    if (std::fflush(stdout) != 0) {
-      std::fputs("llbitmap: error writing the output\n", stderr);
-      return llbitmap::tool::kExitError;
-    }
-    return rc;
-  } catch (const std::bad_alloc&) {
-    std::fputs("llbitmap: out of memory\n", stderr);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "llbitmap: %s\n", e.what());
-  } catch (...) {
-    std::fputs("llbitmap: unexpected error\n", stderr);
-  }
-  return llbitmap::tool::kExitError;
+  return llbitmap::tool::guarded_main(llbitmap::tool::run, argc, argv);
 }

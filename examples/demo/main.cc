@@ -4,8 +4,6 @@
 // recovers a RAID-1 mirror (crash_demo.cc; what scripts/demo.sh runs), `barrier` runs
 // writers against the page barriers' daemon (barrier_demo.cc). No exception leaves main.
 #include <cstdio>
-#include <exception>
-#include <new>
 #include <span>
 #include <string>
 #include <string_view>
@@ -43,7 +41,6 @@ Exit status: 0 success, 1 the demonstration failed, 2 bad command line.
 )";
 
 int run(int argc, char** argv) {
-  g_program = "llbitmap-demo";
   if (argc < 2) {
     std::fputs(kUsage, stderr);
     return kExitUsage;
@@ -63,19 +60,6 @@ int run(int argc, char** argv) {
 }  // namespace llbitmap::tool
 
 int main(int argc, char** argv) {
-  try {
-    const int rc = llbitmap::tool::run(argc, argv);
-    if (std::fflush(stdout) != 0) {
-      std::fputs("llbitmap-demo: error writing the output\n", stderr);
-      return llbitmap::tool::kExitError;
-    }
-    return rc;
-  } catch (const std::bad_alloc&) {
-    std::fputs("llbitmap-demo: out of memory\n", stderr);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "llbitmap-demo: %s\n", e.what());
-  } catch (...) {
-    std::fputs("llbitmap-demo: unexpected error\n", stderr);
-  }
-  return llbitmap::tool::kExitError;
+  llbitmap::tool::g_program = "llbitmap-demo";
+  return llbitmap::tool::guarded_main(llbitmap::tool::run, argc, argv);
 }
