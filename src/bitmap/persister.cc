@@ -4,10 +4,13 @@
 // docs/design.md#group-commit); the contract is in persister.h.
 //
 // One persist round at a time. The thread that finds no round running becomes the
-// leader: it takes every queued block, copies each under its stripe lock together with
-// the block's change number, writes the copies and their checksum-table entries, syncs
-// once, and then publishes each block's durable change number. Writers whose change is
-// covered return; the others wait for the next round (which one of them leads). So:
+// leader: it opens a round of the planning core (PersistCore, which takes every queued
+// block) and executes its requests on the Storage in order: each block is copied under
+// its stripe lock together with the block's change number as its write is asked for and
+// then written, then the checksum-table entries of the copies are written, then one sync;
+// completing the round publishes each block's durable change number. Writers whose
+// change is covered return; the others wait for the next round (which one of them
+// leads). So:
 //   S2  start_write returns only after a sync that followed its change, also when its
 //       byte was already Dirty because another thread's persist is still in flight;
 //   S3  two snapshots of one block are never in flight together, so never reordered;
@@ -21,8 +24,9 @@
 #include <llbitmap/detail/check.h>
 #include <llbitmap/error.h>
 
-#include <algorithm>
+#include <array>
 #include <cstdio>
+#include <optional>
 
 #include "sync_point.h"
 
@@ -30,23 +34,7 @@ namespace llbitmap {
 
 Persister::Persister(ChunkImage& image, std::unique_ptr<Storage> storage,
                      std::vector<std::uint32_t> crc)
-    : image_(image), storage_(std::move(storage)), crc_(std::move(crc)) {
-  const std::uint64_t blocks = image_.geometry().blocks();
-  LLBM_CHECK(crc_.size() == blocks, "Persister: %zu checksums for %llu blocks", crc_.size(),
-             static_cast<unsigned long long>(blocks));
-  detail::MutexLock lock(mu_);
-  queued_.assign(blocks, true);
-  pending_.reserve(blocks);
-  for (std::uint64_t b = 0; b < blocks; ++b) pending_.push_back(b);
-}
-
-void Persister::enqueue(std::uint64_t block) noexcept {
-  detail::MutexLock lock(mu_);
-  if (!queued_[block]) {
-    queued_[block] = true;
-    pending_.push_back(block);
-  }
-}
+    : image_(image), storage_(std::move(storage)), core_(image, std::move(crc)) {}
 
 std::error_code Persister::failure() const {
   return failure_ ? failure_ : make_error_code(Errc::bitmap_failed);
@@ -72,13 +60,7 @@ std::error_code Persister::persist(const Target* targets, std::size_t n) {
     }
     // Make sure the blocks are queued even if the thread that changed them has not
     // queued them yet (it does so right after it drops the stripe lock).
-    for (std::size_t i = 0; i < n; ++i) {
-      const std::uint64_t b = targets[i].block;
-      if (!queued_[b] && image_.durable_seq(b) < targets[i].seq) {
-        queued_[b] = true;
-        pending_.push_back(b);
-      }
-    }
+    for (std::size_t i = 0; i < n; ++i) core_.enqueue_target(targets[i]);
     if (std::error_code ec = round()) return ec;
   }
 }
@@ -92,56 +74,35 @@ std::error_code Persister::persist_all() {
       cv_.wait(mu_);
       continue;
     }
-    if (pending_.empty()) return {};
+    if (!core_.has_queued()) return {};
     if (std::error_code ec = round()) return ec;
   }
 }
 
 std::error_code Persister::round() {
   running_ = true;
-  std::vector<std::uint64_t> blocks;
-  blocks.swap(pending_);
-  for (std::uint64_t b : blocks) queued_[b] = false;
+  std::optional<PersistCore::Round> planned = core_.begin_round();
+  LLBM_CHECK(planned.has_value(), "Persister %p: a round opened while another is open",
+             static_cast<void*>(this));
   mu_.unlock();
 
-  const Geometry& geo = image_.geometry();
-  std::sort(blocks.begin(), blocks.end());
-  const std::uint32_t bs = geo.block_bytes();
-  std::vector<std::byte> buf(bs);
-  std::vector<std::uint64_t> seqs(blocks.size());
+  PersistCore::Round& round = *planned;
   std::error_code ec;
-  for (std::size_t i = 0; i < blocks.size() && !ec; ++i) {
-    const std::uint64_t b = blocks[i];
-    seqs[i] = image_.snapshot_block(b, buf);
-    crc_[b] = block_crc(b, image_.uuid(), buf);
-    LLBM_SYNC_POINT("persist:after_snapshot");
-    ec = storage_->write(b * bs, buf);
-  }
-  // The checksum-table blocks that hold the entries of the blocks just written.
-  std::uint64_t last_table_block = UINT64_MAX;
-  for (std::size_t i = 0; i < blocks.size() && !ec; ++i) {
-    const std::uint64_t tb = (geo.checksum_offset(blocks[i]) - geo.checksum_table_offset()) / bs;
-    if (tb == last_table_block) continue;
-    last_table_block = tb;
-    std::fill(buf.begin(), buf.end(), std::byte{0});
-    const std::uint64_t first_entry = tb * bs / 4;
-    for (std::uint64_t e = 0; e < bs / 4 && first_entry + e < geo.blocks(); ++e)
-      store_le32(std::span<std::byte, 4>(buf.data() + e * 4, 4), crc_[first_entry + e]);
-    ec = storage_->write(geo.checksum_table_offset() + tb * bs, buf);
+  for (;;) {
+    const PersistCore::Request req = core_.next_request(round);
+    if (req.kind == PersistCore::Request::Kind::kSync) break;
+    if (req.kind == PersistCore::Request::Kind::kBlock) LLBM_SYNC_POINT("persist:after_snapshot");
+    if ((ec = storage_->write(req.offset, req.bytes))) break;
   }
   LLBM_SYNC_POINT("persist:before_sync");
   if (!ec) ec = storage_->sync();
   rounds_.fetch_add(1, std::memory_order_relaxed);
-  blocks_written_.fetch_add(blocks.size(), std::memory_order_relaxed);
+  blocks_written_.fetch_add(round.blocks().size(), std::memory_order_relaxed);
   if (ec) enter_failed_state();
 
   mu_.lock();
   running_ = false;
-  if (ec) {
-    failure_ = ec;
-  } else {
-    for (std::size_t i = 0; i < blocks.size(); ++i) image_.publish_durable(blocks[i], seqs[i]);
-  }
+  if (!core_.complete_round(std::move(round), ec)) failure_ = ec;
   cv_.notify_all();
   return ec;
 }
@@ -156,15 +117,9 @@ void Persister::enter_failed_state() noexcept {
   std::fprintf(stderr,
                "llbitmap: bitmap persist failed: bitmap is now failed, next open resyncs "
                "every written chunk\n");
-  const Geometry& geo = image_.geometry();
-  const std::uint32_t bs = geo.block_bytes();
-  std::vector<std::byte> buf(bs);
-  image_.mark_superblock_and_snapshot(kSbStale | kSbWriteError, buf);
-  crc_[0] = block_crc(0, image_.uuid(), buf);
-  std::vector<std::byte> table(bs, std::byte{0});
-  for (std::uint64_t e = 0; e < bs / 4 && e < geo.blocks(); ++e)
-    store_le32(std::span<std::byte, 4>(table.data() + e * 4, 4), crc_[e]);
-  if (!storage_->write(0, buf) && !storage_->write(geo.checksum_table_offset(), table))
+  const std::array<PersistCore::OwnedWrite, 2> mark = core_.stale_mark_requests();
+  if (!storage_->write(mark[0].offset, mark[0].bytes) &&
+      !storage_->write(mark[1].offset, mark[1].bytes))
     (void)storage_->sync();
   // Only now does failed() say so: a caller that sees it may rely on the stale mark
   // having been made durable (or on the medium having refused that too). release: pairs

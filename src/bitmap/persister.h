@@ -6,25 +6,29 @@
 //
 // Contract:
 //   - enqueue(block): called after every change of a block (the write path, the daemon,
-//     the setters) once the block's stripe lock is dropped. Takes mu_ briefly; never
-//     blocks otherwise. Queuing is idempotent.
+//     the setters) once the block's stripe lock is dropped. Queues it in the planning
+//     core (PersistCore, persist_core.h), whose queue lock it takes briefly; never blocks
+//     otherwise. Queuing is idempotent.
 //   - persist(targets): called by start_write and by a daemon pass; returns once every
 //     target's change number is durable, or with the error of the round that failed. One
-//     round runs at a time; the caller that finds none running leads one (it takes every
-//     queued block, snapshots each through ChunkImage::snapshot_block, writes the blocks
-//     and their checksum-table entries, syncs once and publishes the durable change
-//     numbers); the others wait on cv_ for it and lead the next one if still needed. So
-//     every writer that changed a block before the leader copied it shares that sync,
-//     and two snapshots of one block are never in flight together.
+//     round runs at a time; the caller that finds none running leads one: it opens a
+//     round of the core (every queued block), executes the round's requests on the
+//     Storage in order (each block's snapshot write, then its checksum-table blocks),
+//     syncs once and completes the round, which publishes the durable change numbers;
+//     the others wait on cv_ for it and lead the next one if still needed. So every
+//     writer that changed a block before the leader copied it shares that sync, and two
+//     snapshots of one block are never in flight together.
 //   - persist_all(): the same for every queued block (open, flush, close).
 //   - Blocks: persist and persist_all wait for rounds and do IO; enqueue does not.
-//   - Locks: mu_ guards the queue, the round flag and the error; it is never held across
-//     IO and never taken under a stripe lock. The leader takes stripe locks (through
-//     snapshot_block) without holding mu_.
+//   - Locks: mu_ guards the round flag and the error; it is never held across IO and
+//     never taken under a stripe lock. The core's queue lock is taken under mu_ (to open
+//     a round) or alone. The leader takes stripe locks (through the core's snapshots)
+//     without holding mu_.
 //   - Failure: a failed write or sync makes the bitmap failed for good. failing() turns
 //     true first (writes are refused and the transition table changes nothing any more);
-//     the superblock is then marked stale with one best-effort write and sync, and only
-//     then does failed() (the public Bitmap::failed) turn true.
+//     the superblock is then marked stale with one best-effort write and sync (the core's
+//     stale_mark_requests), and only then does failed() (the public Bitmap::failed) turn
+//     true.
 //   - Closed: set_closed() is Bitmap::close()'s last step; it shares the failed flag's
 //     word (refused()), so start_write refuses a closed bitmap with the load it already
 //     makes for the failed state.
@@ -42,18 +46,20 @@
 #include <vector>
 
 #include "chunk_image.h"
+#include "persist_core.h"
 
 namespace llbitmap {
 
 class Persister {
  public:
   // `crc` holds the checksum the file stores for every block. Every block is queued:
-  // the first persist_all rewrites the whole image and a fresh checksum table.
+  // the first persist_all rewrites the whole image and a fresh checksum table (see
+  // PersistCore).
   Persister(ChunkImage& image, std::unique_ptr<Storage> storage, std::vector<std::uint32_t> crc);
   Persister(const Persister&) = delete;
   Persister& operator=(const Persister&) = delete;
 
-  void enqueue(std::uint64_t block) noexcept LLBM_EXCLUDES(mu_);
+  void enqueue(std::uint64_t block) noexcept { core_.enqueue(block); }
   std::error_code persist(const Target* targets, std::size_t n) LLBM_EXCLUDES(mu_);
   std::error_code persist_all() LLBM_EXCLUDES(mu_);
 
@@ -117,18 +123,13 @@ class Persister {
 
   ChunkImage& image_;
   const std::unique_ptr<Storage> storage_;
-  // Per block, the checksum of its last written snapshot. Only the round leader reads or
-  // writes it (rounds are serialised by running_ under mu_, whose unlock and lock order
-  // one leader's accesses before the next one's); the analysis cannot express "the
-  // current leader", so it is not annotated.
-  std::vector<std::uint32_t> crc_;
+  // The queue, the plan of each round and the checksum state.
+  PersistCore core_;
 
   alignas(detail::kCacheLine) mutable detail::Mutex mu_;
-  detail::CondVar cv_;                                       // a round ended
-  bool running_ LLBM_GUARDED_BY(mu_) = false;                // a round is running
-  std::vector<std::uint64_t> pending_ LLBM_GUARDED_BY(mu_);  // queued blocks
-  std::vector<bool> queued_ LLBM_GUARDED_BY(mu_);            // per block: in pending_
-  std::error_code failure_ LLBM_GUARDED_BY(mu_);             // the failed round's error
+  detail::CondVar cv_;                            // a round ended
+  bool running_ LLBM_GUARDED_BY(mu_) = false;     // a round is running
+  std::error_code failure_ LLBM_GUARDED_BY(mu_);  // the failed round's error
 
   // relaxed: statistics only.
   std::atomic<std::uint64_t> rounds_{0}, blocks_written_{0}, waits_{0};
