@@ -58,6 +58,19 @@ class BitmapTest : public ::testing::Test {
   }
   Bitmap& bm() { return *t_.bitmap; }
   FaultStorage& st() { return *t_.storage; }
+  // The first sync of the bitmap file that finds `hold` set clears it, sets `in_sync` and
+  // waits for `release_sync`: the test then acts while that persist is in flight. The
+  // hook refers to the three objects, which the test body keeps alive (TearDown removes
+  // it).
+  void hold_one_sync(std::atomic<bool>& hold, test::Flag& in_sync, test::Flag& release_sync) {
+    st().set_sync_hook([&hold, &in_sync, &release_sync](const SyncEvent&) -> std::error_code {
+      if (hold.exchange(false)) {
+        in_sync.set();
+        release_sync.wait();
+      }
+      return {};
+    });
+  }
   std::optional<std::uint8_t> durable(std::uint64_t chunk) {
     return stored_states(st().durable_image()).at(chunk);
   }
@@ -715,13 +728,7 @@ TEST_F(BitmapTest, WritersWaitingOnASuspendedPageWhenCloseSucceedsGetBitmapClose
   make(options());
   test::Flag in_sync, release_sync;
   std::atomic<bool> hold{false};
-  st().set_sync_hook([&](const SyncEvent&) -> std::error_code {
-    if (hold.exchange(false)) {
-      in_sync.set();
-      release_sync.wait();
-    }
-    return {};
-  });
+  hold_one_sync(hold, in_sync, release_sync);
   const std::uint64_t other_page = bm().geometry().first_chunk_of_page(2) * kChunk;
   hold.store(true);
   std::error_code close_ec = make_error_code(Errc::busy);
@@ -822,13 +829,7 @@ TEST_F(BitmapTest, SecondWriterWaitsForTheFirstWritersPersistOfTheSameBlock) {
   make(options());
   test::Flag in_sync, release_sync;
   std::atomic<bool> hold{true};
-  st().set_sync_hook([&](const SyncEvent&) -> std::error_code {
-    if (hold.exchange(false)) {
-      in_sync.set();
-      release_sync.wait();
-    }
-    return {};
-  });
+  hold_one_sync(hold, in_sync, release_sync);
   std::atomic<int> bad{0};
   std::thread w1([&] {
     ASSERT_FALSE(bm().start_write(0, 4096));
@@ -859,13 +860,7 @@ TEST_F(BitmapTest, ConcurrentWritersToOneBlockShareSyncs) {
   constexpr int kWriters = 4;
   test::Flag in_sync, release_sync;
   std::atomic<bool> hold{true};
-  st().set_sync_hook([&](const SyncEvent&) -> std::error_code {
-    if (hold.exchange(false)) {
-      in_sync.set();
-      release_sync.wait();
-    }
-    return {};
-  });
+  hold_one_sync(hold, in_sync, release_sync);
   const auto rounds_before = bm().stats().persist_rounds;
   std::vector<std::thread> ws;
   ws.emplace_back([&] {
