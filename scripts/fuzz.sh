@@ -6,10 +6,14 @@
 # with clang++ and ASan+UBSan (LLBITMAP_FUZZ=ON), builds only the fuzz target, runs it on
 # a copy of tests/fuzz/corpus and prints the number of executions.
 #
-#   bash scripts/fuzz.sh                 60 s
+#   bash scripts/fuzz.sh                 60 s, a random seed
 #   bash scripts/fuzz.sh --seconds 1800  the nightly length
+#   bash scripts/fuzz.sh --seed 1        the input sequence the full test run uses
 #
 # Options: --seconds N   how long to fuzz (default 60)
+#          --seed N      libFuzzer's seed (default 0: a random one, printed by libFuzzer).
+#                        One seed gives one input sequence on one build, so a run with a
+#                        fixed seed covers a prefix of what a longer run with it covers.
 #          --build-dir D the build tree (default build-fuzz)
 #          -j N          build jobs (default 2, or $LLBITMAP_JOBS)
 # Needs clang (clang++ 14 or later) and its runtimes (Debian: clang, libclang-rt-14-dev).
@@ -18,19 +22,22 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 seconds=60
+seed=0
 build="$root/build-fuzz"
 jobs=${LLBITMAP_JOBS:-2}
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --seconds) seconds=${2:?--seconds needs a number}; shift ;;
+    --seed) seed=${2:?--seed needs a number}; shift ;;
     --build-dir) build=${2:?--build-dir needs a path}; shift ;;
     -j) jobs=${2:?-j needs a number}; shift ;;
-    -h | --help) sed -n '3,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '3,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "fuzz.sh: unknown argument '$1' (try --help)" >&2; exit 2 ;;
   esac
   shift
 done
 [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || { echo "fuzz.sh: --seconds wants a positive number" >&2; exit 2; }
+[[ "$seed" =~ ^[0-9]+$ ]] || { echo "fuzz.sh: --seed wants a number" >&2; exit 2; }
 command -v clang++ >/dev/null || { echo "fuzz.sh: clang++ not found (apt-get install clang libclang-rt-14-dev)" >&2; exit 1; }
 
 generator=()
@@ -48,4 +55,4 @@ cmake --build "$build" --target fuzz_open -j "$jobs"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-halt_on_error=1:detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1:suppressions=$root/tests/ubsan.supp}
 exec bash "$root/tests/fuzz/run_fuzzer.sh" "$build/tests/fuzz/fuzz_open" "$root/tests/fuzz/corpus" \
-  "$build/tests/fuzz/fuzz_open_run" "$seconds"
+  "$build/tests/fuzz/fuzz_open_run" "$seconds" "$seed"

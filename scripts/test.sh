@@ -10,7 +10,7 @@
 #                                       benchmark smoke tests as consumers build it), asan,
 #                                       tsan, the "clang-tsa" build (clang's thread-safety
 #                                       analysis: build only, no tests), 60 s of libFuzzer
-#                                       (scripts/fuzz.sh), then the static checks
+#                                       (scripts/fuzz.sh, seed 1 or $LLBITMAP_FUZZ_SEED), then the static checks
 #                                       (scripts/lint.sh: clang-format, clang-tidy on the
 #                                       changed library sources, shellcheck)
 #
@@ -92,9 +92,11 @@ run_preset() {
   local p=$1
   local log="$root/build/$p/ctest-output.log"
   if [[ "$p" == fuzz ]]; then
-    # Not a ctest build: 60 s of libFuzzer on Bitmap::open (clang, ASan+UBSan).
-    banner "fuzz: 60 s of libFuzzer on open()"
-    if bash "$root/scripts/fuzz.sh" --seconds 60 --build-dir "$root/build/fuzz" -j "$jobs"; then
+    # Not a ctest build: 60 s of libFuzzer on Bitmap::open (clang, ASan+UBSan), with a
+    # fixed seed so that a failure here is reproduced by the same command (a random seed
+    # is what the longer runs of scripts/fuzz.sh use, docs/testing.md#fuzzing).
+    banner "fuzz: 60 s of libFuzzer on open() (seed ${LLBITMAP_FUZZ_SEED:-1})"
+    if bash "$root/scripts/fuzz.sh" --seconds 60 --seed "${LLBITMAP_FUZZ_SEED:-1}" --build-dir "$root/build/fuzz" -j "$jobs"; then
       status[$p]=PASS detail[$p]="no crash, sanitizer report or violated property"
       return 0
     fi

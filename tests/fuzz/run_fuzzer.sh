@@ -6,15 +6,18 @@
 # It fails (non-zero) on any crash, sanitizer report or violated property; the input
 # that caused it is left in WORKDIR/artifacts/ and named in the output.
 #
-#   run_fuzzer.sh FUZZER CORPUS_DIR WORKDIR SECONDS
+#   run_fuzzer.sh FUZZER CORPUS_DIR WORKDIR SECONDS [SEED]
+#
+# SEED: libFuzzer's -seed (default 0: a random seed, which libFuzzer prints).
 set -uo pipefail
-if [[ $# -ne 4 ]]; then
-  echo "usage: $0 FUZZER CORPUS_DIR WORKDIR SECONDS" >&2
+if [[ $# -ne 4 && $# -ne 5 ]]; then
+  echo "usage: $0 FUZZER CORPUS_DIR WORKDIR SECONDS [SEED]" >&2
   exit 2
 fi
-fuzzer=$1 corpus=$2 work=$3 seconds=$4
+fuzzer=$1 corpus=$2 work=$3 seconds=$4 seed=${5:-0}
 [[ -x "$fuzzer" ]] || { echo "run_fuzzer.sh: $fuzzer is not an executable" >&2; exit 2; }
 [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || { echo "run_fuzzer.sh: bad SECONDS '$seconds'" >&2; exit 2; }
+[[ "$seed" =~ ^[0-9]+$ ]] || { echo "run_fuzzer.sh: bad SEED '$seed'" >&2; exit 2; }
 shopt -s nullglob
 seeds=("$corpus"/*)
 [[ ${#seeds[@]} -gt 0 ]] || { echo "run_fuzzer.sh: no seed in $corpus" >&2; exit 2; }
@@ -26,7 +29,7 @@ cp "${seeds[@]}" "$work/corpus/"
 # -close_fd_mask=2: the library logs one line per opened image with an invalid state
 # byte; libFuzzer and the sanitizers keep reporting on their copy of stderr, and so do
 # the target's property checks.
-"$fuzzer" -max_total_time="$seconds" -max_len=32768 -timeout=30 -rss_limit_mb=4096 \
+"$fuzzer" -seed="$seed" -max_total_time="$seconds" -max_len=32768 -timeout=30 -rss_limit_mb=4096 \
   -close_fd_mask=2 -print_final_stats=1 -artifact_prefix="$work/artifacts/" \
   "$work/corpus" 2>&1 | tee "$work/fuzz.log"
 rc=${PIPESTATUS[0]}
