@@ -12,10 +12,10 @@
 //   - every chunk's state after open is the one recovery must give: Init's state for
 //     every chunk of a never-initialised file (kSbFirstUse, whatever else it says), else
 //     NeedSync for a chunk in a block whose checksum fails, else Reload (or Stale for a
-//     stale or failed superblock) applied to the byte on disk; so no chunk of an initialised file
-//     becomes Clean or Unwritten unless it was durably so in a block that verifies
-//     (docs/design.md#s4), none is Dirty or
-//     Syncing, and an invalid byte is NeedSync;
+//     stale or failed superblock) applied to the byte on disk; so no chunk of an
+//     initialised file becomes Clean or Unwritten unless it was durably so in a block
+//     that verifies (docs/design.md#s4), none is Dirty or Syncing, and an invalid byte
+//     is NeedSync;
 //   - counts() sums to chunks() and matches state(); the invalid-byte and bad-block
 //     counters match the image;
 //   - needs_sync() runs are chunk-aligned, inside the device, sorted, disjoint, and cover
