@@ -27,7 +27,7 @@ struct Submitted {
   bool meta = false;
   llbitmap::MetaIo io;            // meta
   std::uint64_t offset = 0;       // data: where (4 KiB)
-  llbitmap::PendingWrite* write;  // data: the write it belongs to
+  llbitmap::ReactorWrite* write;  // data: the write it belongs to
 };
 
 struct Engine {
@@ -76,7 +76,7 @@ struct Engine {
 Engine* g_engine = nullptr;
 
 // A write that had to wait: admitted (or refused) later, from ReactorQueue::poll().
-void on_admit(llbitmap::PendingWrite& w, std::error_code ec) {
+void on_admit(llbitmap::ReactorWrite& w, std::error_code ec) {
   if (ec) {
     std::fprintf(stderr, "write at %llu refused: %s\n", static_cast<unsigned long long>(w.offset()),
                  ec.message().c_str());
@@ -126,12 +126,12 @@ int main(int argc, char** argv) {
 
     // 3. The loop: 256 writes of 4 KiB, 8 in flight, over 16 chunks; nothing waits.
     std::mt19937_64 rng(7);
-    std::deque<llbitmap::PendingWrite> writes;  // in place until their callbacks ran
+    std::deque<llbitmap::ReactorWrite> writes;  // in place until their callbacks ran
     std::uint64_t issued = 0;
     while (engine.done < 256) {
       while (issued < 256 && issued - engine.done < 8) {
         const std::uint64_t off = (rng() % 16) * (1 << 20) + (rng() % 256) * 4096;
-        llbitmap::PendingWrite& w = writes.emplace_back(on_admit);
+        llbitmap::ReactorWrite& w = writes.emplace_back(on_admit);
         ++issued;
         switch (q.start_write(off, 4096, w, ec)) {
           case llbitmap::Admit::kReady:  // durably Dirty already: issue the data write
