@@ -11,6 +11,7 @@
 #include "image_ops.h"
 #include "page_barrier_fast.h"
 #include "reactor_core.h"
+#include "sync_point.h"
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -184,6 +185,7 @@ Admit ReactorCore::admit(ReactorQueue& q, std::uint64_t offset, std::uint64_t le
         continue;
       }
     }
+    LLBM_SYNC_POINT("reactor:after_raise");
     // The pages are held. acquire: as above; a close or failure since the entry check
     // must not admit (a closed bitmap resumes its pages after setting kClosed).
     if (const std::uint8_t r = refused_.load(std::memory_order_acquire);
@@ -211,6 +213,12 @@ Admit ReactorCore::admit(ReactorQueue& q, std::uint64_t offset, std::uint64_t le
                             [this](std::uint64_t c, Action a, const TransitionContext& x) {
                               return change_chunk(c, a, x);
                             });
+    LLBM_SYNC_POINT("reactor:after_mark");
+#ifdef LLBM_SYNC_POINTS
+    // relaxed: a test switch, set before the test's threads start.
+    if (detail::test_hooks().admit_before_durable.load(std::memory_order_relaxed))
+      return Admit::kReady;
+#endif
     std::uint64_t seq = 0;
     for (const Target& t : targets) seq = std::max(seq, t.seq);
     w.seq_ = seq;
