@@ -219,6 +219,7 @@ class Reactor {
   std::byte* buffers_ = nullptr;
   unsigned busy_ = 0;  // slots with a write started and not ended (pending included)
   bool stopping_ = false;
+  bool no_more_ = false;  // kFirst ran out of chunks
   std::uint64_t start_ns_ = 0;
   std::uint64_t stamp_ = 0;
   std::uint64_t seq_next_ = 0;  // kSeq: the next block of this reactor's slice
@@ -293,7 +294,10 @@ bool Reactor::pick_offset(std::uint64_t& off) {
 void Reactor::start_op(Slot& slot) {
   if (stopping_) return;
   std::uint64_t off = 0;
-  if (!pick_offset(off)) return;  // kFirst: every chunk was touched
+  if (!pick_offset(off)) {  // kFirst: every chunk was touched; the run ends early
+    no_more_ = true;
+    return;
+  }
   slot.off = off;
   slot.err = 0;
   slot.busy = true;
@@ -637,6 +641,12 @@ void Reactor::run() {
     if (!stopping_ && s_.stop.load(std::memory_order_acquire)) {
       stopping_ = true;
       result_.seconds = static_cast<double>(t - start_ns_) / 1e9;
+    }
+    if (!stopping_ && no_more_ && busy_ == 0) {  // every chunk was touched: the run ends
+      stopping_ = true;
+      result_.seconds = static_cast<double>(now_ns() - start_ns_) / 1e9;
+      // relaxed: the main thread only counts; the join orders everything else.
+      s_.exhausted.fetch_add(1, std::memory_order_relaxed);
     }
     if (stopping_ && !writes_done && busy_ == 0 && !flush_inflight_) {
       writes_done = true;

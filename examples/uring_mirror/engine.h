@@ -72,6 +72,8 @@ struct Shared {
   // Reactors whose writes have not all ended yet; the one that brings it to zero asks
   // the bitmap to close (kLlbitmap).
   std::atomic<unsigned> writing{0};
+  // kFirst: reactors that ran out of chunks to touch (the run ends when all have).
+  std::atomic<unsigned> exhausted{0};
   // kFirst: the next chunk to touch (relaxed: a ticket counter, nothing is published
   // through it).
   std::atomic<std::uint64_t> next_chunk{0};

@@ -73,7 +73,8 @@ Options:
   --workload W        uniform | hot | first | seq (default uniform)
                         uniform  random 4 KiB blocks over the device
                         hot      90 % of the writes in the first 1 % of the device
-                        first    one write per chunk, each the chunk's first
+                        first    one write per chunk, each the chunk's first (the
+                                 run ends early once every chunk was written)
                         seq      sequential 4 KiB blocks (each reactor its own slice)
   --daemon-sleep MS   the bitmap's cleaning interval (default: the file's; a new file
                       gets the library default); also the classic daemon's (default 5000)
@@ -360,7 +361,13 @@ int run_load(const Config& cfg) {
     std::fprintf(progress, "%s%d", i ? "," : "", static_cast<int>(results[i].tid));
   std::fprintf(progress, "\n");
   std::fflush(progress);
-  std::this_thread::sleep_for(std::chrono::duration<double>(cfg.seconds));
+  // The run's time, cut short when kFirst has touched every chunk (relaxed: a count).
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                            std::chrono::duration<double>(cfg.seconds));
+  while (std::chrono::steady_clock::now() < deadline &&
+         shared.exhausted.load(std::memory_order_relaxed) < cfg.reactors)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   shared.stop.store(true, std::memory_order_release);  // pairs with the reactors' acquire
   for (auto& t : threads) t.join();
 
