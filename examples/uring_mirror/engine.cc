@@ -99,16 +99,16 @@ std::uint64_t tagged(T* p, Tag t) noexcept {
 
 class Reactor;
 
-// One write in flight: its buffer, where it goes, and (kLlbitmap) the PendingWrite the
+// One write in flight: its buffer, where it goes, and (kLlbitmap) the ReactorWrite the
 // bitmap holds while its admission waits.
 struct Slot
 #if LLBM_URING_REACTOR
-    : PendingWrite
+    : ReactorWrite
 #endif
 {
 #if LLBM_URING_REACTOR
-  explicit Slot(Reactor* r) : PendingWrite(&on_admit), reactor(r) {}
-  static void on_admit(PendingWrite& w, std::error_code ec);
+  explicit Slot(Reactor* r) : ReactorWrite(&on_admit), reactor(r) {}
+  static void on_admit(ReactorWrite& w, std::error_code ec);
 #else
   explicit Slot(Reactor* r) : reactor(r) {}
 #endif
@@ -243,7 +243,7 @@ class Reactor {
 };
 
 #if LLBM_URING_REACTOR
-void Slot::on_admit(PendingWrite& w, std::error_code ec) {
+void Slot::on_admit(ReactorWrite& w, std::error_code ec) {
   auto& slot = static_cast<Slot&>(w);
   if (ec)
     slot.reactor->refused(slot, ec);
