@@ -601,6 +601,9 @@ void Reactor::run() {
     }
     return;
   }
+  // acquire: pairs with the main thread's release store. Spins with a yield: the wait
+  // is one registration of each other reactor long, and a reactor never sleeps.
+  while (!s_.go.load(std::memory_order_acquire)) sched_yield();
   start_ns_ = now_ns();
   next_daemon_ns_ = start_ns_ + static_cast<std::uint64_t>(
                                     std::chrono::nanoseconds(s_.classic_daemon_sleep).count());

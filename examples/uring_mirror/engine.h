@@ -69,6 +69,9 @@ struct Shared {
   std::atomic<bool> stop{false};
   // Reactors that have started their load (the main thread waits for all of them).
   std::atomic<unsigned> started{0};
+  // Set by the main thread once every reactor has started (and prepared its thread); the
+  // reactors issue nothing before it.
+  std::atomic<bool> go{false};
   // Reactors whose writes have not all ended yet; the one that brings it to zero asks
   // the bitmap to close (kLlbitmap).
   std::atomic<unsigned> writing{0};

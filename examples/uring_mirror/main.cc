@@ -350,11 +350,15 @@ int run_load(const Config& cfg) {
 
   std::vector<ReactorResult> results(cfg.reactors);
   std::vector<std::thread> threads;
-  for (unsigned i = 0; i < cfg.reactors; ++i)
+  // One at a time: each reactor prepares its thread (ReactorQueue's constructor registers
+  // it with the library) before the next one starts, so no two registrations meet on a
+  // lock. acquire: pairs with each reactor's release increment (its tid is written before).
+  for (unsigned i = 0; i < cfg.reactors; ++i) {
     threads.emplace_back([&shared, &results, i] { run_reactor(shared, i, results[i]); });
-  // acquire: pairs with each reactor's release increment (its tid is written before).
-  while (shared.started.load(std::memory_order_acquire) < cfg.reactors)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    while (shared.started.load(std::memory_order_acquire) <= i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  shared.go.store(true, std::memory_order_release);  // pairs with the reactors' acquire
   std::FILE* progress = cfg.json ? stderr : stdout;
   std::fprintf(progress, "running pid=%d reactor_tids=", static_cast<int>(::getpid()));
   for (unsigned i = 0; i < cfg.reactors; ++i)

@@ -297,6 +297,11 @@ class ReactorBitmap {
 // pending (aborts otherwise).
 class ReactorQueue {
  public:
+  // Construct it on the reactor thread that will use it, before that thread's loop
+  // starts: it prepares the thread (its registration with the library's per-thread
+  // counters and a counter for every page), a one-time step that may wait for the
+  // library's registry lock if another thread registers at the same moment. Nothing the
+  // loop calls afterwards takes that lock.
   explicit ReactorQueue(ReactorBitmap& bitmap);
   ~ReactorQueue();
   ReactorQueue(const ReactorQueue&) = delete;

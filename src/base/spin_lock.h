@@ -4,14 +4,17 @@
 // loads and stores that a reactor thread may enter (reactor.h: nothing there may sleep
 // on a futex). Never held across IO, a wait or a call that may block.
 //
-// Layer 0, private. lock() spins with the CPU's pause hint and never makes a system
-// call; try_lock() never spins. Annotated like detail::Mutex, so the analysis checks the
-// fields it guards.
+// Layer 0, private. lock() spins with the CPU's pause hint; after a bounded number of
+// spins (a holder that was preempted) it yields the CPU with sched_yield() between tries,
+// which never sleeps on a futex or a timer. try_lock() never spins. Annotated like detail::Mutex,
+// so the analysis checks the fields it guards.
 #pragma once
 
 #include <llbitmap/detail/thread_annotations.h>
 
 #include <atomic>
+
+#include <sched.h>
 
 namespace llbitmap::detail {
 
@@ -26,7 +29,12 @@ class LLBM_CAPABILITY("mutex") SpinLock {
       // acquire: pairs with unlock()'s release store, so the holder's writes are seen.
       if (!held_.exchange(true, std::memory_order_acquire)) return;
       // relaxed: only a hint to retry the exchange; the exchange orders.
-      while (held_.load(std::memory_order_relaxed)) pause();
+      for (int spins = 0; held_.load(std::memory_order_relaxed); ++spins) {
+        if (spins < kSpinsBeforeYield)
+          pause();
+        else
+          sched_yield();
+      }
     }
   }
   [[nodiscard]] bool try_lock() noexcept LLBM_TRY_ACQUIRE(true) {
@@ -36,8 +44,11 @@ class LLBM_CAPABILITY("mutex") SpinLock {
   }
   // release: pairs with the acquire exchange of the next lock() or try_lock().
   void unlock() noexcept LLBM_RELEASE() { held_.store(false, std::memory_order_release); }
+  // Tells the analysis that the calling thread holds the lock (not checked at run time).
+  void assert_held() const LLBM_ASSERT_CAPABILITY(this) {}
 
  private:
+  static constexpr int kSpinsBeforeYield = 1024;
   static void pause() noexcept {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();

@@ -565,7 +565,7 @@ std::uint64_t Bitmap::events() const {
   // The superblock is only read here; superblock() has no const overload because every
   // other caller edits it under the same lock.
   ChunkImage& image = const_cast<BitmapImpl&>(impl(*this)).image_;
-  detail::MutexLock lock(image.superblock_lock());
+  detail::SpinLockGuard lock(image.superblock_lock());
   return image.superblock().events;
 }
 

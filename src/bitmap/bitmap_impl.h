@@ -115,7 +115,7 @@ class BitmapImpl final : public Bitmap {
   template <class F>
   void edit_superblock(F&& f) {
     {
-      detail::MutexLock lock(image_.superblock_lock());
+      detail::SpinLockGuard lock(image_.superblock_lock());
       f(image_.superblock());
       image_.bump_block(image_.superblock_lock(), 0);
     }

@@ -35,7 +35,7 @@ ChunkImage::ChunkImage(const Superblock& sb, std::span<const std::byte> image)
   }
 }
 
-std::uint64_t ChunkImage::bump_block([[maybe_unused]] detail::Mutex& held,
+std::uint64_t ChunkImage::bump_block([[maybe_unused]] detail::SpinLock& held,
                                      std::uint64_t block) noexcept {
   LLBM_DCHECK(&held == &block_lock(block),
               "ChunkImage %p: block %llu changed under another block's stripe lock",
@@ -53,8 +53,8 @@ ChunkImage::Change ChunkImage::change_chunk(std::uint64_t chunk, Action action,
                                             const TransitionContext& ctx) noexcept {
   const std::uint64_t pos = geo_.chunk_pos(chunk);
   const std::uint64_t block = geo_.block_of_chunk(chunk);
-  detail::Mutex& mu = block_lock(block);
-  detail::MutexLock lock(mu);
+  detail::SpinLock& mu = block_lock(block);
+  detail::SpinLockGuard lock(mu);
   std::atomic_ref<std::uint8_t> ref(bytes_[pos]);
   // relaxed: every store to this byte happens under the lock we hold.
   const std::uint8_t old = ref.load(std::memory_order_relaxed);
@@ -81,8 +81,8 @@ std::uint64_t ChunkImage::snapshot_block(std::uint64_t block, std::span<std::byt
   const std::uint32_t bs = geo_.block_bytes();
   LLBM_DCHECK(buf.size() == bs, "ChunkImage %p: snapshot buffer of %zu bytes",
               static_cast<void*>(this), buf.size());
-  detail::Mutex& mu = block_lock(block);
-  detail::MutexLock lock(mu);
+  detail::SpinLock& mu = block_lock(block);
+  detail::SpinLockGuard lock(mu);
   // relaxed: read under the lock every change of the block holds.
   const std::uint64_t seq = blocks_[block].dirty_seq.load(std::memory_order_relaxed);
   // Every store to these bytes happens under this lock, so a plain copy is exact.
@@ -99,7 +99,7 @@ void ChunkImage::mark_superblock_and_snapshot(std::uint32_t flags,
   const std::uint32_t bs = geo_.block_bytes();
   LLBM_DCHECK(buf.size() == bs, "ChunkImage %p: snapshot buffer of %zu bytes",
               static_cast<void*>(this), buf.size());
-  detail::MutexLock lock(stripes_[0]);
+  detail::SpinLockGuard lock(stripes_[0]);
   sb_.state |= flags;
   std::memcpy(buf.data(), bytes_.get(), bs);
   sb_.encode(std::span<std::byte, kSuperblockBytes>(buf.data(), kSuperblockBytes));

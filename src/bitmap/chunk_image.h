@@ -20,13 +20,13 @@
 //     into), so a snapshot of block 0 always holds a consistent superblock.
 //   - A page's Dirty count changes only in change_chunk, under the stripe lock of the
 //     chunk's block; it is exact whenever no change_chunk is running on that page.
-// The stripe locks are leaves: held for a few loads and stores, never across IO, a wait
+// The stripe locks are spin locks (spin_lock.h: a reactor thread takes them too) and leaves:
+// held for a few loads and stores or one block copy, never across IO, a wait
 // or another lock. Nothing here blocks otherwise, allocates after construction or does IO.
 #pragma once
 
 #include <llbitmap/chunk_state.h>
 #include <llbitmap/detail/cacheline.h>
-#include <llbitmap/detail/mutex.h>
 #include <llbitmap/format.h>
 
 #include <atomic>
@@ -34,6 +34,8 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+
+#include "spin_lock.h"
 
 // lock_returned is not among the project-wide annotations; it is only needed here.
 #define LLBM_LOCK_RETURNED(x) LLBM_THREAD_ANNOTATION(lock_returned(x))
@@ -102,18 +104,19 @@ class ChunkImage {
 
   // The stripe lock of a block. The analysis cannot tell which stripe a block number
   // selects, so functions that need one take it by reference (bump_block); see stripes_.
-  [[nodiscard]] detail::Mutex& block_lock(std::uint64_t block) const noexcept {
+  [[nodiscard]] detail::SpinLock& block_lock(std::uint64_t block) const noexcept {
     return stripes_[block % kStripes];
   }
   // The lock of block 0, which guards the superblock.
-  [[nodiscard]] detail::Mutex& superblock_lock() const noexcept LLBM_LOCK_RETURNED(stripes_[0]) {
+  [[nodiscard]] detail::SpinLock& superblock_lock() const noexcept LLBM_LOCK_RETURNED(stripes_[0]) {
     return stripes_[0];
   }
   [[nodiscard]] Superblock& superblock() LLBM_REQUIRES(stripes_[0]) { return sb_; }
 
   // Gives the block a new change number and returns it. Requires: `held` is the block's
   // stripe lock (checked in debug builds) and is held by the caller.
-  std::uint64_t bump_block(detail::Mutex& held, std::uint64_t block) noexcept LLBM_REQUIRES(held);
+  std::uint64_t bump_block(detail::SpinLock& held, std::uint64_t block) noexcept
+      LLBM_REQUIRES(held);
 
   // Applies `action` to one chunk under its block's lock: bumps the change number, stores
   // the byte, keeps the page's Dirty count. Takes and drops the block's stripe lock.
@@ -166,7 +169,7 @@ class ChunkImage {
   // unnamed capability, and bump_block checks at run time (debug builds) that the lock it
   // was handed is the block's. Only the superblock, always behind stripes_[0], is
   // annotated.
-  alignas(detail::kCacheLine) mutable detail::Mutex stripes_[kStripes];
+  alignas(detail::kCacheLine) mutable detail::SpinLock stripes_[kStripes];
   Superblock sb_ LLBM_GUARDED_BY(stripes_[0]);
 };
 

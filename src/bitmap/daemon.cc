@@ -226,7 +226,7 @@ Daemon::CloseResult Daemon::close() {
   if (!persister.failing(std::memory_order_acquire)) {  // acquire: as above
     {
       ChunkImage& image = env_.image;
-      detail::MutexLock lock(image.superblock_lock());
+      detail::SpinLockGuard lock(image.superblock_lock());
       image.superblock().events += 1;
       image.bump_block(image.superblock_lock(), 0);
     }

@@ -27,14 +27,14 @@ PersistCore::PersistCore(ChunkImage& image, std::vector<std::uint32_t> crc)
   const std::uint64_t blocks = image_.geometry().blocks();
   LLBM_CHECK(crc_.size() == blocks, "PersistCore: %zu checksums for %llu blocks", crc_.size(),
              static_cast<unsigned long long>(blocks));
-  detail::MutexLock lock(qmu_);
+  detail::SpinLockGuard lock(qmu_);
   queued_.assign(blocks, true);
   pending_.reserve(blocks);
   for (std::uint64_t b = 0; b < blocks; ++b) pending_.push_back(b);
 }
 
 void PersistCore::enqueue(std::uint64_t block) noexcept {
-  detail::MutexLock lock(qmu_);
+  detail::SpinLockGuard lock(qmu_);
   if (!queued_[block]) {
     queued_[block] = true;
     pending_.push_back(block);
@@ -46,14 +46,14 @@ void PersistCore::enqueue_target(const Target& target) noexcept {
 }
 
 bool PersistCore::has_queued() const noexcept {
-  detail::MutexLock lock(qmu_);
+  detail::SpinLockGuard lock(qmu_);
   return !pending_.empty();
 }
 
 std::optional<PersistCore::Round> PersistCore::begin_round() {
   std::vector<std::uint64_t> blocks;
   {
-    detail::MutexLock lock(qmu_);
+    detail::SpinLockGuard lock(qmu_);
     if (open_) return std::nullopt;
     open_ = true;
     blocks.swap(pending_);
@@ -100,7 +100,7 @@ bool PersistCore::complete_round(Round round, std::error_code ec) {
     for (std::size_t i = 0; i < round.blocks_.size(); ++i)
       image_.publish_durable(round.blocks_[i], round.seqs_[i]);
   }
-  detail::MutexLock lock(qmu_);
+  detail::SpinLockGuard lock(qmu_);
   LLBM_CHECK(open_, "PersistCore %p: a round completed with none open", static_cast<void*>(this));
   open_ = false;
   return !ec;

@@ -38,7 +38,6 @@
 #pragma once
 
 #include <llbitmap/detail/cacheline.h>
-#include <llbitmap/detail/mutex.h>
 
 #include <array>
 #include <cstddef>
@@ -49,6 +48,7 @@
 #include <vector>
 
 #include "chunk_image.h"
+#include "spin_lock.h"
 
 namespace llbitmap {
 
@@ -125,7 +125,7 @@ class PersistCore {
   std::vector<std::uint32_t> crc_;
 
   // Taken by every change of a block (enqueue): on a line of its own.
-  alignas(detail::kCacheLine) mutable detail::Mutex qmu_;
+  alignas(detail::kCacheLine) mutable detail::SpinLock qmu_;
   bool open_ LLBM_GUARDED_BY(qmu_) = false;                   // a round is open
   std::vector<std::uint64_t> pending_ LLBM_GUARDED_BY(qmu_);  // queued blocks
   std::vector<bool> queued_ LLBM_GUARDED_BY(qmu_);            // per block: in pending_

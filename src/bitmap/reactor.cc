@@ -217,7 +217,7 @@ bool ReactorBitmap::ready() const noexcept {
 }
 std::uint64_t ReactorBitmap::events() const {
   ChunkImage& image = const_cast<ReactorCore&>(core_of(*this)).image_;
-  detail::MutexLock lock(image.superblock_lock());
+  detail::SpinLockGuard lock(image.superblock_lock());
   return image.superblock().events;
 }
 bool ReactorBitmap::out_of_date() const noexcept {
@@ -247,7 +247,7 @@ std::error_code ReactorBitmap::set_daemon_sleep(std::chrono::milliseconds d) {
     return Errc::bitmap_closed;
   s.sleep_ms_.store(d.count(), std::memory_order_relaxed);  // relaxed: a setting
   {
-    detail::MutexLock lock(s.image_.superblock_lock());
+    detail::SpinLockGuard lock(s.image_.superblock_lock());
     s.image_.superblock().daemon_sleep = d;
     s.image_.bump_block(s.image_.superblock_lock(), 0);
   }
@@ -263,7 +263,7 @@ std::error_code ReactorBitmap::set_barrier_idle(std::chrono::milliseconds d) {
     return Errc::bitmap_closed;
   for (auto& p : s.pages_) p->set_barrier_idle(d);
   {
-    detail::MutexLock lock(s.image_.superblock_lock());
+    detail::SpinLockGuard lock(s.image_.superblock_lock());
     s.image_.superblock().barrier_idle = d;
     s.image_.bump_block(s.image_.superblock_lock(), 0);
   }

@@ -273,8 +273,15 @@ void ReactorBitmap::end_discard(std::uint64_t offset, std::uint64_t length) {
 
 ReactorQueue::ReactorQueue(ReactorBitmap& bitmap)
     : bitmap_(bitmap), efd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+  ReactorCore& s = core_of(bitmap_);
   // relaxed: a count for the destructor's check.
-  core_of(bitmap_).queues_.fetch_add(1, std::memory_order_relaxed);
+  s.queues_.fetch_add(1, std::memory_order_relaxed);
+  // Prepare the calling thread: its first entry into a page registers it with liburcu
+  // and gives it a counter for that page, each once, under the library's registry lock.
+  // Doing it here for every page means the reactor's loop never takes that lock later.
+  // A page being cleaned just now is skipped (its counter comes at its first write).
+  for (auto& p : s.pages_)
+    if (p->try_raise()) detail::PageBarrierFast::release(*p);
 }
 
 ReactorQueue::~ReactorQueue() {

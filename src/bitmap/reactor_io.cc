@@ -170,7 +170,7 @@ void ReactorCore::finish_round(std::error_code ec) {
     // or first-use and its events catch up with the engine's record (Bitmap::open's
     // second sync).
     {
-      detail::MutexLock lock(image_.superblock_lock());
+      detail::SpinLockGuard lock(image_.superblock_lock());
       Superblock& sb = image_.superblock();
       sb.state &= ~(kSbStale | kSbWriteError | kSbFirstUse);
       sb.events = std::max(sb.events, min_events_) + 1;

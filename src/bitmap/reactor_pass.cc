@@ -197,7 +197,7 @@ void ReactorCore::clean_and_persist(bool clean) {
   // acquire: pairs with fail()'s release store.
   if (pass_closing_ && (refused_.load(std::memory_order_acquire) & kFailing) == 0) {
     {
-      detail::MutexLock lock(image_.superblock_lock());
+      detail::SpinLockGuard lock(image_.superblock_lock());
       image_.superblock().events += 1;
       image_.bump_block(image_.superblock_lock(), 0);
     }
