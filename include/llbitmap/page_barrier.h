@@ -8,17 +8,36 @@
 // at the cost of one per-thread counter update; one maintenance thread (the daemon)
 // drains and excludes them (suspend) and lets them back in (resume).
 //
-//   |            | raise()              | release()    | suspend(t)            | resume() |
-//   |------------|----------------------|--------------|-----------------------|----------|
-//   | open       | open (+1)            | open (-1)    | draining              | invalid  |
-//   | draining   | blocks until open    | draining(-1) | invalid               | invalid  |
-//   | suspended  | blocks until open    | invalid      | invalid               | open     |
+//   |           | raise()           | try_raise() | release()    | suspend(t), begin_* | resume() |
+//   |-----------|-------------------|-------------|--------------|---------------------|----------|
+//   | open      | open (+1)         | open (+1)   | open (-1)    | draining            | invalid  |
+//   | draining  | blocks until open | false       | draining(-1) | invalid             | invalid  |
+//   | suspended | blocks until open | false       | invalid      | invalid             | open     |
 //
 // suspend(t) kills the ref and waits until every holder has released. If that takes
 // longer than t (counted from the end of the kill's grace period, so that a slow grace
 // period is not mistaken for a write in flight) it resurrects the ref, wakes the writers that
 // queued meanwhile and returns false: the page is open again and its Dirty bits stay (upstream
 // fixed the missing resurrect in d119bd2e1643 but still misses the wake-up; both are done here).
+//
+// Non-blocking suspend (begin_suspend_many + poll_suspend, for a reactor's cleaning step
+// that must never sleep): the same steps, split at every wait. begin_suspend_many (begin_*
+// in the table) is the kill half of suspend_many; each poll_suspend then checks, without
+// waiting, what suspend(t) would wait for and answers with the page's step:
+//
+//   | poll_suspend() finds                              | returns     | the page is |
+//   |---------------------------------------------------|-------------|-------------|
+//   | kill not confirmed, or the switch thread not done | kConfirming | draining    |
+//   | confirmed, holders remain, allowance left         | kDraining   | draining    |
+//   | confirmed, no holder                              | kSuspended  | suspended   |
+//   | confirmed, holders remain, allowance over         | kReopened   | open        |
+//
+// The allowance starts at the first poll that finds the kill confirmed and is measured on
+// the caller's `now`. kReopened does what a timed-out suspend(t) does (resurrect and wake).
+// Neither call sleeps, waits on a condition or a futex, or does IO; both take short
+// internal locks that no one holds across a wait (the switch lock and the switch thread's
+// queue lock in the kill, the switch lock and the counter registry's lock in the
+// resurrect of kReopened), and the first kill in the process starts the switch thread.
 //
 // Expire: a page is idle once no raise has happened for barrier_idle. raise() makes no
 // clock call: it reads the clock's coarse word and stores `coarse + barrier_idle` only
@@ -36,16 +55,18 @@
 // the first only and try_raise(), which never waits, for the others (docs/design.md#page-barrier).
 //
 // Threads: raise/release from any thread, a get on one and the release on another is
-// fine. suspend/suspend_many/resume from one maintenance thread at a time.
+// fine. suspend/suspend_many/begin_suspend_many/poll_suspend/resume from one maintenance
+// thread at a time (it owns the non-blocking suspend's per-page step and allowance end).
 // set_barrier_idle, barrier_idle, expire_now and stats from any thread, concurrently
 // too (concurrent set_barrier_idle calls are serialised; the last one wins, for the idle
 // time and the clock subscription alike). raise() blocks while the page is draining or
-// suspended; suspend blocks up to its timeout; release(), resume() and expired() never
-// block.
+// suspended; suspend blocks up to its timeout; release(), resume(), expired(),
+// begin_suspend_many() and poll_suspend() never block (see above for their short locks).
 //
 // Memory ordering: everything a writer did before release() happens-before the return
-// of a suspend() that drained the page; everything the suspender did before resume()
-// happens-before the return of any raise() that had to wait for it.
+// of a suspend() that drained the page (or of the poll_suspend() that returns kSuspended);
+// everything the suspender did before resume() happens-before the return of any raise()
+// that had to wait for it.
 //
 // Lifetime: the barrier must outlive every thread inside raise() or holding a raise.
 #pragma once
@@ -105,8 +126,30 @@ class PageBarrier {
   static std::size_t suspend_many(std::span<PageBarrier* const> pages,
                                   std::chrono::milliseconds timeout, std::span<bool> suspended);
 
+  // Non-blocking suspend (the reactor's cleaning step, reactor.h). begin_suspend_many
+  // kills every page in `pages` with one grace period, as suspend_many does, and returns
+  // without waiting for the grace period or the holders. poll_suspend then reports
+  // without waiting:
+  enum class SuspendPoll : std::uint8_t {
+    kConfirming,  // the kill's grace period has not ended yet
+    kDraining,    // holders remain; the allowance runs
+    kSuspended,   // drained: the page is suspended (resume() or resume_expired() later)
+    kReopened,    // the allowance ran out: the page was resurrected, is open again, and
+                  // its waiters were woken (as a timed-out suspend())
+  };
+  // Requires: every page is open and not in a suspend (poll each earlier one to its end).
+  // Takes short locks only (header comment); never sleeps.
+  static void begin_suspend_many(std::span<PageBarrier* const> pages);
+  // `now` on any steady time base the caller uses consistently (the reactor passes its
+  // Clock's time). The allowance `timeout` starts at the first poll that finds the kill
+  // confirmed (as suspend_many's starts after the grace period). Once it returned
+  // kSuspended or kReopened, polling again is misuse (LLBM_CHECK abort with a message).
+  // Requires: a begin_suspend_many() of this page, from the same maintenance thread.
+  SuspendPoll poll_suspend(Clock::time_point now, std::chrono::milliseconds timeout) noexcept;
+
   // Makes the page count as expired from now on (until the next raise). Called while the
-  // page is suspended (after suspend_many() started on it), it also outlives the resume().
+  // page is suspended (after suspend_many() or begin_suspend_many() started on it), it
+  // also outlives the resume().
   void expire_now() noexcept;
   void set_barrier_idle(std::chrono::milliseconds idle);
   [[nodiscard]] std::chrono::milliseconds barrier_idle() const noexcept;
@@ -134,7 +177,12 @@ class PageBarrier {
     if (expire_.load(std::memory_order_relaxed) != want)
       expire_.store(want, std::memory_order_relaxed);
   }
+  // Where a non-blocking suspend of this page stands (kIdle: none in progress).
+  enum class AsyncStep : std::uint8_t { kIdle, kConfirming, kDraining };
+
+  static void kill_all(std::span<PageBarrier* const> pages);
   bool finish_suspend(std::chrono::steady_clock::time_point deadline);
+  void give_up() noexcept;
   void reopen(Clock::rep expire) noexcept;
 
   Clock& clock_;
@@ -155,6 +203,10 @@ class PageBarrier {
   // An expire_now() not yet consumed by a suspend: suspend_many() clears it before the
   // kill, resume() keeps the page expired if it was set again meanwhile.
   std::atomic<bool> expire_requested_{false};
+  // The non-blocking suspend's step and the end of its allowance: maintenance thread only
+  // (begin_suspend_many, poll_suspend; no lock, never read by another thread).
+  AsyncStep async_step_ = AsyncStep::kIdle;
+  Clock::time_point allowance_end_{};
 };
 
 }  // namespace llbitmap

@@ -103,12 +103,18 @@ bool PageBarrier::finish_suspend(std::chrono::steady_clock::time_point deadline)
     suspends_.fetch_add(1, std::memory_order_relaxed);
     return true;
   }
-  // A holder outlived the timeout: reopen the page (upstream d119bd2e1643) and wake the
-  // writers that queued on it meanwhile (upstream still misses this wake-up).
+  give_up();
+  return false;
+}
+
+// A holder outlived the timeout: reopen the page (upstream d119bd2e1643) and wake the
+// writers that queued on it meanwhile (upstream still misses this wake-up). Never waits:
+// the kill's switch is done (suspend_many and poll_suspend both saw it), so resurrect()
+// finds no switch pending.
+void PageBarrier::give_up() noexcept {
   active_.resurrect();
   wait_.wake_up();
-  suspend_timeouts_.fetch_add(1, std::memory_order_relaxed);
-  return false;
+  suspend_timeouts_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics only
 }
 
 bool PageBarrier::suspend(std::chrono::milliseconds timeout) {
@@ -118,12 +124,10 @@ bool PageBarrier::suspend(std::chrono::milliseconds timeout) {
   return ok;
 }
 
-std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
-                                      std::chrono::milliseconds timeout,
-                                      std::span<bool> suspended) {
-  LLBM_CHECK(pages.size() == suspended.size(),
-             "PageBarrier::suspend_many: %zu pages but %zu result slots", pages.size(),
-             suspended.size());
+// The kill half of suspend_many and begin_suspend_many. Waits for nothing: kill_and_confirm
+// takes the switch lock and the switch thread's queue lock briefly, and never finds a switch
+// of the page pending (the previous suspend of an open page saw its switch done).
+void PageBarrier::kill_all(std::span<PageBarrier* const> pages) {
   {
     detail::SwitchBatch batch;  // one grace period for every kill below
     for (PageBarrier* p : pages) {
@@ -140,12 +144,21 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
       (void)p->expire_requested_.exchange(false, std::memory_order_seq_cst);
       // The confirmation runs once the ref is in atomic mode (after the grace period).
       p->active_.kill_and_confirm([p] {
-        // release: pairs with the acquire load in the wait of suspend_many below.
+        // release: pairs with the acquire loads in suspend_many and poll_suspend.
         p->switched_.store(true, std::memory_order_release);
         p->wait_.wake_up();
       });
     }
   }
+}
+
+std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
+                                      std::chrono::milliseconds timeout,
+                                      std::span<bool> suspended) {
+  LLBM_CHECK(pages.size() == suspended.size(),
+             "PageBarrier::suspend_many: %zu pages but %zu result slots", pages.size(),
+             suspended.size());
+  kill_all(pages);
   LLBM_SYNC_POINT("barrier:after_kill");
   // The timeout is the holders' allowance: it starts once the grace period is over, so a
   // slow grace period is never mistaken for a write in flight.
@@ -169,6 +182,46 @@ std::size_t PageBarrier::suspend_many(std::span<PageBarrier* const> pages,
     n += suspended[i] ? 1 : 0;
   }
   return n;
+}
+
+void PageBarrier::begin_suspend_many(std::span<PageBarrier* const> pages) {
+  for (PageBarrier* p : pages) {
+    LLBM_CHECK(p->async_step_ == AsyncStep::kIdle,
+               "PageBarrier %p: begin_suspend_many() of a page whose non-blocking suspend is "
+               "still in progress (poll it to kSuspended or kReopened first)",
+               static_cast<void*>(p));
+  }
+  kill_all(pages);  // checks that every page is open
+  for (PageBarrier* p : pages) p->async_step_ = AsyncStep::kConfirming;
+}
+
+PageBarrier::SuspendPoll PageBarrier::poll_suspend(Clock::time_point now,
+                                                   std::chrono::milliseconds timeout) noexcept {
+  LLBM_CHECK(async_step_ != AsyncStep::kIdle,
+             "PageBarrier %p: poll_suspend() without a non-blocking suspend in progress "
+             "(no begin_suspend_many(), or a poll already returned kSuspended or kReopened)",
+             static_cast<void*>(this));
+  // The counters here are relaxed: statistics only.
+  if (async_step_ == AsyncStep::kConfirming) {
+    // acquire: pairs with the confirmation's release store of switched_ (kill_all). Then,
+    // as suspend_many does, the switch thread's own reference must be gone too, so that an
+    // idle page is never given up because the switch thread was preempted between the two.
+    if (!switched_.load(std::memory_order_acquire) || !detail::PercpuRefFast::switch_done(active_))
+      return SuspendPoll::kConfirming;
+    async_step_ = AsyncStep::kDraining;
+    allowance_end_ = now + timeout;
+    if (!active_.is_zero()) suspend_waits_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // As finish_suspend: a page that drained by the end of the allowance is suspended.
+  if (active_.is_zero()) {
+    async_step_ = AsyncStep::kIdle;
+    suspends_.fetch_add(1, std::memory_order_relaxed);
+    return SuspendPoll::kSuspended;
+  }
+  if (now < allowance_end_) return SuspendPoll::kDraining;
+  async_step_ = AsyncStep::kIdle;
+  give_up();
+  return SuspendPoll::kReopened;
 }
 
 void PageBarrier::resume() noexcept {

@@ -69,14 +69,19 @@ struct PercpuRefFast {
     ref.put_slow(nr);
   }
 
-  // Not a fast path: waits until no switch of `ref` is queued or running and no release
+  // Not a fast path: true once no switch of `ref` is queued or running and no release
   // callback is running. The switch thread runs confirm_kill before it drops the
-  // reference it holds across the switch (as the kernel does); after this returns that
-  // reference is gone too, so a count above zero means real holders. Only briefly
-  // waits (the switch thread is between those two steps) when confirm_kill has run.
+  // reference it holds across the switch (as the kernel does); once this is true that
+  // reference is gone too, so a count above zero means real holders. Never waits.
+  static bool switch_done(const PercpuRef& ref) noexcept {
+    // acquire: pairs with the release decrements of in_flight_ at the end of the switch
+    // (SwitchWorker::process) and of put_atomic.
+    return ref.in_flight_.load(std::memory_order_acquire) == 0;
+  }
+  // As switch_done(), but waits for it. Only briefly waits (the switch thread is between
+  // the two steps above) when confirm_kill has run.
   static void wait_switch_done(const PercpuRef& ref) noexcept {
-    // acquire: pairs with the release decrement at the end of the switch.
-    while (ref.in_flight_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    while (!switch_done(ref)) std::this_thread::yield();
   }
 };
 

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <memory>
+#include <span>
 #include <thread>
 
 #include "bitmap_fixture.h"
@@ -125,6 +126,22 @@ TEST(ContractDeathTest, SuspendOfASuspendedPage) {
         (void)page.suspend(1000ms);
       },
       "PageBarrier .*suspend\\(\\) of a page already suspended");
+}
+
+// A non-blocking suspend ends with kSuspended or kReopened; a poll after that has no
+// suspend to report on (the page may be resumed and suspended again meanwhile).
+TEST(ContractDeathTest, PollSuspendAfterItReturnedSuspended) {
+  EXPECT_DEATH(
+      {
+        FakeClock clock;
+        PageBarrier page(clock);
+        PageBarrier* self = &page;
+        PageBarrier::begin_suspend_many(std::span<PageBarrier* const>(&self, 1));
+        while (page.poll_suspend(clock.now(), 1000ms) != PageBarrier::SuspendPoll::kSuspended)
+          std::this_thread::yield();
+        (void)page.poll_suspend(clock.now(), 1000ms);
+      },
+      "PageBarrier .*poll_suspend\\(\\) without a non-blocking suspend in progress");
 }
 
 // The suspend's kill catches the extra release in one of two places, depending on whether

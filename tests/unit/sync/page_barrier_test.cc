@@ -11,12 +11,16 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
+#include <span>
 #include <thread>
 #include <vector>
 
 #include "start_gate.h"
 #include "switch_worker.h"
+#include "sync_point.h"
 
 namespace llbitmap {
 namespace {
@@ -293,6 +297,236 @@ TEST(PageBarrierTest, SuspendManyReopensOnlyThePagesThatTimedOut) {
   EXPECT_FALSE(b.is_suspended());
   a.resume();
   b.release();
+}
+
+// ---------------------------------------------------------------- non-blocking suspend
+// begin_suspend_many + poll_suspend, driven by explicit polls on a fake clock: the test
+// thread never waits for the switch thread except by polling.
+
+using Poll = PageBarrier::SuspendPoll;
+
+// Polls until the kill is confirmed, moving the fake clock an hour between polls: the
+// allowance must not start before the confirmation, so this never reaches kReopened by
+// itself. A watchdog turns a kill that never confirms into a failure.
+Poll poll_past_confirming(PageBarrier& page, FakeClock& clock, std::chrono::milliseconds timeout) {
+  const auto watchdog = std::chrono::steady_clock::now() + 60s;
+  for (;;) {
+    const Poll r = page.poll_suspend(clock.now(), timeout);
+    if (r != Poll::kConfirming) return r;
+    if (std::chrono::steady_clock::now() > watchdog) {
+      std::fprintf(stderr, "hang: the kill of a non-blocking suspend was never confirmed\n");
+      std::abort();
+    }
+    clock.advance(std::chrono::hours(1));
+    std::this_thread::yield();
+  }
+}
+
+#ifdef LLBM_SYNC_POINTS
+// Holds the switch thread right after it confirmed a kill, before it drops the reference it
+// holds across the switch: the window in which a poll must still say kConfirming.
+class HoldSwitchAfterConfirm {
+ public:
+  HoldSwitchAfterConfirm() {
+    detail::SyncPoints::set("switch:after_confirm", [this] {
+      reached_.set();
+      go_.wait();
+    });
+  }
+  ~HoldSwitchAfterConfirm() { detail::SyncPoints::clear("switch:after_confirm"); }
+  void wait_reached() { reached_.wait(); }
+  void release() { go_.set(); }
+
+ private:
+  test::Flag reached_;
+  test::Flag go_;
+};
+#endif
+
+TEST(PageBarrierNonBlockingSuspendTest, IdlePageIsSuspendedAfterTheConfirmation) {
+  FakeClock clock;
+  PageBarrier page(clock);
+  page.raise();
+  page.release();
+  PageBarrier* self = &page;
+#ifdef LLBM_SYNC_POINTS
+  {
+    // Confirmed, but the switch thread still holds its reference: an idle page must not
+    // be taken for one with a holder (nor given up), and the allowance has not started.
+    HoldSwitchAfterConfirm hold;
+    PageBarrier::begin_suspend_many(std::span<PageBarrier* const>(&self, 1));
+    EXPECT_TRUE(page.is_suspended()) << "the kill is visible at once";
+    hold.wait_reached();
+    EXPECT_EQ(page.poll_suspend(clock.now(), 1000ms), Poll::kConfirming);
+    clock.advance(std::chrono::hours(1));
+    EXPECT_EQ(page.poll_suspend(clock.now(), 1000ms), Poll::kConfirming);
+    hold.release();
+    EXPECT_EQ(poll_past_confirming(page, clock, 1000ms), Poll::kSuspended);
+  }
+#else
+  PageBarrier::begin_suspend_many(std::span<PageBarrier* const>(&self, 1));
+  EXPECT_TRUE(page.is_suspended()) << "the kill is visible at once";
+  EXPECT_EQ(poll_past_confirming(page, clock, 1000ms), Poll::kSuspended);
+#endif
+  EXPECT_TRUE(page.is_suspended());
+  EXPECT_EQ(page.stats().suspends, 1u);
+  EXPECT_EQ(page.stats().suspend_waits, 0u);
+  EXPECT_EQ(page.stats().suspend_timeouts, 0u);
+  // A writer that meets the suspended page blocks in raise() until resume() wakes it.
+  test::Flag done;
+  std::thread writer([&] {
+    page.raise();
+    page.release();
+    done.set();
+  });
+  test::spin_until([&] { return page.stats().raise_waits == 1; });
+  EXPECT_FALSE(done.is_set());
+  page.resume();
+  join_or_die(writer, done, "resume() after a non-blocking suspend did not wake the writer");
+  EXPECT_FALSE(page.is_suspended());
+  ASSERT_TRUE(page.try_raise());
+  page.release();
+}
+
+TEST(PageBarrierNonBlockingSuspendTest, DrainsUntilTheHolderReleases) {
+  FakeClock clock;
+  PageBarrier page(clock);
+  page.raise();  // an in-flight write
+  PageBarrier* self = &page;
+  PageBarrier::begin_suspend_many(std::span<PageBarrier* const>(&self, 1));
+  // The clock moves an hour per confirming poll: the 1000 ms allowance starts only once
+  // the kill is confirmed.
+  ASSERT_EQ(poll_past_confirming(page, clock, 1000ms), Poll::kDraining);
+  EXPECT_EQ(page.stats().suspend_waits, 1u);
+  clock.advance(999ms);
+  EXPECT_EQ(page.poll_suspend(clock.now(), 1000ms), Poll::kDraining);
+  EXPECT_EQ(page.poll_suspend(clock.now(), 1000ms), Poll::kDraining);
+  EXPECT_TRUE(page.is_suspended());
+  page.release();
+  EXPECT_EQ(page.poll_suspend(clock.now(), 1000ms), Poll::kSuspended);
+  EXPECT_EQ(page.stats().suspends, 1u);
+  EXPECT_EQ(page.stats().suspend_waits, 1u) << "counted once per suspend, not per poll";
+  EXPECT_EQ(page.stats().suspend_timeouts, 0u);
+  page.resume();
+}
+
+TEST(PageBarrierNonBlockingSuspendTest, HolderOutlivingTheAllowanceReopensAndWakesWriters) {
+  FakeClock clock;
+  PageBarrier page(clock);
+  page.raise();  // a write that outlives the allowance
+  PageBarrier* self = &page;
+  PageBarrier::begin_suspend_many(std::span<PageBarrier* const>(&self, 1));
+  ASSERT_EQ(poll_past_confirming(page, clock, 500ms), Poll::kDraining);
+  // A writer queues on the draining page.
+  test::StartGate gate(1);
+  test::Flag done;
+  std::thread writer([&] {
+    gate.arrive_and_wait();
+    page.raise();  // blocks: the page is dying
+    page.release();
+    done.set();
+  });
+  gate.open_when_ready();
+  test::spin_until([&] { return page.stats().raise_waits == 1; });
+  EXPECT_FALSE(done.is_set());
+  clock.advance(499ms);
+  EXPECT_EQ(page.poll_suspend(clock.now(), 500ms), Poll::kDraining);
+  clock.advance(1ms);
+  EXPECT_EQ(page.poll_suspend(clock.now(), 500ms), Poll::kReopened);
+  EXPECT_FALSE(page.is_suspended());
+  EXPECT_EQ(page.stats().suspend_timeouts, 1u);
+  EXPECT_EQ(page.stats().suspends, 0u);
+  join_or_die(writer, done, "a writer queued during a reopened non-blocking suspend slept on");
+  ASSERT_TRUE(page.try_raise());
+  page.release();
+  page.raise();
+  page.release();
+  page.release();  // the slow write ends
+  // The next pass succeeds.
+  PageBarrier::begin_suspend_many(std::span<PageBarrier* const>(&self, 1));
+  EXPECT_EQ(poll_past_confirming(page, clock, 500ms), Poll::kSuspended);
+  page.resume();
+}
+
+TEST(PageBarrierNonBlockingSuspendTest, TryRaiseFailsUntilTheResume) {
+  FakeClock clock;
+  PageBarrier page(clock);
+  std::thread first_use([&] {  // the holder: a thread with its own counter
+    EXPECT_TRUE(page.try_raise());
+  });
+  first_use.join();
+  PageBarrier* self = &page;
+#ifdef LLBM_SYNC_POINTS
+  {
+    HoldSwitchAfterConfirm hold;
+    PageBarrier::begin_suspend_many(std::span<PageBarrier* const>(&self, 1));
+    EXPECT_FALSE(page.try_raise()) << "confirming";
+    hold.wait_reached();
+    EXPECT_EQ(page.poll_suspend(clock.now(), 1000ms), Poll::kConfirming);
+    EXPECT_FALSE(page.try_raise()) << "confirmed, switch thread not done";
+    hold.release();
+    ASSERT_EQ(poll_past_confirming(page, clock, 1000ms), Poll::kDraining);
+  }
+#else
+  PageBarrier::begin_suspend_many(std::span<PageBarrier* const>(&self, 1));
+  EXPECT_FALSE(page.try_raise()) << "confirming";
+  ASSERT_EQ(poll_past_confirming(page, clock, 1000ms), Poll::kDraining);
+#endif
+  EXPECT_FALSE(page.try_raise()) << "draining";
+  page.release();  // the holder leaves (a release on another thread than the raise)
+  ASSERT_EQ(page.poll_suspend(clock.now(), 1000ms), Poll::kSuspended)
+      << "a failed try_raise() entered the page";
+  EXPECT_FALSE(page.try_raise()) << "suspended";
+  page.resume();
+  ASSERT_TRUE(page.try_raise());
+  page.release();
+}
+
+TEST(PageBarrierNonBlockingSuspendTest, BeginSuspendManySharesOneGracePeriod) {
+  FakeClock clock;
+  constexpr int kPages = 32;
+  std::vector<std::unique_ptr<PageBarrier>> pages;
+  std::vector<PageBarrier*> ptrs;
+  for (int i = 0; i < kPages; ++i) {
+    pages.push_back(std::make_unique<PageBarrier>(clock));
+    ptrs.push_back(pages.back().get());
+    ptrs.back()->raise();
+    ptrs.back()->release();
+  }
+  ptrs[5]->raise();  // one page has a write in flight
+  const auto gp_before = detail::SwitchWorker::instance().grace_periods();
+  PageBarrier::begin_suspend_many(ptrs);
+  std::vector<Poll> result;
+  for (auto* p : ptrs) result.push_back(poll_past_confirming(*p, clock, 1000ms));
+  const auto gp_after = detail::SwitchWorker::instance().grace_periods();
+  for (int i = 0; i < kPages; ++i)
+    EXPECT_EQ(result[static_cast<std::size_t>(i)], i == 5 ? Poll::kDraining : Poll::kSuspended)
+        << "page " << i;
+  // One batch: the kills were queued before the switch thread was woken.
+  EXPECT_LE(gp_after - gp_before, 2u) << "each page paid its own grace period";
+  ptrs[5]->release();
+  EXPECT_EQ(ptrs[5]->poll_suspend(clock.now(), 1000ms), Poll::kSuspended);
+  for (auto* p : ptrs) p->resume();
+}
+
+// As ExpireNowWhileSuspendedOutlivesTheResume, for the non-blocking suspend.
+TEST(PageBarrierNonBlockingSuspendTest, ExpireNowDuringTheSuspendOutlivesTheResume) {
+  FakeClock clock;
+  PageBarrier page(clock, 5000ms);
+  PageBarrier* self = &page;
+  page.expire_now();
+  PageBarrier::begin_suspend_many(std::span<PageBarrier* const>(&self, 1));
+  ASSERT_EQ(poll_past_confirming(page, clock, 1000ms), Poll::kSuspended);
+  page.resume();
+  EXPECT_FALSE(page.expired(clock.now())) << "an expire_now() before the suspend was served";
+  PageBarrier::begin_suspend_many(std::span<PageBarrier* const>(&self, 1));
+  page.expire_now();  // lands before the first poll
+  ASSERT_EQ(poll_past_confirming(page, clock, 1000ms), Poll::kSuspended);
+  page.resume();
+  EXPECT_TRUE(page.expired(clock.now())) << "the resume undid an expire_now()";
+  page.raise();
+  page.release();
+  EXPECT_FALSE(page.expired(clock.now()));
 }
 
 }  // namespace
