@@ -14,6 +14,8 @@
 #include <cstring>
 
 #include "bitmap_impl.h"
+#include "image_ops.h"
+#include "loading.h"
 #include "page_barrier_fast.h"
 #include "sync_point.h"
 
@@ -39,71 +41,10 @@ void WriteGuard::reset() noexcept {
 
 namespace {
 
-// The superblock's form of a DeviceUuid.
-Uuid to_uuid(const DeviceUuid& d) noexcept {
-  Uuid u{};
-  for (std::size_t i = 0; i < u.size(); ++i) u[i] = static_cast<std::byte>(d[i]);
-  return u;
-}
-
-// The contents of a new bitmap file for `options` (superblock, states, checksums).
-std::vector<std::byte> fresh_contents(const BitmapOptions& options, std::error_code& ec) {
-  FormatOptions fo;
-  fo.device_bytes = options.device_bytes;
-  fo.chunk_bytes = options.chunk_bytes;
-  fo.space_bytes = options.space_bytes;
-  fo.block_bytes = options.block_bytes;
-  fo.daemon_sleep = options.daemon_sleep;
-  fo.barrier_idle = options.barrier_idle;
-  fo.assume_clean = options.assume_clean;
-  fo.uuid = random_uuid();
-  fo.device_uuid = to_uuid(options.device_uuid);
-  auto sb = make_superblock(fo, ec);
-  if (!sb) return {};
-  return build_fresh_file(
-      *sb, to_byte(options.assume_clean ? ChunkState::kClean : ChunkState::kUnwritten));
-}
-
 OpenOptions open_options(const BitmapOptions& o) {
   OpenOptions oo{o.start_daemon, o.parity, o.data_flush, o.clock};
   oo.device_uuid = o.device_uuid;
   return oo;
-}
-
-// Crash recovery of the stored image (the disk layer's one rule, recovery.h), plus the
-// checksums the file holds (the persister's starting point).
-BitmapImpl::Recovered recover(const Superblock& sb, std::vector<std::byte> image,
-                              std::span<const std::byte> table, std::uint64_t min_events) {
-  const Geometry& g = sb.geometry;
-  BitmapImpl::Recovered r;
-  const bool out_of_date = min_events != 0 && sb.events < min_events;
-  const RecoveryReport found = recover_chunk_states(sb, image, table, out_of_date);
-  if (found.out_of_date)
-    std::fprintf(stderr,
-                 "llbitmap: bitmap out of date (events %llu, older than the %llu the engine "
-                 "recorded), every chunk needs a resync\n",
-                 static_cast<unsigned long long>(sb.events),
-                 static_cast<unsigned long long>(min_events));
-  if (found.invalid_bytes != 0)
-    std::fprintf(
-        stderr,
-        "llbitmap: invalid state byte 0x%02x for chunk %llu (%llu in all), forcing resync\n",
-        found.first_invalid_byte, static_cast<unsigned long long>(found.first_invalid_chunk),
-        static_cast<unsigned long long>(found.invalid_bytes));
-  r.out_of_date = found.out_of_date;
-  r.invalid_bytes = found.invalid_bytes;
-  r.bad_blocks = found.bad_blocks.size();
-  r.crc.resize(g.blocks());
-  for (std::uint64_t b = 0; b < g.blocks(); ++b) r.crc[b] = stored_block_crc(g, table, b);
-  r.image = std::move(image);
-  return r;
-}
-
-Daemon::PageList make_pages(std::uint64_t n, Clock& clock, std::chrono::milliseconds idle) {
-  Daemon::PageList pages;
-  pages.reserve(n);
-  for (std::uint64_t p = 0; p < n; ++p) pages.push_back(std::make_unique<PageBarrier>(clock, idle));
-  return pages;
 }
 
 }  // namespace
@@ -158,7 +99,7 @@ std::unique_ptr<Bitmap> BitmapImpl::load(std::unique_ptr<Storage> storage, const
   if (!sb) return nullptr;
   // Identity: a file bound to another device is refused before anything is written.
   const Uuid device = to_uuid(opt.device_uuid);
-  if (device != Uuid{} && sb->device_uuid != Uuid{} && sb->device_uuid != device) {
+  if (!identity_matches(*sb, opt.device_uuid)) {
     ec = make_error_code(Errc::foreign_bitmap);
     return nullptr;
   }
@@ -239,22 +180,7 @@ ChunkState Bitmap::state(std::uint64_t chunk) const noexcept {
 
 void BitmapImpl::discard_chunks(std::uint64_t offset, std::uint64_t length, std::uint64_t& first,
                                 std::uint64_t& last) const noexcept {
-  // Only chunks the discard covers completely (kernel: DIV_ROUND_UP for the start); the
-  // device's last chunk counts as covered when the discard reaches the end.
-  // No sum may wrap: with a device within one chunk of 2^64, offset + chunk_bytes - 1
-  // does, which once made every chunk count as covered. The caller checked in_device, so
-  // end = offset + length <= device_bytes fits.
-  const Geometry& geo = image_.geometry();
-  const unsigned shift = geo.chunk_shift();
-  const std::uint64_t end = offset + length;
-  first = (offset >> shift) + ((offset & (geo.chunk_bytes() - 1)) != 0 ? 1 : 0);
-  const std::uint64_t stop = (end == geo.device_bytes() ? geo.chunks() : end >> shift);
-  if (first >= stop) {
-    first = 1;
-    last = 0;  // nothing covered
-    return;
-  }
-  last = stop - 1;
+  image_ops::discard_chunks(image_.geometry(), offset, length, first, last);
 }
 
 namespace {
@@ -309,64 +235,12 @@ std::uint64_t BitmapImpl::change_chunk(std::uint64_t chunk, Action action,
   return change.seq;
 }
 
-namespace {
-
-// Which bytes `action` changes in context `ctx`. For a long range (close_sync) the
-// answer for all 256 byte values is computed once, so the scan costs a load and a table
-// lookup per chunk; a short range asks the table directly.
-class ChangeTable {
- public:
-  ChangeTable(Action action, const TransitionContext& ctx, std::uint64_t chunks) noexcept
-      : action_(action), ctx_(ctx), cached_(chunks >= 256) {
-    if (!cached_) return;
-    for (unsigned raw = 0; raw < 256; ++raw)
-      changes_[raw] = compute(static_cast<std::uint8_t>(raw));
-  }
-  // True if the action changes a chunk whose byte is `raw`.
-  [[nodiscard]] bool changes(std::uint8_t raw) const noexcept {
-    return cached_ ? changes_[raw] : compute(raw);
-  }
-
- private:
-  [[nodiscard]] bool compute(std::uint8_t raw) const noexcept {
-    const Transition t = apply_action(raw, action_, ctx_);
-    return t.changed() && to_byte(t.next) != raw;
-  }
-  Action action_;
-  TransitionContext ctx_;
-  bool cached_;
-  bool changes_[256] = {};
-};
-
-}  // namespace
-
-// Applies `action` to every chunk of [first, last]; when `targets` is given, collects
-// each touched block with the change number that must be durable: the block's latest,
-// loaded after every byte of the block was (acquire), so it covers this call's changes
-// and every change whose byte the scan saw. Walks block by block so that a long range
-// costs a few instructions per chunk that stays as it is.
 std::uint64_t BitmapImpl::change_range(std::uint64_t first, std::uint64_t last, Action action,
                                        const TransitionContext& ctx, std::vector<Target>* targets) {
-  const Geometry& geo = image_.geometry();
-  const ChangeTable table(action, ctx, last - first + 1);
-  std::uint64_t changed = 0;
-  std::uint64_t c = first;
-  while (c <= last) {
-    const std::uint64_t block = geo.block_of_chunk(c);
-    const std::uint64_t stop = std::min(last, geo.chunks_in_block(block).end - 1);
-    for (; c <= stop; ++c) {
-      const std::uint8_t raw = image_.load_byte(geo.chunk_pos(c));
-      if (!table.changes(raw)) continue;
-      changed += change_chunk(c, action, ctx) != 0 ? 1 : 0;
-    }
-    if (targets == nullptr) continue;
-    const std::uint64_t seq = image_.dirty_seq(block);
-    if (!targets->empty() && targets->back().block == block)
-      targets->back().seq = std::max(targets->back().seq, seq);
-    else
-      targets->push_back(Target{block, seq});
-  }
-  return changed;
+  return image_ops::change_range(image_, first, last, action, ctx, targets,
+                                 [this](std::uint64_t c, Action a, const TransitionContext& x) {
+                                   return change_chunk(c, a, x);
+                                 });
 }
 
 // ------------------------------------------------------------------ write path
@@ -388,28 +262,7 @@ std::error_code BitmapImpl::mark_and_persist(std::uint64_t first, std::uint64_t 
   return persister_.persist(targets.data(), targets.size());
 }
 
-// The states Startwrite leaves as they are, whatever the context (degraded and parity
-// only change what Unwritten and Clean become): a write to such a chunk needs no mark,
-// only the durability check.
-namespace {
-constexpr bool startwrite_keeps(std::uint8_t raw) noexcept {
-  return raw == to_byte(ChunkState::kDirty) || raw == to_byte(ChunkState::kNeedSync) ||
-         raw == to_byte(ChunkState::kSyncing);
-}
-constexpr bool startwrite_keeps_matches_table() {
-  for (unsigned raw = 0; raw < 256; ++raw) {
-    for (const TransitionContext ctx : {TransitionContext{}, TransitionContext{.degraded = true},
-                                        TransitionContext{.parity = true}}) {
-      const bool keeps =
-          !apply_action(static_cast<std::uint8_t>(raw), Action::kStartwrite, ctx).changed();
-      if (keeps != startwrite_keeps(static_cast<std::uint8_t>(raw))) return false;
-    }
-  }
-  return true;
-}
-static_assert(startwrite_keeps_matches_table(),
-              "startwrite_keeps() must agree with the state table in every context");
-}  // namespace
+using image_ops::startwrite_keeps;
 
 // The fast path (one chunk, already Dirty or NeedSync, durably so): bounds, the failed
 // flag, one raise, one byte, the block's two change numbers. No lock, no store but the
@@ -607,34 +460,19 @@ void Bitmap::close_sync() {
   for (auto& p : s.pages_) p->expire_now();
 }
 
-template <class Pred>
-std::vector<std::pair<std::uint64_t, std::uint64_t>> BitmapImpl::runs_where(Pred pred) const {
-  const Geometry& geo = image_.geometry();
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> runs;
-  const std::uint64_t dev = geo.device_bytes();
-  for (std::uint64_t c = 0; c < geo.chunks(); ++c) {
-    if (!pred(decode_state(image_.load_byte(geo.chunk_pos(c))))) continue;
-    const std::uint64_t off = geo.chunk_offset(c);
-    const std::uint64_t len = std::min(geo.chunk_bytes(), dev - off);
-    if (!runs.empty() && runs.back().first + runs.back().second == off)
-      runs.back().second += len;
-    else
-      runs.emplace_back(off, len);
-  }
-  return runs;
-}
-
 std::vector<std::pair<std::uint64_t, std::uint64_t>> Bitmap::needs_sync() const {
-  return impl(*this).runs_where([](ChunkState st) { return llbitmap::needs_sync(st); });
+  return image_ops::runs_where(impl(*this).image_,
+                               [](ChunkState st) { return llbitmap::needs_sync(st); });
 }
 
 std::vector<std::pair<std::uint64_t, std::uint64_t>> Bitmap::needs_recovery() const {
   // Dirty, NeedSync, Syncing (an invalid byte decodes as NeedSync).
-  return impl(*this).runs_where([](ChunkState st) { return is_dirty_like(st); });
+  return image_ops::runs_where(impl(*this).image_, [](ChunkState st) { return is_dirty_like(st); });
 }
 
 std::vector<std::pair<std::uint64_t, std::uint64_t>> Bitmap::needs_rebuild() const {
-  return impl(*this).runs_where([](ChunkState st) { return st != ChunkState::kUnwritten; });
+  return image_ops::runs_where(impl(*this).image_,
+                               [](ChunkState st) { return st != ChunkState::kUnwritten; });
 }
 
 void Bitmap::set_degraded(bool degraded) {
@@ -749,30 +587,7 @@ const Geometry& Bitmap::geometry() const noexcept {
 }
 
 StateCounts Bitmap::counts() const {
-  const ChunkImage& image = impl(*this).image_;
-  const Geometry& geo = image.geometry();
-  StateCounts n{0, 0, 0, 0, 0};
-  for (std::uint64_t c = 0; c < geo.chunks(); ++c) {
-    switch (decode_state(image.load_byte(geo.chunk_pos(c)))) {
-      case ChunkState::kUnwritten:
-        ++n.unwritten;
-        break;
-      case ChunkState::kClean:
-        ++n.clean;
-        break;
-      case ChunkState::kDirty:
-        ++n.dirty;
-        break;
-      case ChunkState::kSyncing:
-        ++n.syncing;
-        break;
-      case ChunkState::kNeedSync:
-      case ChunkState::kNone:
-        ++n.need_sync;
-        break;
-    }
-  }
-  return n;
+  return image_ops::count_states(impl(*this).image_);
 }
 
 BitmapStats Bitmap::stats() const noexcept {

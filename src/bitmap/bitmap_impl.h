@@ -38,14 +38,7 @@ namespace llbitmap {
 
 class BitmapImpl final : public Bitmap {
  public:
-  // What open() recovered from the stored image (bitmap.cc, recover()).
-  struct Recovered {
-    std::vector<std::byte> image;     // the image with the recovered states
-    std::vector<std::uint32_t> crc;   // the checksum the file holds for every block
-    std::uint64_t invalid_bytes = 0;  // state bytes that were not a state
-    std::uint64_t bad_blocks = 0;     // blocks whose checksum failed
-    bool out_of_date = false;         // events below OpenOptions::min_events: all NeedSync
-  };
+  using Recovered = llbitmap::Recovered;
 
   // Reads, validates and recovers the file, makes the recovered states durable, starts
   // the daemon (see Bitmap::open).
@@ -78,10 +71,6 @@ class BitmapImpl final : public Bitmap {
   // block with the change number that must be durable.
   std::uint64_t change_range(std::uint64_t first, std::uint64_t last, Action action,
                              const TransitionContext& ctx, std::vector<Target>* targets);
-  // The runs of chunks whose state satisfies `pred` (needs_sync, needs_recovery,
-  // needs_rebuild): clipped to the device, adjacent chunks merged.
-  template <class Pred>
-  [[nodiscard]] std::vector<std::pair<std::uint64_t, std::uint64_t>> runs_where(Pred pred) const;
   // Applies `action` to [first, last] and waits until the blocks are durable.
   std::error_code mark_and_persist(std::uint64_t first, std::uint64_t last, Action action);
   // The rest of start_write once the pages are raised: mark, persist, or undo the raise

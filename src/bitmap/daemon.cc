@@ -20,23 +20,10 @@
 #include <memory>
 #include <span>
 
+#include "image_ops.h"
 #include "sync_point.h"
 
 namespace llbitmap {
-
-namespace {
-// In memory every byte is a state (loading turns the others into NeedSync), and of the
-// states the Daemon action changes only Dirty.
-constexpr bool daemon_changes_only_dirty() {
-  for (std::uint8_t raw = 0; raw < kChunkStateCount; ++raw) {
-    const Transition t = apply_action(raw, Action::kDaemon, TransitionContext{});
-    const bool changes = t.changed() && to_byte(t.next) != raw;
-    if (changes != (raw == to_byte(ChunkState::kDirty))) return false;
-  }
-  return true;
-}
-static_assert(daemon_changes_only_dirty(), "clean_page() looks for Dirty bytes only");
-}  // namespace
 
 Daemon::Daemon(const Env& env, std::chrono::milliseconds sleep)
     : env_(env), sleep_ms_(sleep.count()) {
@@ -72,34 +59,10 @@ void Daemon::wake() noexcept {
   cv_.notify_all();
 }
 
-// Daemon on one suspended page: its Dirty chunks become Clean, block by block, until
-// the page's Dirty count says none is left (a page with one Dirty chunk near its start
-// is not scanned to the end). Each block changed is added to `targets` with its latest
-// change number. A chunk that end_sync turns Dirty meanwhile is either found here or
-// re-arms the daemon (note_dirty).
 void Daemon::clean_page(std::uint64_t page, const TransitionContext& ctx,
                         std::vector<Target>& targets) {
-  ChunkImage& image = env_.image;
-  const Geometry& geo = image.geometry();
-  const ChunkRange r = geo.chunks_in_page(page);
-  std::uint64_t c = r.first;
-  while (c < r.end && image.page_has_dirty(page)) {
-    const std::uint64_t block = geo.block_of_chunk(c);
-    const std::uint64_t block_end = std::min(r.end, geo.chunks_in_block(block).end);
-    bool changed = false;
-    for (; c < block_end; ++c) {
-      if (image.load_byte(geo.chunk_pos(c)) != to_byte(ChunkState::kDirty)) continue;
-      // Daemon never makes a chunk Dirty, so there is nothing to arm.
-      if (image.change_chunk(c, Action::kDaemon, ctx).seq == 0) continue;
-      env_.persister.enqueue(block);
-      changed = true;
-      if (!image.page_has_dirty(page)) {
-        c = block_end;
-        break;
-      }
-    }
-    if (changed) targets.push_back(Target{block, image.dirty_seq(block)});
-  }
+  image_ops::clean_page(env_.image, page, ctx, targets,
+                        [this](std::uint64_t block) { env_.persister.enqueue(block); });
 }
 
 std::error_code Daemon::pass(bool force) {

@@ -41,13 +41,14 @@
 #include <vector>
 
 #include "chunk_image.h"
+#include "loading.h"
 #include "persister.h"
 
 namespace llbitmap {
 
 class Daemon {
  public:
-  using PageList = std::vector<std::unique_ptr<PageBarrier>>;
+  using PageList = llbitmap::PageList;
 
   // Everything a pass works on; owned by the bitmap, which outlives the Daemon.
   struct Env {
