@@ -78,7 +78,8 @@ function(llbitmap_join_layers target)
     format.h
     recovery.h
     storage.h
-    bitmap.h)
+    bitmap.h
+    reactor.h)
   list(TRANSFORM _headers PREPEND "${_root}/include/llbitmap/")
   target_sources(${target} PUBLIC FILE_SET HEADERS BASE_DIRS "${_root}/include" FILES ${_headers})
   target_compile_features(${target} PUBLIC cxx_std_20)

@@ -182,6 +182,7 @@ class PendingWrite {
   std::error_code result_;
   bool discard_ = false;
   bool holds_pages_ = false;  // its pages are raised (waiting for a persist)
+  bool retry_ = false;        // due for a new admission, not for its callback
   std::atomic<bool> pending_{false};
 };
 
@@ -192,8 +193,8 @@ struct ReactorOptions {
   // then be called once the data write completed, before it is durable). false: the
   // engine calls end_write only once the data is durable.
   bool data_flush = false;
-  Clock* clock = nullptr;  // nullptr: Clock::system() (barrier_idle's coarse time)
-  DeviceUuid device_uuid{};     // as OpenOptions::device_uuid
+  Clock* clock = nullptr;        // nullptr: Clock::system() (barrier_idle's coarse time)
+  DeviceUuid device_uuid{};      // as OpenOptions::device_uuid
   std::uint64_t min_events = 0;  // as OpenOptions::min_events
 };
 
