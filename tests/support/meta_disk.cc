@@ -55,7 +55,16 @@ std::uint64_t MetaDisk::syncs() const {
 std::vector<CrashImage> MetaDisk::crash_images(const CrashImageLimits& limits,
                                                std::mt19937_64& rng) const {
   const std::vector<std::byte> durable = impl_->storage.durable_image();
-  const std::vector<PendingWrite> pending = impl_->storage.unsynced_writes();
+  const auto pending = impl_->storage.unsynced_writes();  // FaultStorage's unsynced writes
+  if (limits.quick) {
+    std::vector<CrashImage> out{CrashImage{"durable", durable}};
+    if (!pending.empty()) {
+      CrashSelection all{CrashKind::kSubset, {}, std::nullopt};
+      for (std::size_t i = 0; i < pending.size(); ++i) all.order.push_back(i);
+      out.push_back(CrashImage{all.describe(), build_crash_image(durable, pending, all)});
+    }
+    return out;
+  }
   CrashImageOptions opt;
   opt.exhaustive_writes = limits.exhaustive_writes;
   opt.samples = limits.samples;

@@ -34,6 +34,7 @@ struct CrashImageLimits {
   std::size_t exhaustive_writes = 6;  // every subset of the unsynced writes up to 2^this
   std::size_t samples = 64;           // random subsets beyond that
   bool torn = true;                   // each write torn at 512 B and 4 KiB as well
+  bool quick = false;                 // only the durable image and every write landed
 };
 
 class MetaDisk {
