@@ -39,7 +39,7 @@ TEST(ReactorDeathTest, CompleteOfAnUnknownId) {
         const bool handed = bm->next_io(io);
         bm->complete(handed ? io.id + 1000003 : 12345, {});
       },
-      "ReactorBitmap.*complete");
+      "ReactorBitmap.*complete.*not outstanding");
 }
 
 TEST(ReactorDeathTest, SecondCompleteOfTheSameId) {
@@ -52,7 +52,7 @@ TEST(ReactorDeathTest, SecondCompleteOfTheSameId) {
         bm->complete(io.id, {});
         bm->complete(io.id, {});
       },
-      "ReactorBitmap.*complete");
+      "ReactorBitmap.*complete.*not outstanding");
 }
 
 TEST(ReactorDeathTest, DestroyWithIoOutstanding) {
@@ -65,6 +65,69 @@ TEST(ReactorDeathTest, DestroyWithIoOutstanding) {
         bm.reset();
       },
       "ReactorBitmap.*outstanding");
+}
+
+// Performs every metadata IO the bitmap hands out (successfully) until it has none.
+void drive(ReactorBitmap& bm) {
+  MetaIo io;
+  for (int i = 0; i < 100000 && bm.next_io(io); ++i) bm.complete(io.id, {});
+}
+
+void on_admit(PendingWrite&, std::error_code) {}
+
+TEST(ReactorDeathTest, DestroyWithAQueueAttached) {
+  EXPECT_DEATH(
+      {
+        auto bm = open_new();
+        if (!bm) return;
+        drive(*bm);
+        new ReactorQueue(*bm);  // leaked: still attached
+        bm.reset();
+      },
+      "ReactorBitmap.*destroyed.*ReactorQueue");
+}
+
+TEST(ReactorDeathTest, DestroyWithAWriteInFlight) {
+  EXPECT_DEATH(
+      {
+        auto bm = open_new();
+        if (!bm) return;
+        drive(*bm);
+        {
+          ReactorQueue q(*bm);
+          PendingWrite w(&on_admit);
+          std::error_code ec;
+          if (q.start_write(0, 4096, w, ec) == Admit::kPending) {
+            drive(*bm);
+            q.poll();
+          }
+        }
+        drive(*bm);
+        bm.reset();  // the write was admitted and never ended
+      },
+      "ReactorBitmap.*destroyed");
+}
+
+TEST(ReactorDeathTest, DestroyWrittenAndNotClosed) {
+  EXPECT_DEATH(
+      {
+        auto bm = open_new();
+        if (!bm) return;
+        drive(*bm);
+        {
+          ReactorQueue q(*bm);
+          PendingWrite w(&on_admit);
+          std::error_code ec;
+          if (q.start_write(0, 4096, w, ec) == Admit::kPending) {
+            drive(*bm);
+            q.poll();
+          }
+        }
+        bm->end_write(0, 4096);
+        drive(*bm);
+        bm.reset();  // written, not closed
+      },
+      "ReactorBitmap.*destroyed");
 }
 
 // The preconditions these rely on, outside a death test: open() hands out a request.
