@@ -344,6 +344,10 @@ class Workload {
       s.first = first;
       s.count = count;
       s.is_discard = discard;
+      // From the call on, the discard may turn the chunks Unwritten: their old data needs
+      // no recovery any more.
+      if (discard)
+        for (std::uint64_t c = first; c < first + count; ++c) unflushed_.erase(c);
       std::error_code ec;
       const Admit a = discard ? q_->start_discard(first * chunk_, count * chunk_, s, ec)
                               : q_->start_write(first * chunk_, count * chunk_, s, ec);
@@ -383,9 +387,6 @@ class Workload {
     s.st = Slot::St::kInFlight;
     if (s.is_discard) {
       ++totals_.discards;
-      // From its admission the discard may turn the chunks Unwritten: their old data
-      // needs no recovery any more.
-      for (std::uint64_t c = s.first; c < s.first + s.count; ++c) unflushed_.erase(c);
       return;
     }
     ++totals_.admissions;

@@ -151,7 +151,7 @@ class Oracle {
       it->second.at = ++clock_;
     }
   }
-  // A discard's end: the data is gone.
+  // A discard is about to start: the data of its chunks is gone.
   void discarded(std::uint64_t first, std::uint64_t count) {
     std::lock_guard lk(mu_);
     for (auto it = unflushed_.begin(); it != unflushed_.end();)
@@ -280,7 +280,6 @@ void Slot::on_admit(PendingWrite& w, std::error_code ec) {
 void end(Shared& sh, ReactorBitmap& bm, Slot& s) {
   if (s.is_discard) {
     bm.end_discard(s.first * sh.chunk, s.count * sh.chunk);
-    sh.oracle.discarded(s.first, s.count);
   } else {
     const std::uint64_t e = sh.oracle.ending(s.id, sh.data_flush);
     bm.end_write(s.first * sh.chunk, s.count * sh.chunk);
@@ -323,6 +322,9 @@ void reactor_main(Shared& sh, int index, std::uint64_t seed) {
               s.first < o->first + o->count && o->first < s.first + s.count)
             clash = true;
         if (clash) continue;
+        // From the call on, the discard may turn the chunks Unwritten (lazily persisted
+        // by the IO thread): their old data needs no recovery any more.
+        if (s.is_discard) sh.oracle.discarded(s.first, s.count);
         std::error_code ec;
         const Admit a = s.is_discard
                             ? q->start_discard(s.first * sh.chunk, s.count * sh.chunk, s, ec)
