@@ -675,6 +675,34 @@ TEST_F(ReactorTest, CloseWithAWriteInFlightIsBusyAndTheBitmapStaysUsable) {
 
 // --- discard
 
+// A write whose range overlaps a discard started before it (both pending until the
+// open's round is durable) is admitted only with its chunks durably Dirty, whatever the
+// discard does to them meanwhile.
+TEST_F(ReactorTest, AWriteOverlappingAPendingDiscardIsAdmittedOnlyOnceItsDirtyIsDurable) {
+  open();
+  ReactorQueue q(*bm_);
+  Probe d, w;
+  w.hook = [&](Probe& p) {
+    if (p.ec) return;
+    for (std::uint64_t c = 11; c < 14; ++c) {
+      EXPECT_TRUE(durably_dirty(c))
+          << "chunk " << c << " admitted while durably "
+          << (durable(c) ? std::string(to_string(*durable(c))) : std::string("unverifiable"));
+      EXPECT_TRUE(is_dirty_like(bm_->state(c)))
+          << "chunk " << c << " is " << to_string(bm_->state(c)) << " under an admitted write";
+    }
+  };
+  const Admit ad = q.start_discard(10 * kChunk, 3 * kChunk, d, ec_);  // chunks 10-12
+  ASSERT_NE(ad, Admit::kRefused) << ec_.message();
+  ASSERT_EQ(start(q, 11, w, 3), Admit::kPending) << ec_.message();  // chunks 11-13
+  ASSERT_TRUE(run_until(
+      [&] { return (ad == Admit::kReady || d.calls.load() > 0) && w.calls.load() > 0; }, &q));
+  EXPECT_FALSE(d.ec) << d.ec.message();
+  EXPECT_FALSE(w.ec) << w.ec.message();
+  bm_->end_discard(10 * kChunk, 3 * kChunk);
+  end(11, 3);
+}
+
 TEST_F(ReactorTest, ADiscardNeverWaitsForAPersist) {
   open_ready();
   ReactorQueue q(*bm_);
