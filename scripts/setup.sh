@@ -5,7 +5,8 @@
 # spin model checker (models/), clang with its libFuzzer runtime (scripts/fuzz.sh), the
 # static checkers of scripts/lint.sh (clang-format, clang-tidy, shellcheck), and for the
 # nbd tests and bench/e2e only: nbdkit, nbdkit-plugin-dev, fio, libnbd-bin (nbdcopy,
-# nbdinfo) and gnuplot-nox.
+# nbdinfo) and gnuplot-nox; for the io_uring example engine (examples/uring_mirror) and its
+# tests: liburing-dev (found through pkg-config `liburing`) and strace.
 #
 # Idempotent: when everything is present it installs nothing and returns at once. Otherwise
 # it runs `apt-get update` and `apt-get install -y <missing packages>`, as root or through
@@ -84,6 +85,12 @@ have nbdkit || need nbdkit
 have fio || need fio
 have nbdcopy || need libnbd-bin
 have gnuplot || need gnuplot-nox
+# The io_uring example engine (examples/uring_mirror, ctest -L uring): liburing through
+# pkg-config (checked only once pkg-config exists), and strace for its no-blocking check.
+if ! have pkg-config || ! pkg-config --exists liburing; then
+  need liburing-dev
+fi
+have strace || need strace
 
 if [[ ${#missing[@]} -eq 0 ]]; then
   say "all build and test dependencies are present"

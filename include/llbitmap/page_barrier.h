@@ -34,10 +34,11 @@
 //
 // The allowance starts at the first poll that finds the kill confirmed and is measured on
 // the caller's `now`. kReopened does what a timed-out suspend(t) does (resurrect and wake).
-// Neither call sleeps, waits on a condition or a futex, or does IO; both take short
-// internal locks that no one holds across a wait (the switch lock and the switch thread's
-// queue lock in the kill, the switch lock and the counter registry's lock in the
-// resurrect of kReopened), and the first kill in the process starts the switch thread.
+// Neither call sleeps, waits for a condition (the grace period, a holder, a switch) or does
+// IO. They do take short internal locks that nobody keeps across a wait, so at worst they
+// wait out another thread's short critical section: the switch lock and the switch
+// thread's queue lock in the kill, the switch lock and the counter registry's lock in the
+// resurrect of kReopened. The first kill in the process starts the switch thread.
 //
 // Expire: a page is idle once no raise has happened for barrier_idle. raise() makes no
 // clock call: it reads the clock's coarse word and stores `coarse + barrier_idle` only

@@ -98,7 +98,7 @@
 // Errors: std::error_code, never exceptions. Misuse aborts with a message naming the
 // object and the broken rule (a completion for an unknown or completed IO, end_write
 // without a start, a queue used from two threads at once where that is checked, a
-// PendingWrite submitted while it is still pending).
+// ReactorWrite submitted while it is still pending).
 #pragma once
 
 #include <llbitmap/bitmap.h>
@@ -142,7 +142,7 @@ struct MetaIo {
 // The answer of ReactorQueue::start_write and start_discard.
 enum class Admit : std::uint8_t {
   kReady,    // admitted now: the range is held
-  kPending,  // the PendingWrite's callback will say (from the queue's poll())
+  kPending,  // the ReactorWrite's callback will say (from the queue's poll())
   kRefused,  // not admitted; the error code says why; nothing held
 };
 
@@ -150,15 +150,15 @@ enum class Admit : std::uint8_t {
 // inside its IO context, and must keep it alive and in place from the kPending return
 // until its callback has started; it may then be reused or destroyed (also from inside
 // the callback). Not copyable or movable.
-class PendingWrite {
+class ReactorWrite {
  public:
   // ec empty: admitted (as kReady). Otherwise refused (nothing held).
-  using Callback = void (*)(PendingWrite& write, std::error_code ec);
-  explicit PendingWrite(Callback on_admit) noexcept : on_admit_(on_admit) {}
-  PendingWrite(const PendingWrite&) = delete;
-  PendingWrite& operator=(const PendingWrite&) = delete;
+  using Callback = void (*)(ReactorWrite& write, std::error_code ec);
+  explicit ReactorWrite(Callback on_admit) noexcept : on_admit_(on_admit) {}
+  ReactorWrite(const ReactorWrite&) = delete;
+  ReactorWrite& operator=(const ReactorWrite&) = delete;
   // Aborts if destroyed while pending.
-  ~PendingWrite();
+  ~ReactorWrite();
 
   [[nodiscard]] std::uint64_t offset() const noexcept { return offset_; }
   [[nodiscard]] std::uint64_t length() const noexcept { return length_; }
@@ -178,7 +178,7 @@ class PendingWrite {
   std::uint64_t length_ = 0;
   std::uint64_t seq_ = 0;  // the change number its blocks must have durable
   ReactorQueue* queue_ = nullptr;
-  PendingWrite* next_ = nullptr;
+  ReactorWrite* next_ = nullptr;
   std::error_code result_;
   bool discard_ = false;
   bool holds_pages_ = false;  // its pages are raised (waiting for a persist)
@@ -304,11 +304,11 @@ class ReactorQueue {
 
   // See the header comment. On kPending, `w` is held until its callback runs from poll().
   // Requires: `w` not pending.
-  Admit start_write(std::uint64_t offset, std::uint64_t length, PendingWrite& w,
+  Admit start_write(std::uint64_t offset, std::uint64_t length, ReactorWrite& w,
                     std::error_code& ec);
   // The same for a discard (fully covered chunks become Unwritten, lazily persisted: a
   // discard never waits for a persist, only for a page being cleaned).
-  Admit start_discard(std::uint64_t offset, std::uint64_t length, PendingWrite& w,
+  Admit start_discard(std::uint64_t offset, std::uint64_t length, ReactorWrite& w,
                       std::error_code& ec);
   // Runs the callbacks that became due, on the calling thread; returns how many ran.
   std::size_t poll();
@@ -324,7 +324,7 @@ class ReactorQueue {
   ReactorBitmap& bitmap_;
   int efd_ = -1;
   // The callbacks due, pushed by any thread (under the core's queue lock), run by poll().
-  std::atomic<PendingWrite*> ready_{nullptr};
+  std::atomic<ReactorWrite*> ready_{nullptr};
   std::atomic<bool> signalled_{false};
   std::atomic<std::size_t> pending_{0};
 };

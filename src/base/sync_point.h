@@ -10,7 +10,9 @@
 //
 // TestHooks holds switches that only sync-point builds read. mark_before_raise restores
 // the order upstream shipped before ef4ca3d4bf09 (mark the chunks, then raise the
-// barrier), so that a test can show its checker catches that bug.
+// barrier), so that a test can show its checker catches that bug. admit_before_durable
+// makes the reactor driver admit a write as soon as its chunks are marked, before their
+// Dirty is durable (write-ahead broken on purpose, for the same reason).
 //
 // Threads: set/clear from the test thread while no library thread can reach the points
 // being changed; hit() from any thread. A callback must not set or clear points.
@@ -33,6 +35,7 @@ class SyncPoints {
 
 struct TestHooks {
   std::atomic<bool> mark_before_raise{false};
+  std::atomic<bool> admit_before_durable{false};
 };
 TestHooks& test_hooks() noexcept;
 

@@ -11,6 +11,7 @@
 #include "image_ops.h"
 #include "page_barrier_fast.h"
 #include "reactor_core.h"
+#include "sync_point.h"
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -20,14 +21,14 @@ namespace {
 using ull = unsigned long long;
 }  // namespace
 
-// ------------------------------------------------------------------ PendingWrite
+// ------------------------------------------------------------------ ReactorWrite
 
-PendingWrite::~PendingWrite() {
-  LLBM_CHECK(!pending(), "PendingWrite %p (offset %llu, length %llu): destroyed while pending",
+ReactorWrite::~ReactorWrite() {
+  LLBM_CHECK(!pending(), "ReactorWrite %p (offset %llu, length %llu): destroyed while pending",
              static_cast<void*>(this), static_cast<ull>(offset_), static_cast<ull>(length_));
 }
 
-bool ReactorCore::persisted(const PendingWrite& w) const noexcept {
+bool ReactorCore::persisted(const ReactorWrite& w) const noexcept {
   // A block is covered once its durable change number reaches w's, or the block's own
   // latest (which is at least the one w's scan saw: change numbers only grow).
   const Geometry& geo = image_.geometry();
@@ -38,7 +39,7 @@ bool ReactorCore::persisted(const PendingWrite& w) const noexcept {
   return true;
 }
 
-void ReactorCore::make_due(PendingWrite& w) noexcept {
+void ReactorCore::make_due(ReactorWrite& w) noexcept {
   ReactorQueue& q = *w.queue_;
   // relaxed load, release CAS: pairs with poll()'s acquire exchange, which then sees
   // everything written to w before the push (its result, its flags).
@@ -57,7 +58,7 @@ void ReactorCore::make_due(PendingWrite& w) noexcept {
 }
 
 template <class Blocked>
-bool ReactorCore::park_retry(PendingWrite& w, Blocked still_blocked) {
+bool ReactorCore::park_retry(ReactorWrite& w, Blocked still_blocked) {
   detail::SpinLockGuard lock(wait_lock_);
   // The releaser unblocks first and then takes wait_lock_ to release retry_: a block
   // seen here under the lock is released by it later.
@@ -71,14 +72,14 @@ bool ReactorCore::park_retry(PendingWrite& w, Blocked still_blocked) {
 }
 
 void ReactorCore::release_retries() noexcept {
-  PendingWrite* list = nullptr;
+  ReactorWrite* list = nullptr;
   {
     detail::SpinLockGuard lock(wait_lock_);
     list = retry_;
     retry_ = nullptr;
   }
   while (list != nullptr) {
-    PendingWrite* next = list->next_;
+    ReactorWrite* next = list->next_;
     list->retry_ = true;
     make_due(*list);
     list = next;
@@ -89,12 +90,12 @@ void ReactorCore::settle_persist_waiters() noexcept {
   // acquire: pairs with fail()'s release store of kFailing.
   const bool failing = (refused_.load(std::memory_order_acquire) & kFailing) != 0;
   const Geometry& geo = image_.geometry();
-  PendingWrite* due = nullptr;
+  ReactorWrite* due = nullptr;
   {
     detail::SpinLockGuard lock(wait_lock_);
-    PendingWrite** link = &persist_waiters_;
+    ReactorWrite** link = &persist_waiters_;
     while (*link != nullptr) {
-      PendingWrite* w = *link;
+      ReactorWrite* w = *link;
       if (!failing && !persisted(*w)) {
         link = &w->next_;
         continue;
@@ -113,7 +114,7 @@ void ReactorCore::settle_persist_waiters() noexcept {
     }
   }
   while (due != nullptr) {
-    PendingWrite* next = due->next_;
+    ReactorWrite* next = due->next_;
     make_due(*due);
     due = next;
   }
@@ -122,8 +123,8 @@ void ReactorCore::settle_persist_waiters() noexcept {
 // ------------------------------------------------------------------ admission
 
 Admit ReactorCore::admit(ReactorQueue& q, std::uint64_t offset, std::uint64_t length, bool discard,
-                         PendingWrite& w, std::error_code& ec) {
-  LLBM_CHECK(!w.pending(), "ReactorQueue %p: PendingWrite %p submitted while still pending",
+                         ReactorWrite& w, std::error_code& ec) {
+  LLBM_CHECK(!w.pending(), "ReactorQueue %p: ReactorWrite %p submitted while still pending",
              static_cast<void*>(&q), static_cast<void*>(&w));
   ec.clear();
   if (!in_device(offset, length)) {
@@ -184,6 +185,7 @@ Admit ReactorCore::admit(ReactorQueue& q, std::uint64_t offset, std::uint64_t le
         continue;
       }
     }
+    LLBM_SYNC_POINT("reactor:after_raise");
     // The pages are held. acquire: as above; a close or failure since the entry check
     // must not admit (a closed bitmap resumes its pages after setting kClosed).
     if (const std::uint8_t r = refused_.load(std::memory_order_acquire);
@@ -211,6 +213,12 @@ Admit ReactorCore::admit(ReactorQueue& q, std::uint64_t offset, std::uint64_t le
                             [this](std::uint64_t c, Action a, const TransitionContext& x) {
                               return change_chunk(c, a, x);
                             });
+    LLBM_SYNC_POINT("reactor:after_mark");
+#ifdef LLBM_SYNC_POINTS
+    // relaxed: a test switch, set before the test's threads start.
+    if (detail::test_hooks().admit_before_durable.load(std::memory_order_relaxed))
+      return Admit::kReady;
+#endif
     std::uint64_t seq = 0;
     for (const Target& t : targets) seq = std::max(seq, t.seq);
     w.seq_ = seq;
@@ -278,12 +286,12 @@ ReactorQueue::~ReactorQueue() {
   core_of(bitmap_).queues_.fetch_sub(1, std::memory_order_relaxed);
 }
 
-Admit ReactorQueue::start_write(std::uint64_t offset, std::uint64_t length, PendingWrite& w,
+Admit ReactorQueue::start_write(std::uint64_t offset, std::uint64_t length, ReactorWrite& w,
                                 std::error_code& ec) {
   return core_of(bitmap_).admit(*this, offset, length, false, w, ec);
 }
 
-Admit ReactorQueue::start_discard(std::uint64_t offset, std::uint64_t length, PendingWrite& w,
+Admit ReactorQueue::start_discard(std::uint64_t offset, std::uint64_t length, ReactorWrite& w,
                                   std::error_code& ec) {
   return core_of(bitmap_).admit(*this, offset, length, true, w, ec);
 }
@@ -301,17 +309,17 @@ std::size_t ReactorQueue::poll() {
     (void)ignored;
   }
   // acquire: pairs with make_due's release CAS.
-  PendingWrite* list = ready_.exchange(nullptr, std::memory_order_acquire);
-  PendingWrite* fifo = nullptr;  // oldest first
+  ReactorWrite* list = ready_.exchange(nullptr, std::memory_order_acquire);
+  ReactorWrite* fifo = nullptr;  // oldest first
   while (list != nullptr) {
-    PendingWrite* next = list->next_;
+    ReactorWrite* next = list->next_;
     list->next_ = fifo;
     fifo = list;
     list = next;
   }
   std::size_t ran = 0;
   while (fifo != nullptr) {
-    PendingWrite& w = *fifo;
+    ReactorWrite& w = *fifo;
     fifo = w.next_;
     // relaxed: the owner's fields (see park_retry); the acquire above ordered the pusher.
     w.pending_.store(false, std::memory_order_relaxed);

@@ -21,7 +21,7 @@
 // held across a callback into the engine: callbacks run only from ReactorQueue::poll()
 // with nothing held.
 //
-// A PendingWrite moves through: parked in retry_ (nothing held; retried from scratch by
+// A ReactorWrite moves through: parked in retry_ (nothing held; retried from scratch by
 // its queue's poll() once released), parked in persist_waiters_ (its pages held, its
 // chunks marked; admitted when every block of its range is durable up to its change
 // number), and the queue's ready stack (a final result, or a retry), from which poll()
@@ -52,9 +52,9 @@ class ReactorCore final : public ReactorBitmap {
 
   // The admission (ReactorQueue::start_write and start_discard, and their retries).
   Admit admit(ReactorQueue& q, std::uint64_t offset, std::uint64_t length, bool discard,
-              PendingWrite& w, std::error_code& ec);
+              ReactorWrite& w, std::error_code& ec);
   // Pushes `w` onto its queue's ready stack and signals the queue's eventfd.
-  static void make_due(PendingWrite& w) noexcept;
+  static void make_due(ReactorWrite& w) noexcept;
 
  private:
   friend class ReactorBitmap;
@@ -89,11 +89,11 @@ class ReactorCore final : public ReactorBitmap {
   std::uint64_t change_chunk(std::uint64_t chunk, Action action, const TransitionContext& ctx);
   void release_pages(std::uint64_t first_page, std::uint64_t last_page) noexcept;
   // True if every block of w's chunks is durable up to w's change number (see admit()).
-  [[nodiscard]] bool persisted(const PendingWrite& w) const noexcept;
+  [[nodiscard]] bool persisted(const ReactorWrite& w) const noexcept;
   // Parks w for a retry, unless `still_blocked` turned false meanwhile (checked under
   // wait_lock_). Returns true if parked.
   template <class Blocked>
-  bool park_retry(PendingWrite& w, Blocked still_blocked);
+  bool park_retry(ReactorWrite& w, Blocked still_blocked);
   // Releases every write parked in retry_ to its queue (pages reopened, open done,
   // closed, failed).
   void release_retries() noexcept;
@@ -166,8 +166,8 @@ class ReactorCore final : public ReactorBitmap {
   std::atomic<std::size_t> outstanding_{0};  // slots in use (io_outstanding)
 
   alignas(detail::kCacheLine) detail::SpinLock wait_lock_;
-  PendingWrite* retry_ LLBM_GUARDED_BY(wait_lock_) = nullptr;
-  PendingWrite* persist_waiters_ LLBM_GUARDED_BY(wait_lock_) = nullptr;
+  ReactorWrite* retry_ LLBM_GUARDED_BY(wait_lock_) = nullptr;
+  ReactorWrite* persist_waiters_ LLBM_GUARDED_BY(wait_lock_) = nullptr;
 
   alignas(detail::kCacheLine) detail::SpinLock step_lock_;
   Phase phase_ LLBM_GUARDED_BY(step_lock_) = Phase::kIdle;

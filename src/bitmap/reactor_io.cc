@@ -9,6 +9,7 @@
 #include <cstdio>
 
 #include "reactor_core.h"
+#include "sync_point.h"
 
 namespace llbitmap {
 
@@ -99,6 +100,7 @@ bool ReactorCore::next_round_io(MetaIo& io) {
 
 void ReactorBitmap::complete(std::uint64_t id, std::error_code result) {
   ReactorCore& s = core_of(*this);
+  LLBM_SYNC_POINT("reactor:complete");
   bool settle = false, retries = false;
   {
     detail::SpinLockGuard lock(s.io_lock_);
@@ -150,6 +152,7 @@ void ReactorBitmap::complete(std::uint64_t id, std::error_code result) {
         break;
     }
   }
+  LLBM_SYNC_POINT("reactor:before_settle");
   if (settle) s.settle_persist_waiters();
   if (retries) s.release_retries();
 }

@@ -11,6 +11,7 @@
 
 #include "image_ops.h"
 #include "reactor_core.h"
+#include "sync_point.h"
 
 namespace llbitmap {
 
@@ -117,6 +118,7 @@ bool ReactorCore::start_pass(Clock::time_point now) {
   ptrs.reserve(cand_.size());
   for (const std::uint64_t p : cand_) ptrs.push_back(pages_[p].get());
   PageBarrier::begin_suspend_many(ptrs);
+  LLBM_SYNC_POINT("reactor:after_kill");
   cand_state_.assign(cand_.size(),
                      static_cast<std::uint8_t>(PageBarrier::SuspendPoll::kConfirming));
   phase_ = Phase::kSuspending;
@@ -183,6 +185,7 @@ void ReactorCore::poll_suspends(Clock::time_point now) {
 
 void ReactorCore::clean_and_persist(bool clean) {
   using SP = PageBarrier::SuspendPoll;
+  LLBM_SYNC_POINT("reactor:before_clean");
   targets_.clear();
   if (clean) {
     const TransitionContext ctx = context();
@@ -228,6 +231,7 @@ void ReactorCore::end_pass(Clock::time_point now, std::error_code ec) {
     // release: pairs with admit()'s acquire loads.
     refused_.fetch_or(kClosed, std::memory_order_release);
   }
+  LLBM_SYNC_POINT("reactor:before_resume");
   std::size_t cleaned = 0;
   for (std::size_t i = 0; i < cand_.size(); ++i) {
     if (static_cast<SP>(cand_state_[i]) != SP::kSuspended) continue;

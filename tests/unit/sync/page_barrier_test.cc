@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <ostream>
 #include <span>
 #include <thread>
 #include <vector>
@@ -23,6 +24,13 @@
 #include "sync_point.h"
 
 namespace llbitmap {
+
+// Names the step in a failed expectation (gtest finds it by argument-dependent lookup).
+void PrintTo(PageBarrier::SuspendPoll p, std::ostream* os) {
+  constexpr const char* kNames[] = {"kConfirming", "kDraining", "kSuspended", "kReopened"};
+  *os << kNames[static_cast<int>(p)];
+}
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -393,10 +401,23 @@ TEST(PageBarrierNonBlockingSuspendTest, DrainsUntilTheHolderReleases) {
   PageBarrier page(clock);
   page.raise();  // an in-flight write
   PageBarrier* self = &page;
-  PageBarrier::begin_suspend_many(std::span<PageBarrier* const>(&self, 1));
   // The clock moves an hour per confirming poll: the 1000 ms allowance starts only once
-  // the kill is confirmed.
+  // the kill is confirmed (and the switch thread done).
+#ifdef LLBM_SYNC_POINTS
+  {
+    HoldSwitchAfterConfirm hold;  // so that there are confirming polls
+    PageBarrier::begin_suspend_many(std::span<PageBarrier* const>(&self, 1));
+    hold.wait_reached();
+    EXPECT_EQ(page.poll_suspend(clock.now(), 1000ms), Poll::kConfirming);
+    clock.advance(std::chrono::hours(1));
+    EXPECT_EQ(page.poll_suspend(clock.now(), 1000ms), Poll::kConfirming);
+    hold.release();
+    ASSERT_EQ(poll_past_confirming(page, clock, 1000ms), Poll::kDraining);
+  }
+#else
+  PageBarrier::begin_suspend_many(std::span<PageBarrier* const>(&self, 1));
   ASSERT_EQ(poll_past_confirming(page, clock, 1000ms), Poll::kDraining);
+#endif
   EXPECT_EQ(page.stats().suspend_waits, 1u);
   clock.advance(999ms);
   EXPECT_EQ(page.poll_suspend(clock.now(), 1000ms), Poll::kDraining);

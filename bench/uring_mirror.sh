@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# bench/uring_mirror.sh: llbitmap-uring-mirror (examples/uring_mirror) with no bitmap,
+# llbitmap (ReactorBitmap) and the classic md bitmap, in alternating paired runs: every
+# round runs the three modes back to back (their order rotating from round to round), for
+# every directory, reactor count and workload. Prints the median IOPS and p99 latency per
+# mode and the ratios llbitmap/none, classic/none and llbitmap/classic (the median of the
+# per-round ratios, so that a slow moment of the machine hits all three modes alike).
+#
+# Usage: bash bench/uring_mirror.sh [ENGINE] [options]
+#   ENGINE            the engine binary (default build/release/examples/uring_mirror/
+#                     llbitmap-uring-mirror)
+#   --rounds N        paired rounds per configuration (default 3)
+#   --seconds S       seconds per run (default 2)
+#   --size BYTES      the device (default 1G; the legs are sparse on tmpfs and filled
+#                     with zeros once on other file systems, so no run pays for block
+#                     allocation)
+#   --dirs "A B"      the directories to run in (default "/dev/shm /var/tmp"); a
+#                     subdirectory llbm-uring-bench is made in each and removed at the end
+#   --reactors "1 2"  reactor counts
+#   --workloads "uniform hot first"
+#   --iodepth N       writes in flight per reactor (default 32)
+#   --out FILE        also keep the raw results (TSV) in FILE
+set -euo pipefail
+
+engine=build/release/examples/uring_mirror/llbitmap-uring-mirror
+rounds=3
+seconds=2
+size=1G
+dirs="/dev/shm /var/tmp"
+reactors="1 2"
+workloads="uniform hot first"
+iodepth=32
+out=""
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --rounds) rounds=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
+    --size) size=$2; shift 2 ;;
+    --dirs) dirs=$2; shift 2 ;;
+    --reactors) reactors=$2; shift 2 ;;
+    --workloads) workloads=$2; shift 2 ;;
+    --iodepth) iodepth=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h | --help)
+      awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
+      exit 0
+      ;;
+    -*) echo "uring_mirror.sh: unknown option $1" >&2; exit 2 ;;
+    *) engine=$1; shift ;;
+  esac
+done
+[[ -x $engine ]] || { echo "uring_mirror.sh: no engine at $engine (build the release preset)" >&2; exit 1; }
+
+raw=$(mktemp)
+made=()
+cleanup() {
+  rm -f "$raw"
+  local d
+  for d in "${made[@]}"; do rm -rf "$d"; done
+}
+trap cleanup EXIT
+
+modes=(none llbitmap classic)
+cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n1)
+echo "# llbitmap-uring-mirror: $cpu, $(nproc) CPUs, kernel $(uname -r)"
+echo "# size $size, iodepth $iodepth, $seconds s per run, $rounds paired rounds"
+
+for dir in $dirs; do
+  d=$dir/llbm-uring-bench
+  mkdir -p "$d"
+  made+=("$d")
+  fstype=$(stat -f -c %T "$dir")
+  if [[ $fstype != tmpfs ]]; then
+    # Fill the legs once: a write into a hole allocates, and no mode should pay that.
+    bytes=$(numfmt --from=iec "$size")
+    for leg in leg0 leg1; do
+      if [[ ! -f $d/$leg || $(stat -c %s "$d/$leg") -ne $bytes || $(stat -c %b "$d/$leg") -eq 0 ]]; then
+        dd if=/dev/zero of="$d/$leg" bs=1M count=$((bytes >> 20)) oflag=direct status=none
+      fi
+    done
+  fi
+  for r in $reactors; do
+    for w in $workloads; do
+      for ((i = 0; i < rounds; i++)); do
+        for ((k = 0; k < 3; k++)); do
+          m=${modes[$(((i + k) % 3))]}
+          if ! json=$("$engine" --dir "$d" --size "$size" --mode "$m" --workload "$w" \
+            --reactors "$r" --iodepth "$iodepth" --seconds "$seconds" --json 2>/dev/null); then
+            echo "# failed: $dir r=$r $w $m" >&2
+            continue
+          fi
+          python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["iops"], r["lat_p99_us"])' \
+            "$json" | while read -r iops p99; do
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$dir($fstype)" "$r" "$w" "$i" "$m" "$iops" "$p99" >>"$raw"
+          done
+        done
+      done
+      echo "# done: $dir r=$r $w" >&2
+    done
+  done
+done
+[[ -n $out ]] && cp "$raw" "$out"
+
+python3 - "$raw" <<'EOF'
+import collections, statistics, sys
+runs = collections.defaultdict(dict)  # (dir, r, w) -> {(round, mode): (iops, p99)}
+for line in open(sys.argv[1]):
+    d, r, w, i, m, iops, p99 = line.rstrip("\n").split("\t")
+    runs[(d, int(r), w)][(int(i), m)] = (float(iops), float(p99))
+print("| dir | reactors | workload | none IOPS | llbitmap IOPS | classic IOPS | llbitmap/none | classic/none | llbitmap/classic | p99 µs none / llbitmap / classic |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for (d, r, w), v in runs.items():
+    rounds = sorted({i for i, _ in v})
+    def median(m, k):
+        xs = [v[(i, m)][k] for i in rounds if (i, m) in v]
+        return statistics.median(xs) if xs else float("nan")
+    med = {m: median(m, 0) for m in ("none", "llbitmap", "classic")}
+    p99 = {m: median(m, 1) for m in ("none", "llbitmap", "classic")}
+    def ratio(a, b):
+        rs = [v[(i, a)][0] / v[(i, b)][0] for i in rounds if (i, a) in v and (i, b) in v and v[(i, b)][0] > 0]
+        return "%.2f" % statistics.median(rs) if rs else "-"
+    print("| %s | %d | %s | %.0f | %.0f | %.0f | %s | %s | %s | %.0f / %.0f / %.0f |" % (
+        d, r, w, med["none"], med["llbitmap"], med["classic"], ratio("llbitmap", "none"),
+        ratio("classic", "none"), ratio("llbitmap", "classic"), p99["none"], p99["llbitmap"], p99["classic"]))
+EOF

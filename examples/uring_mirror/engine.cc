@@ -1,0 +1,703 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// engine.cc: the reactor loop of llbitmap-uring-mirror (see engine.h).
+//
+// One iteration of the loop:
+//   1. kLlbitmap: q.poll() runs the admissions that became due (their callbacks submit
+//      the leg writes); every MetaIo the bitmap hands out goes onto this ring; the
+//      cleaning pass is stepped (at most every millisecond).
+//   2. The end of the run: once the stop flag is seen no new write starts; once this
+//      reactor's writes have ended it leaves the count of writing reactors, and the last
+//      one to leave asks the bitmap to close. Every reactor keeps driving metadata IO and
+//      stepping until the bitmap reports kClosed.
+//   3. io_uring_submit_and_wait_timeout: submits what the iteration queued and sleeps in
+//      io_uring_enter until a completion arrives (a leg write, a metadata IO, or the
+//      queue's eventfd becoming readable: another reactor admitted one of our writes),
+//      or 1 ms passed (the next step of the cleaning pass).
+//   4. The completions are handled: a write whose two leg writes completed ends
+//      (end_write), is recorded, and its slot starts the next write.
+// Nothing on this thread blocks outside io_uring_enter in kNone and kLlbitmap mode;
+// kClassic takes ClassicBitmap's lock (the design it models).
+#include "engine.h"
+
+#include <llbitmap/error.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "classic_bitmap.h"
+#include <liburing.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#if LLBM_URING_REACTOR
+#include <llbitmap/reactor.h>
+#endif
+
+namespace llbitmap::uring_mirror {
+
+const char* mode_name(Mode m) noexcept {
+  switch (m) {
+    case Mode::kNone:
+      return "none";
+    case Mode::kLlbitmap:
+      return "llbitmap";
+    case Mode::kClassic:
+      return "classic";
+  }
+  return "?";
+}
+
+const char* workload_name(Workload w) noexcept {
+  switch (w) {
+    case Workload::kUniform:
+      return "uniform";
+    case Workload::kHot:
+      return "hot";
+    case Workload::kFirst:
+      return "first";
+    case Workload::kSeq:
+      return "seq";
+  }
+  return "?";
+}
+
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+std::uint64_t now_ns() noexcept {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
+          .count());
+}
+
+// What a completion belongs to: the low bits of its user_data (every object is at
+// least 8-byte aligned).
+enum Tag : std::uintptr_t {
+  kTagLeg = 0,            // a Slot's leg write
+  kTagMeta = 1,           // a MetaReq
+  kTagEvent = 2,          // the poll of the queue's eventfd
+  kTagClassicFlush = 3,   // the classic bitmap's page write + fdatasync before data writes
+  kTagClassicDaemon = 4,  // the classic daemon pass's page write + fdatasync
+};
+constexpr std::uintptr_t kTagMask = 7;
+
+template <typename T>
+std::uint64_t tagged(T* p, Tag t) noexcept {
+  return static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(p) | t);
+}
+
+class Reactor;
+
+// One write in flight: its buffer, where it goes, and (kLlbitmap) the ReactorWrite the
+// bitmap holds while its admission waits.
+struct Slot
+#if LLBM_URING_REACTOR
+    : ReactorWrite
+#endif
+{
+#if LLBM_URING_REACTOR
+  explicit Slot(Reactor* r) : ReactorWrite(&on_admit), reactor(r) {}
+  static void on_admit(ReactorWrite& w, std::error_code ec);
+#else
+  explicit Slot(Reactor* r) : reactor(r) {}
+#endif
+  Reactor* reactor;
+  std::byte* buf = nullptr;
+  std::uint64_t off = 0;
+  std::uint64_t t0 = 0;
+  int legs_left = 0;
+  int err = 0;
+  bool busy = false;
+  Slot* next = nullptr;  // kClassic: the list of writes waiting for a bitmap flush
+};
+
+#if LLBM_URING_REACTOR
+// A metadata IO of the bitmap on its way through the ring.
+struct MetaReq {
+  MetaIo io;
+  std::uint64_t done = 0;  // kWrite: bytes written so far
+  int left = 0;            // completions still expected
+  int err = 0;             // the first error (errno)
+};
+#endif
+
+// The classic bitmap's page write + fdatasync, and the writes waiting for it.
+struct ClassicFlush {
+  int left = 0;
+  int err = 0;
+  Slot* waiters = nullptr;
+};
+
+class Reactor {
+ public:
+  Reactor(Shared& shared, unsigned index, ReactorResult& result)
+      : s_(shared), index_(index), result_(result), rng_(0x9e3779b97f4a7c15ULL * (index + 1)) {}
+  ~Reactor() {
+    if (ring_ok_) io_uring_queue_exit(&ring_);
+    std::free(buffers_);
+    std::free(page_buf_);
+  }
+  Reactor(const Reactor&) = delete;
+  Reactor& operator=(const Reactor&) = delete;
+
+  void run();
+
+  // Called for a slot whose admission completed (kReady, or its callback).
+  void admitted(Slot& slot) { submit_legs(slot); }
+  void refused(Slot& slot, std::error_code ec) {
+    ++result_.errors;
+    if (result_.error.empty()) result_.error = "write refused: " + ec.message();
+    release(slot);  // nothing held: the slot stays idle
+  }
+
+ private:
+  io_uring_sqe* sqe() {
+    io_uring_sqe* e = io_uring_get_sqe(&ring_);
+    if (e == nullptr) {  // the submission queue is full: hand it to the kernel first
+      io_uring_submit(&ring_);
+      e = io_uring_get_sqe(&ring_);
+    }
+    if (e == nullptr) {
+      std::fprintf(stderr, "llbitmap-uring-mirror: reactor %u: no free SQE after a submit\n",
+                   index_);
+      std::abort();
+    }
+    return e;
+  }
+
+  std::uint64_t rand() noexcept {  // xorshift64*
+    rng_ ^= rng_ >> 12;
+    rng_ ^= rng_ << 25;
+    rng_ ^= rng_ >> 27;
+    return rng_ * 0x2545f4914f6cdd1dULL;
+  }
+
+  bool pick_offset(std::uint64_t& off);
+  bool in_flight(std::uint64_t off) const noexcept {
+    for (const auto& sl : slots_)
+      if (sl->busy && sl->off == off) return true;
+    return false;
+  }
+  void start_op(Slot& slot);
+  void submit_legs(Slot& slot);
+  void on_leg(Slot& slot, int res);
+  void finish(Slot& slot);
+  void release(Slot& slot) {
+    slot.busy = false;
+    --busy_;
+  }
+  void classic_admit(Slot& slot);
+  void submit_classic_pages(std::uint64_t user_data, std::size_t pages);
+  void on_classic_flush(int res);
+  void on_classic_daemon(int res);
+  void arm_event();
+  void handle(std::uint64_t user_data, int res);
+#if LLBM_URING_REACTOR
+  void submit_meta(const MetaIo& io);
+  void submit_meta_write(MetaReq& m);
+  void on_meta(MetaReq& m, int res);
+#endif
+
+  Shared& s_;
+  const unsigned index_;
+  ReactorResult& result_;
+  std::uint64_t rng_;
+  io_uring ring_{};
+  bool ring_ok_ = false;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::byte* buffers_ = nullptr;
+  unsigned busy_ = 0;  // slots with a write started and not ended (pending included)
+  bool stopping_ = false;
+  bool no_more_ = false;  // kFirst ran out of chunks
+  std::uint64_t start_ns_ = 0;
+  std::uint64_t stamp_ = 0;
+  std::uint64_t seq_next_ = 0;  // kSeq: the next block of this reactor's slice
+#if LLBM_URING_REACTOR
+  std::unique_ptr<ReactorQueue> queue_;
+  std::vector<std::unique_ptr<MetaReq>> meta_pool_;
+  std::vector<MetaReq*> meta_free_;
+#endif
+  unsigned meta_inflight_ = 0;
+  int efd_ = -1;
+  bool event_armed_ = false;
+  // kClassic
+  std::byte* page_buf_ = nullptr;
+  std::size_t classic_pages_ = 0;
+  ClassicFlush flush_;
+  bool flush_inflight_ = false;
+  Slot* next_waiters_ = nullptr;
+  std::size_t next_pages_ = 0;
+  int daemon_left_ = 0;
+  std::uint64_t next_daemon_ns_ = 0;
+};
+
+#if LLBM_URING_REACTOR
+void Slot::on_admit(ReactorWrite& w, std::error_code ec) {
+  auto& slot = static_cast<Slot&>(w);
+  if (ec)
+    slot.reactor->refused(slot, ec);
+  else
+    slot.reactor->admitted(slot);
+}
+#endif
+
+// The device's 4 KiB blocks are dealt to the reactors by block number modulo the
+// number of reactors (kUniform, kHot) or in slices (kSeq), so no two reactors write the
+// same block; within a reactor a block already in flight is picked again, so the two
+// legs never see two writes of one block in different orders.
+bool Reactor::pick_offset(std::uint64_t& off) {
+  const std::uint64_t blocks = s_.device_bytes / kBlock;
+  const std::uint64_t n = s_.reactors;
+  const std::uint64_t mine = std::max<std::uint64_t>(1, blocks / n);
+  switch (s_.workload) {
+    case Workload::kFirst: {
+      // relaxed: a ticket; the chunk's bytes are published by nothing but the write.
+      const std::uint64_t c = s_.next_chunk.fetch_add(1, std::memory_order_relaxed);
+      if (c >= s_.device_bytes / s_.chunk_bytes) return false;
+      off = c * s_.chunk_bytes;
+      return true;
+    }
+    case Workload::kSeq: {
+      const std::uint64_t first = index_ * mine;
+      for (unsigned tries = 0;; ++tries) {
+        off = (first + seq_next_) * kBlock;
+        seq_next_ = (seq_next_ + 1) % mine;
+        if (!in_flight(off) || tries > 64) return true;
+      }
+    }
+    case Workload::kUniform:
+    case Workload::kHot:
+      break;
+  }
+  const std::uint64_t hot = std::max<std::uint64_t>(1, (blocks / 100) / n);
+  for (unsigned tries = 0;; ++tries) {
+    const bool in_hot = s_.workload == Workload::kHot && rand() % 10 != 0;  // 90 %
+    const std::uint64_t k = rand() % (in_hot ? hot : mine);
+    std::uint64_t block = index_ + n * k;
+    if (block >= blocks) block = index_ % blocks;
+    off = block * kBlock;
+    if (!in_flight(off) || tries > 64) return true;
+  }
+}
+
+void Reactor::start_op(Slot& slot) {
+  if (stopping_) return;
+  std::uint64_t off = 0;
+  if (!pick_offset(off)) {  // kFirst: every chunk was touched; the run ends early
+    no_more_ = true;
+    return;
+  }
+  slot.off = off;
+  slot.err = 0;
+  slot.busy = true;
+  ++busy_;
+  // Every write carries its own bytes, so legs that missed different writes differ.
+  ++stamp_;
+  for (std::size_t i = 0; i < kBlock; i += 64) {
+    const std::uint64_t words[2] = {off, stamp_ ^ (std::uint64_t{index_} << 56)};
+    std::memcpy(slot.buf + i, words, sizeof words);
+  }
+  slot.t0 = now_ns();
+  switch (s_.mode) {
+    case Mode::kNone:
+      submit_legs(slot);
+      return;
+    case Mode::kClassic:
+      classic_admit(slot);
+      return;
+    case Mode::kLlbitmap:
+#if LLBM_URING_REACTOR
+    {
+      std::error_code ec;
+      switch (queue_->start_write(off, kBlock, slot, ec)) {
+        case Admit::kReady:
+          submit_legs(slot);
+          return;
+        case Admit::kPending:
+          ++result_.pending;  // the callback from q.poll() submits (or refuses) it
+          return;
+        case Admit::kRefused:
+          refused(slot, ec);
+          return;
+      }
+    }
+#endif
+      return;
+  }
+}
+
+void Reactor::submit_legs(Slot& slot) {
+  slot.legs_left = 2;
+  for (const int fd : s_.leg_fd) {
+    io_uring_sqe* e = sqe();
+    io_uring_prep_write(e, fd, slot.buf, static_cast<unsigned>(kBlock), slot.off);
+    io_uring_sqe_set_data64(e, tagged(&slot, kTagLeg));
+  }
+}
+
+void Reactor::on_leg(Slot& slot, int res) {
+  if (res != static_cast<int>(kBlock) && slot.err == 0) slot.err = res < 0 ? -res : EIO;
+  if (--slot.legs_left == 0) finish(slot);
+}
+
+void Reactor::finish(Slot& slot) {
+  switch (s_.mode) {
+    case Mode::kNone:
+      break;
+    case Mode::kClassic:
+      s_.classic->end_write(slot.off, kBlock, slot.err == 0);
+      break;
+    case Mode::kLlbitmap:
+#if LLBM_URING_REACTOR
+      // ReactorOptions::data_flush: the cleaning pass's kDataFlush makes it durable.
+      s_.bitmap->end_write(slot.off, kBlock);
+#endif
+      break;
+  }
+  if (slot.err != 0) {
+    ++result_.errors;
+    if (result_.error.empty()) result_.error = std::string("leg write: ") + std::strerror(slot.err);
+  }
+  if (!stopping_) {
+    result_.latency.record(now_ns() - slot.t0);
+    ++result_.ops;
+  }
+  release(slot);
+  start_op(slot);
+}
+
+// --- kClassic
+
+// md's raid1 unplugs the bitmap (writes its dirty pages and waits) before it submits
+// the writes queued meanwhile. Here a write that set a bit starts a flush of the pages
+// (write + fdatasync, linked) or, with one in flight, waits for the next; a write that
+// set none but finds a flush of this reactor in flight waits for that one (its bit may
+// be in it). A write on another reactor whose bit is in this reactor's flush does not
+// wait for it: each reactor unplugs its own writes (the model's one gap).
+void Reactor::classic_admit(Slot& slot) {
+  s_.classic->start_write(slot.off, kBlock);  // one lock for the whole bitmap
+  const std::size_t pages = s_.classic->unplug();
+  if (pages > 0 && !flush_inflight_) {
+    flush_inflight_ = true;
+    flush_ = ClassicFlush{2, 0, nullptr};
+    slot.next = flush_.waiters;
+    flush_.waiters = &slot;
+    submit_classic_pages(tagged(&flush_, kTagClassicFlush), pages);
+  } else if (pages > 0) {
+    slot.next = next_waiters_;
+    next_waiters_ = &slot;
+    next_pages_ = std::max(next_pages_, pages);
+  } else if (flush_inflight_) {
+    slot.next = flush_.waiters;
+    flush_.waiters = &slot;
+  } else {
+    submit_legs(slot);
+  }
+}
+
+void Reactor::submit_classic_pages(std::uint64_t user_data, std::size_t pages) {
+  pages = std::min(pages, classic_pages_);
+  io_uring_sqe* w = sqe();
+  io_uring_prep_write(w, s_.classic_fd, page_buf_, static_cast<unsigned>(pages * kBlock), 0);
+  io_uring_sqe_set_data64(w, user_data);
+  w->flags |= IOSQE_IO_LINK;  // the fdatasync runs only after the write completed
+  io_uring_sqe* f = sqe();
+  io_uring_prep_fsync(f, s_.classic_fd, IORING_FSYNC_DATASYNC);
+  io_uring_sqe_set_data64(f, user_data);
+}
+
+void Reactor::on_classic_flush(int res) {
+  if (res < 0 && flush_.err == 0) flush_.err = -res;
+  if (--flush_.left > 0) return;
+  Slot* w = flush_.waiters;
+  const int err = flush_.err;
+  flush_inflight_ = false;
+  flush_.waiters = nullptr;
+  if (next_waiters_ != nullptr) {
+    flush_inflight_ = true;
+    flush_ = ClassicFlush{2, 0, next_waiters_};
+    next_waiters_ = nullptr;
+    submit_classic_pages(tagged(&flush_, kTagClassicFlush), next_pages_);
+    next_pages_ = 0;
+  }
+  while (w != nullptr) {
+    Slot* next = w->next;
+    if (err != 0) {  // the bit is not durable: the write fails without touching the legs
+      w->err = err;
+      w->legs_left = 0;
+      finish(*w);
+    } else {
+      submit_legs(*w);
+    }
+    w = next;
+  }
+}
+
+void Reactor::on_classic_daemon(int res) {
+  if (res < 0) {
+    ++result_.errors;
+    if (result_.error.empty())
+      result_.error = std::string("classic bitmap: ") + std::strerror(-res);
+  }
+  --daemon_left_;
+}
+
+// --- kLlbitmap
+
+#if LLBM_URING_REACTOR
+void Reactor::submit_meta(const MetaIo& io) {
+  if (meta_free_.empty()) {
+    meta_pool_.push_back(std::make_unique<MetaReq>());
+    meta_free_.push_back(meta_pool_.back().get());
+  }
+  MetaReq& m = *meta_free_.back();
+  meta_free_.pop_back();
+  m = MetaReq{};
+  m.io = io;
+  ++meta_inflight_;
+  switch (io.kind) {
+    case MetaIo::Kind::kWrite:
+      m.left = 1;
+      submit_meta_write(m);
+      return;
+    case MetaIo::Kind::kSync: {
+      m.left = 1;
+      io_uring_sqe* e = sqe();
+      io_uring_prep_fsync(e, s_.bitmap_fd, IORING_FSYNC_DATASYNC);
+      io_uring_sqe_set_data64(e, tagged(&m, kTagMeta));
+      return;
+    }
+    case MetaIo::Kind::kDataFlush:
+      m.left = 2;  // both legs
+      for (const int fd : s_.leg_fd) {
+        io_uring_sqe* e = sqe();
+        io_uring_prep_fsync(e, fd, IORING_FSYNC_DATASYNC);
+        io_uring_sqe_set_data64(e, tagged(&m, kTagMeta));
+      }
+      return;
+  }
+}
+
+void Reactor::submit_meta_write(MetaReq& m) {
+  io_uring_sqe* e = sqe();
+  io_uring_prep_write(e, s_.bitmap_fd, m.io.bytes.data() + m.done,
+                      static_cast<unsigned>(m.io.bytes.size() - m.done), m.io.offset + m.done);
+  io_uring_sqe_set_data64(e, tagged(&m, kTagMeta));
+}
+
+void Reactor::on_meta(MetaReq& m, int res) {
+  if (m.io.kind == MetaIo::Kind::kWrite && res > 0) {
+    m.done += static_cast<std::uint64_t>(res);
+    if (m.done < m.io.bytes.size()) {  // a short write: write the rest
+      submit_meta_write(m);
+      return;
+    }
+  } else if (res < 0 || (m.io.kind == MetaIo::Kind::kWrite && res == 0)) {
+    if (m.err == 0) m.err = res < 0 ? -res : EIO;
+  }
+  if (--m.left > 0) return;
+  const std::error_code ec =
+      m.err != 0 ? std::error_code(m.err, std::generic_category()) : std::error_code();
+  s_.bitmap->complete(m.io.id, ec);
+  --meta_inflight_;
+  ++result_.meta_ios;
+  meta_free_.push_back(&m);
+}
+#endif
+
+void Reactor::arm_event() {
+  if (efd_ < 0 || event_armed_) return;
+  io_uring_sqe* e = sqe();
+  io_uring_prep_poll_add(e, efd_, POLLIN);
+  io_uring_sqe_set_data64(e, tagged(this, kTagEvent));
+  event_armed_ = true;
+}
+
+void Reactor::handle(std::uint64_t user_data, int res) {
+  const auto tag = static_cast<Tag>(user_data & kTagMask);
+  void* p = reinterpret_cast<void*>(static_cast<std::uintptr_t>(user_data & ~kTagMask));
+  switch (tag) {
+    case kTagLeg:
+      on_leg(*static_cast<Slot*>(p), res);
+      return;
+    case kTagMeta:
+#if LLBM_URING_REACTOR
+      on_meta(*static_cast<MetaReq*>(p), res);
+#endif
+      return;
+    case kTagEvent:
+      event_armed_ = false;  // q.poll() at the top of the loop drains the eventfd
+      return;
+    case kTagClassicFlush:
+      on_classic_flush(res);
+      return;
+    case kTagClassicDaemon:
+      on_classic_daemon(res);
+      return;
+  }
+}
+
+void Reactor::run() {
+  pthread_setname_np(pthread_self(), "llbm-reactor");
+  result_.tid = static_cast<pid_t>(::syscall(SYS_gettid));
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(index_ % cpus, &set);
+  sched_setaffinity(0, sizeof set, &set);  // best effort: one reactor per core
+
+  unsigned entries = 64;
+  while (entries < 2 * s_.iodepth + 64) entries *= 2;
+  const int r = io_uring_queue_init(entries, &ring_, 0);
+  bool ok = r == 0;
+  if (!ok) result_.error = std::string("io_uring_queue_init: ") + std::strerror(-r);
+  ring_ok_ = ok;
+  if (ok) {
+    buffers_ = static_cast<std::byte*>(std::aligned_alloc(kBlock, s_.iodepth * kBlock));
+    if (buffers_ == nullptr) throw std::bad_alloc();
+    for (unsigned i = 0; i < s_.iodepth; ++i) {
+      slots_.push_back(std::make_unique<Slot>(this));
+      slots_.back()->buf = buffers_ + i * kBlock;
+    }
+    if (s_.mode == Mode::kClassic) {
+      classic_pages_ = (bench::ClassicBitmap::kSuperblockBits + s_.device_bytes / s_.chunk_bytes +
+                        bench::ClassicBitmap::kFilePageBits - 1) /
+                       bench::ClassicBitmap::kFilePageBits;
+      page_buf_ = static_cast<std::byte*>(std::aligned_alloc(kBlock, classic_pages_ * kBlock));
+      if (page_buf_ == nullptr) throw std::bad_alloc();
+      std::memset(page_buf_, 0, classic_pages_ * kBlock);
+    }
+#if LLBM_URING_REACTOR
+    if (s_.mode == Mode::kLlbitmap) {
+      queue_ = std::make_unique<ReactorQueue>(*s_.bitmap);
+      efd_ = queue_->event_fd();
+      for (int i = 0; i < 16; ++i) {
+        meta_pool_.push_back(std::make_unique<MetaReq>());
+        meta_free_.push_back(meta_pool_.back().get());
+      }
+    }
+#endif
+  }
+  // release: pairs with the main thread's acquire load; it prints "running" after it.
+  s_.started.fetch_add(1, std::memory_order_release);
+  if (!ok) {
+    // No ring: this reactor writes nothing. acq_rel as below; if it is the last one
+    // out, the bitmap is asked to close and the main thread drives it after the join.
+    if (s_.writing.fetch_sub(1, std::memory_order_acq_rel) == 1 && s_.bitmap != nullptr) {
+#if LLBM_URING_REACTOR
+      s_.bitmap->begin_close();
+#endif
+    }
+    return;
+  }
+  start_ns_ = now_ns();
+  next_daemon_ns_ = start_ns_ + static_cast<std::uint64_t>(
+                                    std::chrono::nanoseconds(s_.classic_daemon_sleep).count());
+  for (auto& slot : slots_) start_op(*slot);
+
+  [[maybe_unused]] std::uint64_t last_step = 0;
+  bool writes_done = false;
+  bool closer = false;
+  std::vector<std::pair<std::uint64_t, int>> done;
+  done.reserve(entries * 2);
+  for (;;) {
+#if LLBM_URING_REACTOR
+    if (queue_) {
+      queue_->poll();
+      MetaIo io;
+      while (s_.bitmap->next_io(io)) submit_meta(io);
+    }
+#endif
+    const std::uint64_t t = now_ns();
+#if LLBM_URING_REACTOR
+    if (s_.bitmap != nullptr && t - last_step >= 1'000'000) {
+      s_.bitmap->step();
+      last_step = t;
+    }
+#endif
+    if (s_.mode == Mode::kClassic && index_ == 0 && t >= next_daemon_ns_) {
+      next_daemon_ns_ =
+          t + static_cast<std::uint64_t>(std::chrono::nanoseconds(s_.classic_daemon_sleep).count());
+      if (daemon_left_ == 0) {
+        const std::size_t pages = s_.classic->daemon_pass();
+        if (pages > 0) {
+          daemon_left_ = 2;
+          submit_classic_pages(tagged(this, kTagClassicDaemon), pages);
+        }
+      }
+    }
+    // acquire: pairs with the main thread's release store of the stop flag.
+    if (!stopping_ && s_.stop.load(std::memory_order_acquire)) {
+      stopping_ = true;
+      result_.seconds = static_cast<double>(t - start_ns_) / 1e9;
+    }
+    if (!stopping_ && no_more_ && busy_ == 0) {  // every chunk was touched: the run ends
+      stopping_ = true;
+      result_.seconds = static_cast<double>(now_ns() - start_ns_) / 1e9;
+      // relaxed: the main thread only counts; the join orders everything else.
+      s_.exhausted.fetch_add(1, std::memory_order_relaxed);
+    }
+    if (stopping_ && !writes_done && busy_ == 0 && !flush_inflight_) {
+      writes_done = true;
+      // acq_rel: the last reactor out sees every other reactor's end_write before it
+      // asks the bitmap to close; the others' loads below pair with it.
+      if (s_.writing.fetch_sub(1, std::memory_order_acq_rel) == 1 && s_.bitmap != nullptr) {
+        closer = true;
+#if LLBM_URING_REACTOR
+        s_.bitmap->begin_close();
+#endif
+      }
+    }
+    if (writes_done && daemon_left_ == 0) {
+      if (s_.bitmap == nullptr) break;
+#if LLBM_URING_REACTOR
+      // acquire: pairs with the fetch_sub above (the close was asked for).
+      if (s_.writing.load(std::memory_order_acquire) == 0) {
+        std::error_code ec;
+        const auto state = s_.bitmap->close_state(ec);
+        if (state == ReactorBitmap::CloseState::kClosed && meta_inflight_ == 0) break;
+        if (state == ReactorBitmap::CloseState::kOpen && closer && ec == Errc::busy)
+          s_.bitmap->begin_close();  // a write outlived the drain allowance: ask again
+      }
+#else
+      (void)closer;
+      break;
+#endif
+    }
+    arm_event();
+    io_uring_cqe* cqe = nullptr;
+    __kernel_timespec ts{0, 1'000'000};  // the next step of the cleaning pass
+    io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    done.clear();
+    unsigned head = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      done.emplace_back(cqe->user_data, cqe->res);
+    }
+    io_uring_cq_advance(&ring_, static_cast<unsigned>(done.size()));
+    for (const auto& [data, res] : done) handle(data, res);
+  }
+  if (!stopping_) result_.seconds = static_cast<double>(now_ns() - start_ns_) / 1e9;
+#if LLBM_URING_REACTOR
+  queue_.reset();
+#endif
+}
+
+}  // namespace
+
+void run_reactor(Shared& shared, unsigned index, ReactorResult& result) {
+  Reactor r(shared, index, result);
+  r.run();
+}
+
+}  // namespace llbitmap::uring_mirror

@@ -1,0 +1,97 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// engine.h: the reactors of llbitmap-uring-mirror, an io_uring RAID-1 of two files (legs)
+// with a write-intent bitmap, and the load they generate.
+//
+// Every reactor is one thread (named llbm-reactor, pinned to a core) with its own
+// io_uring. It keeps `iodepth` 4 KiB writes in flight for the run's duration; each write
+// goes to both legs (two SQEs) and completes when both did. Its latency, from the moment
+// the reactor picks the write to the second leg's completion (admission wait included),
+// goes into the reactor's histogram.
+//
+// Modes (Mode):
+//   kNone      the legs only, no bitmap.
+//   kLlbitmap  ReactorBitmap (include/llbitmap/reactor.h): each reactor has a
+//              ReactorQueue, asks it to admit every write, polls it, hands the bitmap's
+//              metadata IO (MetaIo) to its own ring and steps the cleaning pass; it
+//              sleeps only in io_uring_enter, with the queue's eventfd polled on the ring.
+//   kClassic   the old md bitmap (mirror/classic_bitmap.h): one lock over all chunks, and
+//              a write that set a bit waits for the bitmap page's write and fdatasync
+//              (linked on the ring) before its data writes go, as md's raid1 unplugs
+//              its bitmap before it submits the writes.
+//
+// Threads: run_reactor runs on the reactor's own thread; the Shared state is read by
+// all of them, and its atomics are the only state they write together.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+
+#include "histogram.h"
+#include <sys/types.h>
+
+namespace llbitmap {
+class ReactorBitmap;
+namespace bench {
+class ClassicBitmap;
+}
+}  // namespace llbitmap
+
+namespace llbitmap::uring_mirror {
+
+enum class Mode { kNone, kLlbitmap, kClassic };
+enum class Workload { kUniform, kHot, kFirst, kSeq };
+
+const char* mode_name(Mode m) noexcept;
+const char* workload_name(Workload w) noexcept;
+
+inline constexpr std::uint64_t kBlock = 4096;  // every data write is one 4 KiB block
+
+// What the reactors share. Set up by the main thread before they start.
+struct Shared {
+  Mode mode = Mode::kNone;
+  Workload workload = Workload::kUniform;
+  unsigned reactors = 1;
+  unsigned iodepth = 32;
+  std::uint64_t device_bytes = 0;
+  std::uint64_t chunk_bytes = 0;
+  int leg_fd[2] = {-1, -1};
+  int bitmap_fd = -1;                                    // kLlbitmap: the bitmap file
+  int classic_fd = -1;                                   // kClassic: the classic bitmap's file
+  ReactorBitmap* bitmap = nullptr;                       // kLlbitmap
+  bench::ClassicBitmap* classic = nullptr;               // kClassic
+  std::chrono::milliseconds classic_daemon_sleep{5000};  // md's default daemon_sleep
+
+  // Set by the main thread at the end of the run (release; the reactors' acquire loads
+  // pair with it, so they see nothing newer than what was set up before the start).
+  std::atomic<bool> stop{false};
+  // Reactors that have started their load (the main thread waits for all of them).
+  std::atomic<unsigned> started{0};
+  // Reactors whose writes have not all ended yet; the one that brings it to zero asks
+  // the bitmap to close (kLlbitmap).
+  std::atomic<unsigned> writing{0};
+  // kFirst: reactors that ran out of chunks to touch (the run ends when all have).
+  std::atomic<unsigned> exhausted{0};
+  // kFirst: the next chunk to touch (relaxed: a ticket counter, nothing is published
+  // through it).
+  std::atomic<std::uint64_t> next_chunk{0};
+};
+
+// What one reactor reports at its end.
+struct ReactorResult {
+  Histogram latency;
+  std::uint64_t ops = 0;       // writes completed before the stop
+  double seconds = 0;          // from its start to the stop it saw
+  std::uint64_t pending = 0;   // kLlbitmap: admissions that were kPending
+  std::uint64_t meta_ios = 0;  // kLlbitmap: MetaIo requests it performed
+  std::uint64_t errors = 0;    // failed leg writes and refused admissions
+  pid_t tid = 0;
+  std::string error;  // set when the reactor could not run
+};
+
+// The body of reactor thread `index` (0-based).
+void run_reactor(Shared& shared, unsigned index, ReactorResult& result);
+
+}  // namespace llbitmap::uring_mirror

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# The tests of llbitmap-uring-mirror (ctest -L uring). Each runs the engine for a second
+# or two in a new directory under /dev/shm (or $TMPDIR, /tmp) and removes it.
+#
+#   uring_test.sh run ENGINE MODE   1 s of the uniform workload in MODE with --json; the
+#                                   JSON must parse, with iops > 0 and no errors.
+#   uring_test.sh crash ENGINE      llbitmap mode, hot workload, SIGKILLed about 1 s after
+#                                   its "running" line; --resync must then exit 0 with the
+#                                   legs identical, having resynced some chunks but fewer
+#                                   than all.
+#   uring_test.sh strace ENGINE     llbitmap mode, hot workload, ~2 s under strace -f; no
+#                                   thread named llbm-reactor may make a futex wait,
+#                                   fdatasync, fsync, pwrite64, pread64 or (clock_)nanosleep.
+#
+# Exit status 77 (ctest SKIP_RETURN_CODE) with a message when io_uring is not permitted
+# here (the engine's own exit status 77), or strace / ptrace is not available.
+set -euo pipefail
+
+case_name=${1:?usage: uring_test.sh run|crash|strace ENGINE [MODE]}
+engine=${2:?engine binary required}
+mode=${3:-llbitmap}
+
+base=/dev/shm
+[[ -d $base && -w $base ]] || base=${TMPDIR:-/tmp}
+work=$(mktemp -d "$base/uring-test.XXXXXX")
+pids=()
+cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+say() { echo "uring_test($case_name): $*"; }
+die() {
+  say "FAIL: $*" >&2
+  exit 1
+}
+skip() {
+  say "SKIP: $*"
+  exit 77
+}
+
+# Runs the engine; maps its "io_uring not permitted" exit status to a skip.
+engine_or_skip() {
+  local rc=0
+  "$engine" "$@" || rc=$?
+  [[ $rc -eq 77 ]] && skip "io_uring is not permitted here"
+  return "$rc"
+}
+
+# wait_for_line FILE PATTERN PID: until FILE has a line matching PATTERN (or PID died).
+wait_for_line() {
+  local file=$1 pattern=$2 pid=$3 i
+  for ((i = 0; i < 3000; i++)); do
+    grep -q "$pattern" "$file" 2>/dev/null && return 0
+    kill -0 "$pid" 2>/dev/null || return 1
+    sleep 0.01
+  done
+  return 1
+}
+
+json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+
+case $case_name in
+  run)
+    engine_or_skip --dir "$work/d" --size 256M --mode "$mode" --workload uniform \
+      --seconds 1 --json >"$work/out.json" || die "the engine failed (mode $mode)"
+    cat "$work/out.json"
+    python3 - "$work/out.json" "$mode" <<'EOF' || die "bad JSON output"
+import json, sys
+r = json.load(open(sys.argv[1]))
+for k in ("iops", "lat_p50_us", "lat_p99_us", "lat_p999_us", "mode", "workload",
+          "reactors", "iodepth", "seconds", "ops"):
+    assert k in r, "missing " + k
+assert r["mode"] == sys.argv[2], r["mode"]
+assert r["iops"] > 0, "iops is 0"
+assert r["ops"] > 0 and r["errors"] == 0
+assert r["lat_p50_us"] <= r["lat_p99_us"] <= r["lat_p999_us"]
+EOF
+    say "ok: mode $mode"
+    ;;
+
+  crash)
+    # 4 GiB sparse legs, 64 KiB chunks: in a second the hot workload's cold 10 % touches
+    # far fewer than the 65536 chunks.
+    "$engine" --dir "$work/d" --size 4G --mode llbitmap --workload hot --seconds 60 \
+      >"$work/out" 2>"$work/err" &
+    pid=$!
+    pids+=("$pid")
+    if ! wait_for_line "$work/out" '^running' "$pid"; then
+      rc=0
+      wait "$pid" || rc=$?
+      [[ $rc -eq 77 ]] && skip "io_uring is not permitted here"
+      cat "$work/err" >&2
+      die "the engine did not start (exit $rc)"
+    fi
+    sleep 1
+    kill -KILL "$pid"
+    wait "$pid" 2>/dev/null || true
+    say "killed the engine: $(head -n1 "$work/out")"
+    engine_or_skip --dir "$work/d" --resync --json >"$work/resync.json" ||
+      { cat "$work/resync.json"; die "--resync failed"; }
+    cat "$work/resync.json"
+    [[ $(json_field "$work/resync.json" identical) == True ]] || die "the legs differ"
+    resynced=$(json_field "$work/resync.json" chunks_resynced)
+    chunks=$(json_field "$work/resync.json" chunks)
+    ((resynced > 0)) || die "nothing was resynced after a crash under load"
+    ((resynced < chunks)) || die "every chunk was resynced ($resynced of $chunks)"
+    # A second resync after the clean close finds nothing to do.
+    "$engine" --dir "$work/d" --resync --json >"$work/again.json" || die "second --resync failed"
+    [[ $(json_field "$work/again.json" chunks_resynced) == 0 ]] ||
+      die "the second resync copied chunks again"
+    say "ok: $resynced of $chunks chunks resynced, legs identical"
+    ;;
+
+  strace)
+    command -v strace >/dev/null || skip "strace is not installed"
+    strace -f -qq -o /dev/null true 2>/dev/null || skip "ptrace is not permitted here"
+    mkdir -p "$work/trace"
+    strace -f -ff -qq -e trace=futex,fdatasync,fsync,pwrite64,pread64,nanosleep,clock_nanosleep \
+      -o "$work/trace/t" "$engine" --dir "$work/d" --size 1G --mode llbitmap --workload hot --reactors 2 \
+      --seconds 2 --daemon-sleep 200 --barrier-idle 50 >"$work/out" 2>"$work/err" &
+    spid=$!
+    pids+=("$spid")
+    if ! wait_for_line "$work/out" '^running' "$spid"; then
+      rc=0
+      wait "$spid" || rc=$?
+      grep -q 'not permitted' "$work/err" && skip "io_uring is not permitted here"
+      cat "$work/err" >&2
+      die "the engine did not start under strace (exit $rc)"
+    fi
+    epid=$(sed -n 's/^running pid=\([0-9]*\).*/\1/p' "$work/out" | head -n1)
+    # The reactor threads by name, read from /proc while they run.
+    reactors=()
+    for task in /proc/"$epid"/task/*; do
+      [[ $(cat "$task/comm" 2>/dev/null) == llbm-reactor ]] && reactors+=("${task##*/}")
+    done
+    rc=0
+    wait "$spid" || rc=$?
+    cat "$work/out"
+    [[ $rc -eq 0 ]] || { cat "$work/err" >&2; die "the engine failed under strace (exit $rc)"; }
+    ((${#reactors[@]} > 0)) || die "no thread named llbm-reactor in /proc/$epid/task"
+    bad=0
+    for tid in "${reactors[@]}"; do
+      f=$work/trace/t.$tid
+      [[ -f $f ]] || continue # it made none of the traced calls
+      if grep -m 10 -E '^(fdatasync|fsync|pwrite64|pread64|nanosleep|clock_nanosleep)\(|^futex\([^,]*, FUTEX_(WAIT|LOCK_PI)' "$f"; then
+        say "reactor thread $tid made a blocking call (above)" >&2
+        bad=1
+      fi
+    done
+    # The check must see the bitmap's own IO somewhere: the main thread's setup syncs.
+    grep -qE '^(fdatasync|fsync)\(' "$work"/trace/t.* || die "strace saw no fdatasync at all"
+    ((bad == 0)) || die "a reactor thread blocked"
+    say "ok: ${#reactors[@]} reactor thread(s) (${reactors[*]}) made no blocking call"
+    ;;
+
+  *)
+    die "unknown case '$case_name'"
+    ;;
+esac
