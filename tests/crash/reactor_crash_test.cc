@@ -181,10 +181,10 @@ enum class DiskMode { kHonest, kSkipsSyncs };
 
 class Workload;
 
-// One writer's PendingWrite; the callback reports to its workload.
-struct Slot : PendingWrite {
-  Slot() : PendingWrite(&Slot::on_admit) {}
-  static void on_admit(PendingWrite& w, std::error_code ec);
+// One writer's ReactorWrite; the callback reports to its workload.
+struct Slot : ReactorWrite {
+  Slot() : ReactorWrite(&Slot::on_admit) {}
+  static void on_admit(ReactorWrite& w, std::error_code ec);
   enum class St { kIdle, kPending, kInFlight } st = St::kIdle;
   Workload* owner = nullptr;
   bool is_discard = false;
@@ -575,7 +575,7 @@ class Workload {
   std::string where_;
 };
 
-void Slot::on_admit(PendingWrite& w, std::error_code ec) {
+void Slot::on_admit(ReactorWrite& w, std::error_code ec) {
   auto& s = static_cast<Slot&>(w);
   s.owner->admitted(s, ec);
 }

@@ -73,7 +73,7 @@ void drive(ReactorBitmap& bm) {
   for (int i = 0; i < 100000 && bm.next_io(io); ++i) bm.complete(io.id, {});
 }
 
-void on_admit(PendingWrite&, std::error_code) {}
+void on_admit(ReactorWrite&, std::error_code) {}
 
 TEST(ReactorDeathTest, DestroyWithAQueueAttached) {
   EXPECT_DEATH(
@@ -95,7 +95,7 @@ TEST(ReactorDeathTest, DestroyWithAWriteInFlight) {
         drive(*bm);
         {
           ReactorQueue q(*bm);
-          PendingWrite w(&on_admit);
+          ReactorWrite w(&on_admit);
           std::error_code ec;
           if (q.start_write(0, 4096, w, ec) == Admit::kPending) {
             drive(*bm);
@@ -116,7 +116,7 @@ TEST(ReactorDeathTest, DestroyWrittenAndNotClosed) {
         drive(*bm);
         {
           ReactorQueue q(*bm);
-          PendingWrite w(&on_admit);
+          ReactorWrite w(&on_admit);
           std::error_code ec;
           if (q.start_write(0, 4096, w, ec) == Admit::kPending) {
             drive(*bm);

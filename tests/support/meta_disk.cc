@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: LGPL-2.1-or-later
 //
-// meta_disk.cc: MetaDisk over a FaultStorage (see meta_disk.h for why this file must not
-// include llbitmap/reactor.h).
+// meta_disk.cc: MetaDisk over a FaultStorage.
 #include "meta_disk.h"
 
 #include <llbitmap/testing/fault_storage.h>

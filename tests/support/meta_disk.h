@@ -4,12 +4,8 @@
 // it: a FaultStorage (volatile and durable bytes, injected write and sync failures)
 // behind an interface that names no FaultStorage type.
 //
-// Why the indirection: llbitmap/testing/fault_storage.h and llbitmap/reactor.h both
-// declare llbitmap::PendingWrite (an unsynced write there, an engine's pending admission
-// here), so no translation unit can include both. Everything that needs FaultStorage's
-// types (the storage itself and the crash-image enumeration of crash_images.h) lives in
-// meta_disk.cc, which does not include reactor.h; the tests of the reactor driver
-// include this header and reactor.h.
+// The storage and the crash-image enumeration of crash_images.h live in meta_disk.cc,
+// compiled once for every test that uses them.
 #pragma once
 
 #include <cstddef>

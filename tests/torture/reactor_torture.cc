@@ -140,7 +140,9 @@ class Oracle {
     const auto r = inflight_.at(id);
     inflight_.erase(id);
     if (!data_flush) return 0;
-    unflushed_[++next_] = Ended{r.first, r.second, false, 0};
+    Ended e;
+    for (std::uint64_t c = r.first; c < r.first + r.second; ++c) e.chunks.insert(c);
+    unflushed_[++next_] = std::move(e);
     return next_;
   }
   // After end_write returned.
@@ -151,13 +153,14 @@ class Oracle {
       it->second.at = ++clock_;
     }
   }
-  // A discard is about to start: the data of its chunks is gone.
+  // A discard is about to start: the data of its chunks is gone (a write's other chunks
+  // keep theirs).
   void discarded(std::uint64_t first, std::uint64_t count) {
     std::lock_guard lk(mu_);
-    for (auto it = unflushed_.begin(); it != unflushed_.end();)
-      it = it->second.first >= first && it->second.first + it->second.count <= first + count
-               ? unflushed_.erase(it)
-               : std::next(it);
+    for (auto it = unflushed_.begin(); it != unflushed_.end();) {
+      for (std::uint64_t c = first; c < first + count; ++c) it->second.chunks.erase(c);
+      it = it->second.chunks.empty() ? unflushed_.erase(it) : std::next(it);
+    }
   }
   // A kDataFlush handed out covers the writes whose end_write returned before; those
   // still inside end_write may be covered too (given the benefit of the doubt).
@@ -186,8 +189,7 @@ class Oracle {
     for (const auto& [id, r] : inflight_)
       for (std::uint64_t c = r.first; c < r.first + r.second; ++c) m[c] = "a write in flight";
     for (const auto& [id, e] : unflushed_)
-      for (std::uint64_t c = e.first; c < e.first + e.count; ++c)
-        m.try_emplace(c, "an ended write not flushed");
+      for (const std::uint64_t c : e.chunks) m.try_emplace(c, "an ended write not flushed");
     return m;
   }
   void reset() {
@@ -199,9 +201,9 @@ class Oracle {
 
  private:
   struct Ended {
-    std::uint64_t first, count;
-    bool returned;
-    std::uint64_t at;
+    std::set<std::uint64_t> chunks;  // not discarded since
+    bool returned = false;           // end_write returned
+    std::uint64_t at = 0;            // clock_ when it did
   };
   struct Flush {
     std::uint64_t at;
@@ -216,9 +218,9 @@ class Oracle {
 
 struct Shared;
 
-struct Slot : PendingWrite {
-  Slot() : PendingWrite(&Slot::on_admit) {}
-  static void on_admit(PendingWrite& w, std::error_code ec);
+struct Slot : ReactorWrite {
+  Slot() : ReactorWrite(&Slot::on_admit) {}
+  static void on_admit(ReactorWrite& w, std::error_code ec);
   enum class St { kIdle, kPending, kInFlight } st = St::kIdle;
   Shared* sh = nullptr;
   bool is_discard = false;
@@ -264,7 +266,7 @@ void admit(Slot& s) {
   s.id = s.sh->oracle.admitted(s.first, s.count);
 }
 
-void Slot::on_admit(PendingWrite& w, std::error_code ec) {
+void Slot::on_admit(ReactorWrite& w, std::error_code ec) {
   auto& s = static_cast<Slot&>(w);
   if (ec) {
     bump(g_c.refusals);

@@ -45,10 +45,10 @@ constexpr int kCap = 2'000'000;
 // True while the test is inside a ReactorQueue::poll() call (on any thread).
 std::atomic<int> g_polls{0};
 
-// A PendingWrite that records its callback.
-struct Probe : PendingWrite {
-  Probe() : PendingWrite(&Probe::on_admit) {}
-  static void on_admit(PendingWrite& w, std::error_code ec) {
+// A ReactorWrite that records its callback.
+struct Probe : ReactorWrite {
+  Probe() : ReactorWrite(&Probe::on_admit) {}
+  static void on_admit(ReactorWrite& w, std::error_code ec) {
     auto& p = static_cast<Probe&>(w);
     // relaxed: the flag is set and read on the thread that runs the callback's poll().
     p.from_poll = g_polls.load(std::memory_order_relaxed) > 0;
