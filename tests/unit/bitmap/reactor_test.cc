@@ -1,0 +1,733 @@
+// SPDX-License-Identifier: LGPL-2.1-or-later
+//
+// ReactorBitmap and ReactorQueue (include/llbitmap/reactor.h) driven step by step: a
+// FakeClock, a MetaEngine (tests/support/meta_engine.h) that performs the metadata IO
+// on a MetaDisk in an order the test picks, explicit step() and poll() calls. Nothing
+// sleeps; a loop that waits for the grace period of a page kill (run by the library's
+// switch thread) yields and is bounded by a generous iteration cap.
+#include <llbitmap/bitmap.h>
+#include <llbitmap/chunk_state.h>
+#include <llbitmap/clock.h>
+#include <llbitmap/error.h>
+#include <llbitmap/format.h>
+#include <llbitmap/reactor.h>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "image_states.h"
+#include "meta_disk.h"
+#include "meta_engine.h"
+#include "start_gate.h"
+#include <poll.h>
+
+namespace llbitmap {
+namespace {
+
+using namespace std::chrono_literals;
+using test::MetaDisk;
+using test::MetaEngine;
+
+// Bounds the loops that wait for the switch thread's grace period: a hang becomes a
+// failure, never an ordering tool.
+constexpr int kCap = 2'000'000;
+
+// True while the test is inside a ReactorQueue::poll() call (on any thread).
+std::atomic<int> g_polls{0};
+
+// A ReactorWrite that records its callback.
+struct Probe : ReactorWrite {
+  Probe() : ReactorWrite(&Probe::on_admit) {}
+  static void on_admit(ReactorWrite& w, std::error_code ec) {
+    auto& p = static_cast<Probe&>(w);
+    // relaxed: the flag is set and read on the thread that runs the callback's poll().
+    p.from_poll = g_polls.load(std::memory_order_relaxed) > 0;
+    p.ec = ec;
+    p.thread = std::this_thread::get_id();
+    if (p.hook) p.hook(p);
+    p.calls.fetch_add(1);  // seq_cst: read by the test thread after it joins or polls
+  }
+  std::atomic<int> calls{0};
+  std::error_code ec;
+  bool from_poll = false;
+  std::thread::id thread;
+  std::function<void(Probe&)> hook;
+};
+
+std::size_t poll_queue(ReactorQueue& q) {
+  g_polls.fetch_add(1);
+  const std::size_t n = q.poll();
+  g_polls.fetch_sub(1);
+  return n;
+}
+
+bool readable(int fd) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0;
+}
+
+class ReactorTest : public ::testing::Test {
+ protected:
+  static constexpr std::uint64_t kChunk = 64 << 10;
+
+  static BitmapOptions options() {
+    BitmapOptions o;
+    o.device_bytes = 1ull << 30;  // 16384 chunks: 4096 per page, 4 pages of states
+    o.chunk_bytes = kChunk;
+    o.space_bytes = 128 << 10;
+    o.block_bytes = 4096;
+    o.daemon_sleep = 1000ms;
+    o.barrier_idle = 100ms;
+    return o;
+  }
+
+  void open(ReactorOptions ro = {}, std::uint64_t seed = 1) {
+    std::error_code ec;
+    formatted_ = ReactorBitmap::format(options(), ec);
+    ASSERT_FALSE(ec) << ec.message();
+    ASSERT_FALSE(formatted_.empty());
+    disk_ = std::make_unique<MetaDisk>(formatted_);
+    ro.clock = &clock_;
+    bm_ = ReactorBitmap::open(disk_->durable_image(), ro, ec);
+    ASSERT_TRUE(bm_) << ec.message();
+    ASSERT_FALSE(ec) << ec.message();
+    io_ = std::make_unique<MetaEngine>(*bm_, *disk_, seed);
+  }
+
+  void open_ready(ReactorOptions ro = {}) {
+    open(ro);
+    if (HasFatalFailure()) return;
+    io_->drain();
+    ASSERT_TRUE(bm_->ready());
+  }
+
+  void TearDown() override {
+    if (!bm_) return;
+    EXPECT_TRUE(io_->violations().empty()) << io_->violations().front();
+    bm_->begin_close();
+    std::error_code ec;
+    const bool closed = run_until([&] {
+      io_->pull();  // a failed bitmap may still hand out its stale mark
+      return bm_->close_state(ec) == ReactorBitmap::CloseState::kClosed &&
+             io_->outstanding().empty();
+    });
+    if (!closed) {
+      ADD_FAILURE() << "the bitmap did not close (" << ec.message()
+                    << "): leaked, so that its destructor does not abort the test program";
+      (void)bm_.release();
+      (void)io_.release();
+      return;
+    }
+    io_.reset();
+    bm_.reset();
+  }
+
+  // Steps the cleaning pass, performs the metadata IO and polls `q` until `done`.
+  template <class Done>
+  bool run_until(Done done, ReactorQueue* q = nullptr) {
+    for (int i = 0; i < kCap; ++i) {
+      if (done()) return true;
+      bm_->step();
+      io_->drain();
+      if (q != nullptr) poll_queue(*q);
+      std::this_thread::yield();
+    }
+    return done();
+  }
+
+  Admit start(ReactorQueue& q, std::uint64_t chunk, Probe& p, std::uint64_t chunks = 1) {
+    ec_ = {};
+    return q.start_write(chunk * kChunk, chunks * kChunk, p, ec_);
+  }
+  void end(std::uint64_t chunk, std::uint64_t chunks = 1) {
+    bm_->end_write(chunk * kChunk, chunks * kChunk);
+  }
+
+  // Starts a write and drives IO until it is admitted; false if it was refused.
+  bool write_admitted(ReactorQueue& q, std::uint64_t chunk, Probe& p) {
+    const Admit a = start(q, chunk, p);
+    if (a == Admit::kReady) return true;
+    if (a == Admit::kRefused) return false;
+    if (!run_until([&] { return p.calls.load() > 0; }, &q)) return false;
+    return !p.ec;
+  }
+
+  // The state the durable image holds for `chunk` (nullopt: its block does not verify).
+  std::optional<ChunkState> durable(std::uint64_t chunk) const {
+    const auto s = test::image_states(disk_->durable_image());
+    if (chunk >= s.size() || !s[chunk]) return std::nullopt;
+    return static_cast<ChunkState>(*s[chunk]);
+  }
+  bool durably_dirty(std::uint64_t chunk) const {
+    const auto s = durable(chunk);
+    return s && is_dirty_like(*s);
+  }
+  std::uint64_t durable_events() const {
+    const std::vector<std::byte> f = disk_->durable_image();
+    std::error_code ec;
+    const auto sb = Superblock::decode(f, ec, f.size());
+    return sb ? sb->events : ~std::uint64_t{0};
+  }
+  // Makes the page of a chunk written before now expire for the cleaning pass.
+  void expire() { clock_.advance(options().daemon_sleep + options().barrier_idle + 1ms); }
+
+  FakeClock clock_;
+  std::vector<std::byte> formatted_;
+  std::unique_ptr<MetaDisk> disk_;
+  std::unique_ptr<ReactorBitmap> bm_;
+  std::unique_ptr<MetaEngine> io_;
+  std::error_code ec_;
+};
+
+// --- open
+
+TEST_F(ReactorTest, FormatGivesAFileThatOpensWithItsGeometry) {
+  open();
+  EXPECT_EQ(bm_->chunk_bytes(), kChunk);
+  EXPECT_EQ(bm_->chunks(), 16384u);
+  EXPECT_EQ(bm_->device_bytes(), 1ull << 30);
+  EXPECT_EQ(bm_->daemon_sleep(), 1000ms);
+  EXPECT_EQ(bm_->barrier_idle(), 100ms);
+  EXPECT_EQ(bm_->state(0), ChunkState::kUnwritten);
+  EXPECT_FALSE(bm_->failed());
+}
+
+TEST_F(ReactorTest, FormatRefusesABadOption) {
+  BitmapOptions o = options();
+  o.device_bytes = 0;
+  std::error_code ec;
+  EXPECT_TRUE(ReactorBitmap::format(o, ec).empty());
+  EXPECT_TRUE(ec);
+}
+
+TEST_F(ReactorTest, WritesArePendingUntilTheOpenRoundIsDurableThenReady) {
+  open();
+  ASSERT_FALSE(bm_->ready());
+  ReactorQueue q(*bm_);
+  Probe p;
+  p.hook = [&](Probe&) {
+    EXPECT_TRUE(bm_->ready());
+    EXPECT_TRUE(durably_dirty(0)) << "admitted before its Dirty was durable";
+  };
+  ASSERT_EQ(start(q, 0, p), Admit::kPending) << ec_.message();
+  EXPECT_TRUE(p.pending());
+  EXPECT_EQ(q.pending(), 1u);
+  const std::uint64_t events0 = durable_events();
+  // Complete the open's requests one at a time, polling in between: nothing is admitted
+  // and ready() stays false until the first sync completed.
+  bool synced = false;
+  for (int i = 0; i < 1000 && !synced; ++i) {
+    io_->pull();
+    ASSERT_FALSE(io_->outstanding().empty()) << "the open's first round never reached a sync";
+    const MetaEngine::Done d = io_->complete(0);
+    ASSERT_FALSE(d.result);
+    if (d.kind == MetaIo::Kind::kSync) {
+      synced = true;
+      break;
+    }
+    EXPECT_FALSE(bm_->ready());
+    EXPECT_EQ(poll_queue(q), 0u);
+  }
+  ASSERT_TRUE(synced);
+  EXPECT_TRUE(bm_->ready());
+  EXPECT_EQ(durable_events(), events0) << "the events moved on in the open's first round";
+  ASSERT_TRUE(run_until([&] { return p.calls.load() > 0; }, &q));
+  EXPECT_FALSE(p.ec) << p.ec.message();
+  EXPECT_TRUE(p.from_poll);
+  EXPECT_FALSE(p.pending());
+  EXPECT_EQ(bm_->state(0), ChunkState::kDirty);
+  end(0);
+  io_->drain();
+  EXPECT_GT(durable_events(), events0) << "the events never moved on after the open";
+}
+
+// --- the write-ahead rule
+
+TEST_F(ReactorTest, FirstWriteIsPendingUntilItsSyncAndASecondIsReadyWithoutIo) {
+  open_ready();
+  ReactorQueue q(*bm_);
+  Probe p;
+  p.hook = [&](Probe&) { EXPECT_TRUE(durably_dirty(5)) << "admitted before Dirty was durable"; };
+  ASSERT_EQ(start(q, 5, p), Admit::kPending) << ec_.message();
+  EXPECT_EQ(bm_->state(5), ChunkState::kDirty);
+  EXPECT_FALSE(durably_dirty(5));
+  // The round: block write(s), and no sync while one of them is outstanding.
+  io_->pull();
+  ASSERT_GE(io_->count(MetaIo::Kind::kWrite), 1u);
+  EXPECT_EQ(io_->count(MetaIo::Kind::kSync), 0u);
+  while (io_->count(MetaIo::Kind::kWrite) > 0) {
+    io_->complete(io_->find(MetaIo::Kind::kWrite));
+    io_->pull();
+    if (io_->count(MetaIo::Kind::kWrite) > 0) {
+      EXPECT_EQ(io_->count(MetaIo::Kind::kSync), 0u)
+          << "a sync before the round's writes completed";
+    }
+  }
+  EXPECT_EQ(poll_queue(q), 0u) << "admitted before the sync";
+  EXPECT_TRUE(p.pending());
+  io_->pull();
+  ASSERT_EQ(io_->count(MetaIo::Kind::kSync), 1u) << "no sync once the round's writes completed";
+  io_->complete(io_->find(MetaIo::Kind::kSync));
+  EXPECT_EQ(p.calls.load(), 0) << "the callback ran from complete(), not from poll()";
+  EXPECT_EQ(poll_queue(q), 1u);
+  ASSERT_EQ(p.calls.load(), 1);
+  EXPECT_TRUE(p.from_poll);
+  EXPECT_FALSE(p.ec) << p.ec.message();
+  EXPECT_EQ(p.offset(), 5 * kChunk);
+  EXPECT_EQ(p.length(), kChunk);
+  EXPECT_EQ(q.pending(), 0u);
+  EXPECT_GE(bm_->stats().pending_persist, 1u);
+
+  // The chunk is durably Dirty now: a second write is admitted at once, with no IO.
+  Probe p2;
+  EXPECT_EQ(start(q, 5, p2), Admit::kReady) << ec_.message();
+  MetaIo io;
+  EXPECT_FALSE(bm_->next_io(io)) << "a write to a durably Dirty chunk asked for IO";
+  EXPECT_FALSE(bm_->io_outstanding());
+  end(5);
+  end(5);
+  EXPECT_EQ(poll_queue(q), 0u);
+  EXPECT_EQ(p2.calls.load(), 0);
+}
+
+TEST_F(ReactorTest, ARoundsWritesCompleteInAnyOrder) {
+  open_ready();
+  ReactorQueue q(*bm_);
+  Probe a, b, c;
+  // Three chunks in three blocks (and pages): one round with several block writes.
+  ASSERT_EQ(start(q, 0, a), Admit::kPending);
+  ASSERT_EQ(start(q, 5000, b), Admit::kPending);
+  ASSERT_EQ(start(q, 10000, c), Admit::kPending);
+  io_->pull();
+  ASSERT_GE(io_->count(MetaIo::Kind::kWrite), 3u);
+  ASSERT_EQ(io_->count(MetaIo::Kind::kSync), 0u);
+  // Last handed out, first completed.
+  while (!io_->outstanding().empty()) {
+    ASSERT_EQ(io_->count(MetaIo::Kind::kSync), 0u);
+    io_->complete(io_->outstanding().size() - 1);
+    EXPECT_EQ(poll_queue(q), 0u);
+    io_->pull();
+    if (io_->count(MetaIo::Kind::kSync) == 1) break;
+  }
+  ASSERT_EQ(io_->count(MetaIo::Kind::kSync), 1u);
+  ASSERT_EQ(io_->outstanding().size(), 1u);
+  EXPECT_EQ(poll_queue(q), 0u);
+  io_->complete(0);
+  ASSERT_TRUE(run_until([&] { return a.calls + b.calls + c.calls == 3; }, &q));
+  EXPECT_FALSE(a.ec || b.ec || c.ec);
+  EXPECT_TRUE(durably_dirty(0) && durably_dirty(5000) && durably_dirty(10000));
+  end(0);
+  end(5000);
+  end(10000);
+}
+
+TEST_F(ReactorTest, AnOutOfRangeWriteIsRefused) {
+  open_ready();
+  ReactorQueue q(*bm_);
+  Probe p;
+  EXPECT_EQ(q.start_write(options().device_bytes, kChunk, p, ec_), Admit::kRefused);
+  EXPECT_EQ(ec_, std::errc::invalid_argument);
+  EXPECT_FALSE(p.pending());
+}
+
+// --- threads
+
+TEST_F(ReactorTest, ACompletionOnOneReactorWakesAnotherThroughItsEventfd) {
+  open_ready();
+  ReactorQueue qa(*bm_);
+  test::Flag started, go, polled, finish;
+  Probe pb;
+  std::atomic<int> b_admit{-1};
+  std::atomic<bool> b_readable_before{true}, b_readable{false}, b_readable_after{true};
+  std::atomic<std::size_t> b_ran{0};
+  std::atomic<int> b_fd{-1};
+  std::thread::id b_id;
+  std::thread b([&] {
+    ReactorQueue qb(*bm_);
+    b_fd = qb.event_fd();
+    std::error_code ec;
+    b_admit = static_cast<int>(qb.start_write(9000 * kChunk, kChunk, pb, ec));
+    b_readable_before = qb.event_fd() >= 0 && readable(qb.event_fd());
+    started.set();
+    go.wait();
+    b_readable = qb.event_fd() >= 0 && readable(qb.event_fd());
+    b_ran = poll_queue(qb);
+    b_readable_after = qb.event_fd() >= 0 && readable(qb.event_fd());
+    polled.set();
+    finish.wait();
+    bm_->end_write(9000 * kChunk, kChunk);
+  });
+  b_id = b.get_id();
+  started.wait();
+  ASSERT_EQ(b_admit.load(), static_cast<int>(Admit::kPending));
+  Probe pa;
+  ASSERT_EQ(start(qa, 1, pa), Admit::kPending);
+  io_->drain();  // this thread completes the sync both writes wait for
+  EXPECT_EQ(pa.calls.load(), 0) << "a callback ran from complete()";
+  EXPECT_EQ(pb.calls.load(), 0) << "a callback ran from complete()";
+  EXPECT_EQ(poll_queue(qa), 1u);
+  EXPECT_EQ(pa.calls.load(), 1);
+  EXPECT_EQ(pb.calls.load(), 0) << "another queue's poll() ran this queue's callback";
+  go.set();
+  polled.wait();
+  EXPECT_NE(b_fd.load(), -1);
+  EXPECT_FALSE(b_readable_before.load()) << "the eventfd was readable before any work was due";
+  EXPECT_TRUE(b_readable.load()) << "the eventfd did not become readable on the admission";
+  EXPECT_EQ(b_ran.load(), 1u);
+  EXPECT_FALSE(b_readable_after.load()) << "poll() did not drain the eventfd";
+  EXPECT_EQ(pb.calls.load(), 1);
+  EXPECT_FALSE(pb.ec) << pb.ec.message();
+  EXPECT_TRUE(pb.from_poll);
+  EXPECT_EQ(pb.thread, b_id) << "the callback ran on another thread than its queue's";
+  EXPECT_EQ(pa.thread, std::this_thread::get_id());
+  finish.set();
+  b.join();
+  end(1);
+}
+
+// --- the cleaning pass
+
+TEST_F(ReactorTest, TheCleaningPassCleansAnIdlePageAndPersistsClean) {
+  open_ready();
+  ReactorQueue q(*bm_);
+  Probe p;
+  ASSERT_TRUE(write_admitted(q, 0, p));
+  end(0);
+  io_->drain();
+  bm_->step();
+  EXPECT_EQ(bm_->state(0), ChunkState::kDirty) << "cleaned before daemon_sleep";
+  expire();
+  // The pass ends (the page resumed, pages_cleaned counted) at a step after the persist.
+  ASSERT_TRUE(run_until([&] {
+    return bm_->state(0) == ChunkState::kClean && durable(0) == ChunkState::kClean &&
+           !bm_->io_outstanding() && bm_->stats().pages_cleaned >= 1;
+  }));
+  EXPECT_EQ(bm_->stats().daemon_passes, 1u);
+  EXPECT_EQ(bm_->stats().pages_cleaned, 1u);
+  // A write to the Clean chunk must persist Dirty again.
+  Probe p2;
+  EXPECT_EQ(start(q, 0, p2), Admit::kPending);
+  ASSERT_TRUE(run_until([&] { return p2.calls.load() > 0; }, &q));
+  end(0);
+}
+
+TEST_F(ReactorTest, AWriteInFlightKeepsThePageDrainingAndAWriteMeetingItWaits) {
+  open_ready();
+  ReactorQueue q(*bm_);
+  Probe pa, pb;
+  ASSERT_TRUE(write_admitted(q, 0, pa));
+  end(0);
+  ASSERT_TRUE(write_admitted(q, 1, pb));  // chunk 1 stays in flight, same page
+  io_->drain();
+  expire();
+  bm_->step();  // picks page 0 and kills it
+  Probe pc;
+  pc.hook = [&](Probe&) {
+    EXPECT_EQ(durable(0), ChunkState::kClean) << "resumed before Clean was durable";
+    EXPECT_TRUE(durably_dirty(2)) << "admitted before Dirty was durable";
+  };
+  ASSERT_EQ(start(q, 2, pc), Admit::kPending) << "a write met a page being cleaned";
+  EXPECT_GE(bm_->stats().pending_page, 1u);
+  for (int i = 0; i < 2000; ++i) {
+    bm_->step();
+    io_->drain();
+    poll_queue(q);
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(bm_->state(0), ChunkState::kDirty) << "cleaned while a write of its page was in flight";
+  EXPECT_EQ(pc.calls.load(), 0) << "admitted on a page still draining";
+  end(1);
+  ASSERT_TRUE(run_until([&] { return pc.calls.load() > 0; }, &q));
+  EXPECT_FALSE(pc.ec) << pc.ec.message();
+  EXPECT_EQ(bm_->state(0), ChunkState::kClean);
+  EXPECT_EQ(bm_->state(1), ChunkState::kClean);
+  EXPECT_EQ(bm_->state(2), ChunkState::kDirty);
+  EXPECT_EQ(bm_->stats().suspend_timeouts, 0u);
+  end(2);
+}
+
+TEST_F(ReactorTest, AWriteOutlivingDaemonSleepGivesThePageUp) {
+  open_ready();
+  ReactorQueue q(*bm_);
+  Probe pa, pb;
+  ASSERT_TRUE(write_admitted(q, 0, pa));
+  end(0);
+  ASSERT_TRUE(write_admitted(q, 1, pb));  // never ends during the pass
+  io_->drain();
+  expire();
+  bm_->step();
+  Probe pc;
+  ASSERT_EQ(start(q, 2, pc), Admit::kPending);
+  // Let the grace period end, then outlive daemon_sleep.
+  ASSERT_TRUE(run_until(
+      [&] {
+        clock_.advance(10ms);
+        return bm_->stats().suspend_timeouts > 0;
+      },
+      &q));
+  ASSERT_TRUE(run_until([&] { return pc.calls.load() > 0; }, &q));
+  EXPECT_FALSE(pc.ec) << pc.ec.message();
+  EXPECT_TRUE(is_dirty_like(bm_->state(1))) << "a page given up lost the Dirty of its write";
+  end(1);
+  end(2);
+}
+
+TEST_F(ReactorTest, TheDataFlushComesBeforeTheCleanPersist) {
+  ReactorOptions ro;
+  ro.data_flush = true;
+  open_ready(ro);
+  ReactorQueue q(*bm_);
+  Probe p;
+  ASSERT_TRUE(write_admitted(q, 0, p));
+  end(0);
+  io_->drain();
+  const std::size_t mark = io_->handed_out().size();
+  std::vector<std::optional<ChunkState>> at_flush;
+  io_->set_hook([&](const MetaEngine::Done& d) {
+    if (d.kind == MetaIo::Kind::kDataFlush) at_flush.push_back(durable(0));
+  });
+  expire();
+  ASSERT_TRUE(
+      run_until([&] { return durable(0) == ChunkState::kClean && !bm_->io_outstanding(); }));
+  io_->set_hook({});
+  const auto& kinds = io_->handed_out();
+  ASSERT_GT(kinds.size(), mark);
+  EXPECT_EQ(kinds[mark], MetaIo::Kind::kDataFlush)
+      << "the pass's first request was " << test::kind_name(kinds[mark]);
+  ASSERT_EQ(at_flush.size(), 1u);
+  EXPECT_EQ(at_flush[0], ChunkState::kDirty) << "Clean was durable before the data flush";
+  EXPECT_EQ(bm_->stats().data_flushes, 1u);
+}
+
+TEST_F(ReactorTest, AFailedDataFlushKeepsTheChunksDirtyAndALaterPassCleansThem) {
+  ReactorOptions ro;
+  ro.data_flush = true;
+  open_ready(ro);
+  ReactorQueue q(*bm_);
+  Probe p;
+  ASSERT_TRUE(write_admitted(q, 0, p));
+  end(0);
+  io_->drain();
+  io_->set_data_flush_result(std::make_error_code(std::errc::io_error));
+  expire();
+  ASSERT_TRUE(run_until([&] { return io_->flushes() >= 1 && !bm_->io_outstanding(); }));
+  for (int i = 0; i < 2000; ++i) {
+    bm_->step();
+    io_->drain();
+    std::this_thread::yield();
+  }
+  EXPECT_EQ(io_->flushes(), 1u) << "the failed flush was retried before daemon_sleep";
+  EXPECT_EQ(bm_->state(0), ChunkState::kDirty);
+  EXPECT_EQ(durable(0), ChunkState::kDirty);
+  EXPECT_FALSE(bm_->failed()) << "a failed data flush failed the bitmap";
+  // The page was resumed: a write to the chunk is admitted at once.
+  Probe p2;
+  EXPECT_EQ(start(q, 0, p2), Admit::kReady) << ec_.message();
+  end(0);
+  io_->set_data_flush_result({});
+  expire();
+  ASSERT_TRUE(run_until([&] {
+    return bm_->state(0) == ChunkState::kClean && durable(0) == ChunkState::kClean &&
+           !bm_->io_outstanding();
+  }));
+  EXPECT_EQ(io_->flushes(), 2u);
+}
+
+TEST_F(ReactorTest, BeginFlushCleansWithoutWaitingForExpiry) {
+  open_ready();
+  ReactorQueue q(*bm_);
+  Probe p;
+  ASSERT_TRUE(write_admitted(q, 0, p));
+  end(0);
+  bm_->begin_flush();
+  ASSERT_TRUE(run_until([&] { return bm_->flushed(); }));
+  EXPECT_FALSE(bm_->flush_result()) << bm_->flush_result().message();
+  EXPECT_EQ(bm_->state(0), ChunkState::kClean);
+  EXPECT_EQ(durable(0), ChunkState::kClean);
+}
+
+// --- the failure rule
+
+TEST_F(ReactorTest, AFailedWriteRefusesPendingWritesAndMarksTheFileStale) {
+  open_ready();
+  ReactorQueue q(*bm_);
+  Probe p;
+  ASSERT_EQ(start(q, 0, p), Admit::kPending);
+  io_->pull();
+  ASSERT_GE(io_->count(MetaIo::Kind::kWrite), 1u);
+  disk_->fail_write(1);
+  const std::size_t mark = io_->handed_out().size();
+  const MetaEngine::Done d = io_->complete(0);
+  ASSERT_TRUE(d.result);
+  EXPECT_FALSE(bm_->failed()) << "failed() before the stale mark was written";
+  ASSERT_TRUE(run_until([&] { return bm_->failed() && p.calls.load() > 0; }, &q));
+  EXPECT_EQ(p.ec, Errc::bitmap_failed);
+  const auto& kinds = io_->handed_out();
+  ASSERT_GE(kinds.size(), mark + 3);
+  EXPECT_EQ(kinds[kinds.size() - 3], MetaIo::Kind::kWrite);
+  EXPECT_EQ(kinds[kinds.size() - 2], MetaIo::Kind::kWrite);
+  EXPECT_EQ(kinds.back(), MetaIo::Kind::kSync);
+  EXPECT_TRUE(test::image_is_stale(disk_->durable_image())) << "the stale mark is not durable";
+  Probe p2;
+  EXPECT_EQ(start(q, 1, p2), Admit::kRefused);
+  EXPECT_EQ(ec_, Errc::bitmap_failed);
+}
+
+TEST_F(ReactorTest, AFailedSyncFailsTheBitmap) {
+  open_ready();
+  ReactorQueue q(*bm_);
+  Probe p;
+  ASSERT_EQ(start(q, 0, p), Admit::kPending);
+  disk_->fail_sync(1);
+  bool failed_seen_early = false;
+  io_->set_hook([&](const MetaEngine::Done& d) {
+    if (d.kind == MetaIo::Kind::kSync && d.result && bm_->failed()) failed_seen_early = true;
+  });
+  ASSERT_TRUE(run_until([&] { return bm_->failed() && p.calls.load() > 0; }, &q));
+  EXPECT_FALSE(failed_seen_early) << "failed() before the stale mark was written";
+  EXPECT_EQ(p.ec, Errc::bitmap_failed);
+  EXPECT_TRUE(test::image_is_stale(disk_->durable_image()));
+  Probe p2;
+  EXPECT_EQ(start(q, 1, p2), Admit::kRefused);
+  EXPECT_EQ(ec_, Errc::bitmap_failed);
+}
+
+// --- close
+
+TEST_F(ReactorTest, CloseWithNoWriteInFlightCleansAndTheImageReopensClean) {
+  open_ready();
+  ReactorQueue q(*bm_);
+  Probe p;
+  ASSERT_TRUE(write_admitted(q, 0, p));
+  end(0);
+  bm_->begin_close();
+  std::error_code result;
+  ASSERT_TRUE(run_until([&] {
+    return bm_->close_state(result) == ReactorBitmap::CloseState::kClosed && !bm_->io_outstanding();
+  }));
+  EXPECT_FALSE(result) << result.message();
+  EXPECT_EQ(bm_->state(0), ChunkState::kClean);
+  Probe p2;
+  EXPECT_EQ(start(q, 0, p2), Admit::kRefused);
+  EXPECT_EQ(ec_, Errc::bitmap_closed);
+  Probe p3;
+  EXPECT_EQ(q.start_discard(0, kChunk, p3, ec_), Admit::kRefused);
+  EXPECT_EQ(ec_, Errc::bitmap_closed);
+
+  const std::vector<std::byte> image = disk_->durable_image();
+  EXPECT_FALSE(test::image_is_stale(image));
+  EXPECT_EQ(durable(0), ChunkState::kClean);
+  std::error_code ec;
+  std::unique_ptr<ReactorBitmap> again = ReactorBitmap::open(image, ReactorOptions{}, ec);
+  ASSERT_TRUE(again) << ec.message();
+  EXPECT_TRUE(again->needs_sync().empty());
+  EXPECT_EQ(again->counts().need_sync, 0u);
+  EXPECT_EQ(again->counts().dirty, 0u);
+  EXPECT_EQ(again->state(0), ChunkState::kClean);
+  MetaDisk disk2(image);
+  MetaEngine io2(*again, disk2, 7);
+  io2.drain();
+  EXPECT_TRUE(again->ready());
+  again->begin_close();
+  for (int i = 0; i < kCap; ++i) {
+    std::error_code r;
+    if (again->close_state(r) == ReactorBitmap::CloseState::kClosed && !again->io_outstanding())
+      break;
+    again->step();
+    io2.drain();
+    std::this_thread::yield();
+  }
+}
+
+TEST_F(ReactorTest, CloseWithAWriteInFlightIsBusyAndTheBitmapStaysUsable) {
+  open_ready();
+  ReactorQueue q(*bm_);
+  Probe p;
+  ASSERT_TRUE(write_admitted(q, 0, p));  // in flight through the close
+  bm_->begin_close();
+  std::error_code result;
+  ReactorBitmap::CloseState st = ReactorBitmap::CloseState::kClosing;
+  ASSERT_TRUE(run_until([&] {
+    st = bm_->close_state(result);
+    if (st != ReactorBitmap::CloseState::kClosing) return true;
+    clock_.advance(10ms);  // the drain allowance runs on the bitmap's clock
+    return false;
+  }));
+  EXPECT_EQ(result, Errc::busy) << result.message();
+  EXPECT_EQ(st, ReactorBitmap::CloseState::kOpen) << "a busy close did not leave the bitmap open";
+  // Still usable: a write to another chunk is admitted.
+  Probe p2;
+  ASSERT_TRUE(write_admitted(q, 1, p2)) << ec_.message();
+  end(1);
+  end(0);
+  // TearDown closes it again, now with no write in flight.
+}
+
+// --- discard
+
+// A write whose range overlaps a discard started before it (both pending until the
+// open's round is durable) is admitted only with its chunks durably Dirty, whatever the
+// discard does to them meanwhile.
+TEST_F(ReactorTest, AWriteOverlappingAPendingDiscardIsAdmittedOnlyOnceItsDirtyIsDurable) {
+  open();
+  ReactorQueue q(*bm_);
+  Probe d, w;
+  w.hook = [&](Probe& p) {
+    if (p.ec) return;
+    for (std::uint64_t c = 11; c < 14; ++c) {
+      EXPECT_TRUE(durably_dirty(c))
+          << "chunk " << c << " admitted while durably "
+          << (durable(c) ? std::string(to_string(*durable(c))) : std::string("unverifiable"));
+      EXPECT_TRUE(is_dirty_like(bm_->state(c)))
+          << "chunk " << c << " is " << to_string(bm_->state(c)) << " under an admitted write";
+    }
+  };
+  const Admit ad = q.start_discard(10 * kChunk, 3 * kChunk, d, ec_);  // chunks 10-12
+  ASSERT_NE(ad, Admit::kRefused) << ec_.message();
+  ASSERT_EQ(start(q, 11, w, 3), Admit::kPending) << ec_.message();  // chunks 11-13
+  ASSERT_TRUE(run_until(
+      [&] { return (ad == Admit::kReady || d.calls.load() > 0) && w.calls.load() > 0; }, &q));
+  EXPECT_FALSE(d.ec) << d.ec.message();
+  EXPECT_FALSE(w.ec) << w.ec.message();
+  bm_->end_discard(10 * kChunk, 3 * kChunk);
+  end(11, 3);
+}
+
+TEST_F(ReactorTest, ADiscardNeverWaitsForAPersist) {
+  open_ready();
+  ReactorQueue q(*bm_);
+  Probe p;
+  ASSERT_TRUE(write_admitted(q, 0, p));
+  end(0);
+  Probe d1;
+  ASSERT_EQ(q.start_discard(0, kChunk, d1, ec_), Admit::kReady) << ec_.message();
+  bm_->end_discard(0, kChunk);
+  EXPECT_EQ(bm_->state(0), ChunkState::kUnwritten);
+  // Half a chunk: not fully covered, the chunk keeps its state.
+  Probe p2;
+  ASSERT_TRUE(write_admitted(q, 3, p2));
+  end(3);
+  Probe d2;
+  ASSERT_EQ(q.start_discard(3 * kChunk, kChunk / 2, d2, ec_), Admit::kReady) << ec_.message();
+  bm_->end_discard(3 * kChunk, kChunk / 2);
+  EXPECT_EQ(bm_->state(3), ChunkState::kDirty);
+  // A discard of a chunk never written.
+  Probe d3;
+  ASSERT_EQ(q.start_discard(100 * kChunk, kChunk, d3, ec_), Admit::kReady) << ec_.message();
+  bm_->end_discard(100 * kChunk, kChunk);
+  EXPECT_EQ(bm_->state(100), ChunkState::kUnwritten);
+  EXPECT_EQ(d1.calls + d2.calls + d3.calls, 0);
+}
+
+}  // namespace
+}  // namespace llbitmap
