@@ -62,11 +62,12 @@
 // another running returns at once).
 //
 // Open and create: open() takes the bitmap file's bytes as the engine read them and
-// applies the crash-recovery rule of Bitmap::open (recovery.h). The recovered states must
-// be made durable before any write is admitted: open queues every block, writes are
-// kPending until that first round's sync completed, and the superblock's events move on
-// (and its stale or first-use flags clear) only in the round after it, as Bitmap::open
-// does with its second sync. format() gives the bytes of a new file for the engine to
+// applies the crash-recovery rule of Bitmap::open (recovery.h). Two rounds follow, as
+// Bitmap::open's two syncs: the first makes the recovered states durable (open queues
+// every block), the second the superblock (stale and first-use flags cleared, events
+// moved on, device bound). Writes are kPending until both completed (ready()): a crash
+// between them must not reopen a first-use file, whose every chunk reads Unwritten,
+// under an admitted write. format() gives the bytes of a new file for the engine to
 // write (or create the file with `llbitmap create` or Bitmap::create beforehand). The
 // engine owns the file: it opens it, keeps one writer per file, and closes it.
 //
@@ -77,8 +78,9 @@
 // out gives Errc::busy: the bitmap stays open and usable and begin_close() may be called
 // again. After a close that did not end busy, start_write and start_discard are kRefused
 // with bitmap_closed and pending ones are refused with it too. Destroying a
-// ReactorBitmap with a write in flight, a write pending, a queue still attached or a
-// metadata IO outstanding aborts with a message.
+// ReactorBitmap with a write in flight, a write pending, a queue still attached, a
+// metadata IO outstanding or a pass in progress aborts with a message; destroying it
+// open is a crash as far as the file is concerned (see the destructor).
 //
 // Threads: any number of reactor threads, each with its own ReactorQueue, may share one
 // bitmap. start_write/start_discard on a queue only from the thread that owns it (the
@@ -225,8 +227,10 @@ class ReactorBitmap {
   static std::unique_ptr<ReactorBitmap> open(std::span<const std::byte> file,
                                              const ReactorOptions& options, std::error_code& ec);
 
-  // Requires: closed (close_state() == kClosed) or never written, no IO outstanding, no
-  // queue attached, no write pending or in flight (aborts otherwise).
+  // Requires: no IO outstanding, no queue attached, no write pending or in flight, no
+  // cleaning pass in progress (each aborts with a message). Without a close the file
+  // holds what the last completed round made durable, and the next open recovers it as
+  // after a crash (Dirty chunks become NeedSync); close first for a clean file.
   virtual ~ReactorBitmap();
   ReactorBitmap(const ReactorBitmap&) = delete;
   ReactorBitmap& operator=(const ReactorBitmap&) = delete;
@@ -277,7 +281,8 @@ class ReactorBitmap {
   [[nodiscard]] ChunkState state(std::uint64_t chunk) const noexcept;
   // True once a failed IO is final and the stale mark's IO completed (whatever its result).
   [[nodiscard]] bool failed() const noexcept;
-  // True once the recovered states of open() are durable (writes can be admitted).
+  // True once open()'s two rounds completed: the recovered states and then the
+  // superblock are durable, and writes can be admitted.
   [[nodiscard]] bool ready() const noexcept;
   [[nodiscard]] std::uint64_t events() const;
   [[nodiscard]] bool out_of_date() const noexcept;

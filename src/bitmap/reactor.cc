@@ -8,10 +8,12 @@
 #include <llbitmap/reactor.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "image_ops.h"
 #include "page_barrier_fast.h"
 #include "reactor_core.h"
+#include <sched.h>
 
 namespace llbitmap {
 
@@ -83,6 +85,24 @@ ReactorCore::~ReactorCore() {
              "ReactorBitmap %p: destroyed in the middle of a cleaning pass (step until the "
              "close finished)",
              static_cast<void*>(this));
+  // acquire: pairs with end_pass's release store of kClosed. A closed bitmap drained every
+  // page and admits nothing since; an open one is checked for a write in flight: every
+  // page is suspended without an allowance (one grace period, waited for here: teardown,
+  // not the reactor's loop), and a page that does not drain has a holder.
+  if ((refused_.load(std::memory_order_acquire) & kClosed) != 0) return;
+  std::vector<PageBarrier*> all;
+  for (auto& p : pages_) all.push_back(p.get());
+  PageBarrier::begin_suspend_many(all);
+  for (std::size_t i = 0; i < all.size(); ++i) {
+    PageBarrier::SuspendPoll st = PageBarrier::SuspendPoll::kConfirming;
+    while ((st = all[i]->poll_suspend(clock_->now(), std::chrono::milliseconds(0))) ==
+           PageBarrier::SuspendPoll::kConfirming)
+      sched_yield();
+    LLBM_CHECK(st == PageBarrier::SuspendPoll::kSuspended,
+               "ReactorBitmap %p: destroyed with a write in flight on page %zu (call end_write "
+               "first)",
+               static_cast<void*>(this), i);
+  }
 }
 
 // ------------------------------------------------------------------ helpers

@@ -39,6 +39,27 @@ bool ReactorCore::persisted(const ReactorWrite& w) const noexcept {
   return true;
 }
 
+bool ReactorCore::covered(ReactorWrite& w) {
+  // Another admission may have changed the write's chunks since it marked them (a
+  // discard of an overlapping range makes them Unwritten): such a write is marked again
+  // and waits for that change to be durable, so it is never admitted over a chunk that is
+  // not durably Dirty or NeedSync.
+  const Geometry& geo = image_.geometry();
+  const std::uint64_t first = geo.chunk_of(w.offset_);
+  const std::uint64_t last = geo.chunk_of(w.offset_ + w.length_ - 1);
+  for (std::uint64_t c = first; c <= last; ++c) {
+    if (image_ops::startwrite_keeps(image_.load_byte(geo.chunk_pos(c)))) continue;
+    std::vector<Target> targets;
+    image_ops::change_range(image_, first, last, Action::kStartwrite, context(), &targets,
+                            [this](std::uint64_t x, Action a, const TransitionContext& ctx) {
+                              return change_chunk(x, a, ctx);
+                            });
+    for (const Target& t : targets) w.seq_ = std::max(w.seq_, t.seq);
+    return false;
+  }
+  return persisted(w);
+}
+
 void ReactorCore::make_due(ReactorWrite& w) noexcept {
   ReactorQueue& q = *w.queue_;
   // relaxed load, release CAS: pairs with poll()'s acquire exchange, which then sees
@@ -96,7 +117,7 @@ void ReactorCore::settle_persist_waiters() noexcept {
     ReactorWrite** link = &persist_waiters_;
     while (*link != nullptr) {
       ReactorWrite* w = *link;
-      if (!failing && !persisted(*w)) {
+      if (!failing && !covered(*w)) {
         link = &w->next_;
         continue;
       }
@@ -229,7 +250,7 @@ Admit ReactorCore::admit(ReactorQueue& q, std::uint64_t offset, std::uint64_t le
       // nothing of w, so w must see its result here. acquire: as above.
       if ((refused_.load(std::memory_order_acquire) & kFailing) != 0) {
         w.holds_pages_ = false;
-      } else if (persisted(w)) {
+      } else if (covered(w)) {
         return Admit::kReady;
       } else {
         // relaxed: the owner's own fields until poll() runs w (see park_retry).

@@ -90,6 +90,10 @@ class ReactorCore final : public ReactorBitmap {
   void release_pages(std::uint64_t first_page, std::uint64_t last_page) noexcept;
   // True if every block of w's chunks is durable up to w's change number (see admit()).
   [[nodiscard]] bool persisted(const ReactorWrite& w) const noexcept;
+  // persisted(w), and every chunk of w still Dirty or NeedSync; a chunk another admission
+  // changed meanwhile (an overlapping discard) is marked again and w keeps waiting.
+  // Called under wait_lock_ (the stripe and queue locks it takes are leaves).
+  [[nodiscard]] bool covered(ReactorWrite& w) LLBM_REQUIRES(wait_lock_);
   // Parks w for a retry, unless `still_blocked` turned false meanwhile (checked under
   // wait_lock_). Returns true if parked.
   template <class Blocked>

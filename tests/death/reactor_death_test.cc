@@ -108,28 +108,6 @@ TEST(ReactorDeathTest, DestroyWithAWriteInFlight) {
       "ReactorBitmap.*destroyed");
 }
 
-TEST(ReactorDeathTest, DestroyWrittenAndNotClosed) {
-  EXPECT_DEATH(
-      {
-        auto bm = open_new();
-        if (!bm) return;
-        drive(*bm);
-        {
-          ReactorQueue q(*bm);
-          ReactorWrite w(&on_admit);
-          std::error_code ec;
-          if (q.start_write(0, 4096, w, ec) == Admit::kPending) {
-            drive(*bm);
-            q.poll();
-          }
-        }
-        bm->end_write(0, 4096);
-        drive(*bm);
-        bm.reset();  // written, not closed
-      },
-      "ReactorBitmap.*destroyed");
-}
-
 // The preconditions these rely on, outside a death test: open() hands out a request.
 TEST(ReactorDeathTest, OpenHandsOutTheFirstRoundsWrite) {
   auto bm = open_new();
