@@ -2,11 +2,14 @@
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
 # bench/uring_mirror.sh: llbitmap-uring-mirror (examples/uring_mirror) with no bitmap,
-# llbitmap (ReactorBitmap) and the classic md bitmap, in alternating paired runs: every
-# round runs the three modes back to back (their order rotating from round to round), for
-# every directory, reactor count and workload. Prints the median IOPS and p99 latency per
-# mode and the ratios llbitmap/none, classic/none and llbitmap/classic (the median of the
-# per-round ratios, so that a slow moment of the machine hits all three modes alike).
+# llbitmap (ReactorBitmap), the classic md bitmap and blocking (the blocking Bitmap API
+# driven by reactors x iodepth threads: the same writes in flight as llbitmap), in
+# alternating paired runs: every round runs the four modes back to back (their order
+# rotating from round to round), for every directory, reactor count and workload. Prints
+# the median IOPS and p99 latency per mode and the ratios llbitmap/none, classic/none,
+# llbitmap/classic and llbitmap/blocking (the reactor engine against blocking threads at
+# the same queue depth); each ratio is the median of the per-round ratios, so that a slow
+# moment of the machine hits all four modes alike.
 #
 # Usage: bash bench/uring_mirror.sh [ENGINE] [options]
 #   ENGINE            the engine binary (default build/release/examples/uring_mirror/
@@ -62,7 +65,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-modes=(none llbitmap classic)
+modes=(none llbitmap classic blocking)
 cpu=$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n1)
 echo "# llbitmap-uring-mirror: $cpu, $(nproc) CPUs, kernel $(uname -r)"
 echo "# size $size, iodepth $iodepth, $seconds s per run, $rounds paired rounds"
@@ -84,8 +87,8 @@ for dir in $dirs; do
   for r in $reactors; do
     for w in $workloads; do
       for ((i = 0; i < rounds; i++)); do
-        for ((k = 0; k < 3; k++)); do
-          m=${modes[$(((i + k) % 3))]}
+        for ((k = 0; k < ${#modes[@]}; k++)); do
+          m=${modes[$(((i + k) % ${#modes[@]}))]}
           if ! json=$("$engine" --dir "$d" --size "$size" --mode "$m" --workload "$w" \
             --reactors "$r" --iodepth "$iodepth" --seconds "$seconds" --json 2>/dev/null); then
             echo "# failed: $dir r=$r $w $m" >&2
@@ -109,19 +112,21 @@ runs = collections.defaultdict(dict)  # (dir, r, w) -> {(round, mode): (iops, p9
 for line in open(sys.argv[1]):
     d, r, w, i, m, iops, p99 = line.rstrip("\n").split("\t")
     runs[(d, int(r), w)][(int(i), m)] = (float(iops), float(p99))
-print("| dir | reactors | workload | none IOPS | llbitmap IOPS | classic IOPS | llbitmap/none | classic/none | llbitmap/classic | p99 µs none / llbitmap / classic |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+modes = ("none", "llbitmap", "classic", "blocking")
+print("| dir | reactors | workload | none IOPS | llbitmap IOPS | classic IOPS | blocking IOPS | llbitmap/none | classic/none | llbitmap/classic | llbitmap/blocking | p99 µs none / llbitmap / classic / blocking |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for (d, r, w), v in runs.items():
     rounds = sorted({i for i, _ in v})
     def median(m, k):
         xs = [v[(i, m)][k] for i in rounds if (i, m) in v]
         return statistics.median(xs) if xs else float("nan")
-    med = {m: median(m, 0) for m in ("none", "llbitmap", "classic")}
-    p99 = {m: median(m, 1) for m in ("none", "llbitmap", "classic")}
+    med = {m: median(m, 0) for m in modes}
+    p99 = {m: median(m, 1) for m in modes}
     def ratio(a, b):
         rs = [v[(i, a)][0] / v[(i, b)][0] for i in rounds if (i, a) in v and (i, b) in v and v[(i, b)][0] > 0]
         return "%.2f" % statistics.median(rs) if rs else "-"
-    print("| %s | %d | %s | %.0f | %.0f | %.0f | %s | %s | %s | %.0f / %.0f / %.0f |" % (
-        d, r, w, med["none"], med["llbitmap"], med["classic"], ratio("llbitmap", "none"),
-        ratio("classic", "none"), ratio("llbitmap", "classic"), p99["none"], p99["llbitmap"], p99["classic"]))
+    print("| %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %s | %s | %s | %s | %.0f / %.0f / %.0f / %.0f |" % (
+        d, r, w, med["none"], med["llbitmap"], med["classic"], med["blocking"],
+        ratio("llbitmap", "none"), ratio("classic", "none"), ratio("llbitmap", "classic"),
+        ratio("llbitmap", "blocking"), p99["none"], p99["llbitmap"], p99["classic"], p99["blocking"]))
 EOF

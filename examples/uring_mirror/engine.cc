@@ -24,6 +24,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "classic_bitmap.h"
+#include "workload.h"
 #include <liburing.h>
 #include <poll.h>
 #include <pthread.h>
@@ -53,6 +55,8 @@ const char* mode_name(Mode m) noexcept {
       return "llbitmap";
     case Mode::kClassic:
       return "classic";
+    case Mode::kBlocking:
+      return "blocking";
   }
   return "?";
 }
@@ -142,7 +146,7 @@ struct ClassicFlush {
 class Reactor {
  public:
   Reactor(Shared& shared, unsigned index, ReactorResult& result)
-      : s_(shared), index_(index), result_(result), rng_(0x9e3779b97f4a7c15ULL * (index + 1)) {}
+      : s_(shared), index_(index), result_(result), picker_(shared, index) {}
   ~Reactor() {
     if (ring_ok_) io_uring_queue_exit(&ring_);
     std::free(buffers_);
@@ -176,14 +180,6 @@ class Reactor {
     return e;
   }
 
-  std::uint64_t rand() noexcept {  // xorshift64*
-    rng_ ^= rng_ >> 12;
-    rng_ ^= rng_ << 25;
-    rng_ ^= rng_ >> 27;
-    return rng_ * 0x2545f4914f6cdd1dULL;
-  }
-
-  bool pick_offset(std::uint64_t& off);
   bool in_flight(std::uint64_t off) const noexcept {
     for (const auto& sl : slots_)
       if (sl->busy && sl->off == off) return true;
@@ -212,7 +208,7 @@ class Reactor {
   Shared& s_;
   const unsigned index_;
   ReactorResult& result_;
-  std::uint64_t rng_;
+  OffsetPicker picker_;  // workload.h
   io_uring ring_{};
   bool ring_ok_ = false;
   std::vector<std::unique_ptr<Slot>> slots_;
@@ -222,7 +218,6 @@ class Reactor {
   bool no_more_ = false;  // kFirst ran out of chunks
   std::uint64_t start_ns_ = 0;
   std::uint64_t stamp_ = 0;
-  std::uint64_t seq_next_ = 0;  // kSeq: the next block of this reactor's slice
 #if LLBM_URING_REACTOR
   std::unique_ptr<ReactorQueue> queue_;
   std::vector<std::unique_ptr<MetaReq>> meta_pool_;
@@ -252,49 +247,12 @@ void Slot::on_admit(ReactorWrite& w, std::error_code ec) {
 }
 #endif
 
-// The device's 4 KiB blocks are dealt to the reactors by block number modulo the
-// number of reactors (kUniform, kHot) or in slices (kSeq), so no two reactors write the
-// same block; within a reactor a block already in flight is picked again, so the two
-// legs never see two writes of one block in different orders.
-bool Reactor::pick_offset(std::uint64_t& off) {
-  const std::uint64_t blocks = s_.device_bytes / kBlock;
-  const std::uint64_t n = s_.reactors;
-  const std::uint64_t mine = std::max<std::uint64_t>(1, blocks / n);
-  switch (s_.workload) {
-    case Workload::kFirst: {
-      // relaxed: a ticket; the chunk's bytes are published by nothing but the write.
-      const std::uint64_t c = s_.next_chunk.fetch_add(1, std::memory_order_relaxed);
-      if (c >= s_.device_bytes / s_.chunk_bytes) return false;
-      off = c * s_.chunk_bytes;
-      return true;
-    }
-    case Workload::kSeq: {
-      const std::uint64_t first = index_ * mine;
-      for (unsigned tries = 0;; ++tries) {
-        off = (first + seq_next_) * kBlock;
-        seq_next_ = (seq_next_ + 1) % mine;
-        if (!in_flight(off) || tries > 64) return true;
-      }
-    }
-    case Workload::kUniform:
-    case Workload::kHot:
-      break;
-  }
-  const std::uint64_t hot = std::max<std::uint64_t>(1, (blocks / 100) / n);
-  for (unsigned tries = 0;; ++tries) {
-    const bool in_hot = s_.workload == Workload::kHot && rand() % 10 != 0;  // 90 %
-    const std::uint64_t k = rand() % (in_hot ? hot : mine);
-    std::uint64_t block = index_ + n * k;
-    if (block >= blocks) block = index_ % blocks;
-    off = block * kBlock;
-    if (!in_flight(off) || tries > 64) return true;
-  }
-}
-
 void Reactor::start_op(Slot& slot) {
   if (stopping_) return;
   std::uint64_t off = 0;
-  if (!pick_offset(off)) {  // kFirst: every chunk was touched; the run ends early
+  if (!picker_.pick(off, [this](std::uint64_t o) {
+        return in_flight(o);
+      })) {  // kFirst: every chunk was touched; the run ends early
     no_more_ = true;
     return;
   }
@@ -315,6 +273,8 @@ void Reactor::start_op(Slot& slot) {
       return;
     case Mode::kClassic:
       classic_admit(slot);
+      return;
+    case Mode::kBlocking:  // never a reactor's (run_reactor refuses it)
       return;
     case Mode::kLlbitmap:
 #if LLBM_URING_REACTOR
@@ -357,6 +317,8 @@ void Reactor::finish(Slot& slot) {
       break;
     case Mode::kClassic:
       s_.classic->end_write(slot.off, kBlock, slot.err == 0);
+      break;
+    case Mode::kBlocking:  // never a reactor's (run_reactor refuses it)
       break;
     case Mode::kLlbitmap:
 #if LLBM_URING_REACTOR
@@ -699,6 +661,10 @@ void Reactor::run() {
 }  // namespace
 
 void run_reactor(Shared& shared, unsigned index, ReactorResult& result) {
+  if (shared.mode == Mode::kBlocking) {  // blocking.h runs it, on threads of its own
+    std::fprintf(stderr, "llbitmap-uring-mirror: run_reactor: --mode blocking has no reactors\n");
+    std::abort();
+  }
   Reactor r(shared, index, result);
   r.run();
 }

@@ -19,6 +19,9 @@
 //              a write that set a bit waits for the bitmap page's write and fdatasync
 //              (linked on the ring) before its data writes go, as md's raid1 unplugs
 //              its bitmap before it submits the writes.
+//   kBlocking  not a reactor mode: reactors x iodepth threads on the blocking Bitmap API
+//              (blocking.h); it shares Shared, ReactorResult and the offsets
+//              (workload.h) with the reactors, and run_reactor refuses it.
 //
 // Threads: run_reactor runs on the reactor's own thread; the Shared state is read by
 // all of them, and its atomics are the only state they write together.
@@ -41,7 +44,7 @@ class ClassicBitmap;
 
 namespace llbitmap::uring_mirror {
 
-enum class Mode { kNone, kLlbitmap, kClassic };
+enum class Mode { kNone, kLlbitmap, kClassic, kBlocking };
 enum class Workload { kUniform, kHot, kFirst, kSeq };
 
 const char* mode_name(Mode m) noexcept;
@@ -70,19 +73,21 @@ struct Shared {
   // Reactors that have started their load (the main thread waits for all of them).
   std::atomic<unsigned> started{0};
   // Set by the main thread once every reactor has started (and prepared its thread); the
-  // reactors issue nothing before it.
+  // reactors issue nothing before it. The main thread notifies it after the store
+  // (kBlocking's workers sleep in go.wait; the reactors spin).
   std::atomic<bool> go{false};
   // Reactors whose writes have not all ended yet; the one that brings it to zero asks
   // the bitmap to close (kLlbitmap).
   std::atomic<unsigned> writing{0};
-  // kFirst: reactors that ran out of chunks to touch (the run ends when all have).
+  // kFirst: reactors (kBlocking: workers) that ran out of chunks to touch (the run ends
+  // when all have).
   std::atomic<unsigned> exhausted{0};
   // kFirst: the next chunk to touch (relaxed: a ticket counter, nothing is published
   // through it).
   std::atomic<std::uint64_t> next_chunk{0};
 };
 
-// What one reactor reports at its end.
+// What one reactor (kBlocking: one worker thread) reports at its end.
 struct ReactorResult {
   Histogram latency;
   std::uint64_t ops = 0;       // writes completed before the stop

@@ -2,10 +2,11 @@
 //
 // main.cc: `llbitmap-uring-mirror`, an io_uring RAID-1 engine over two files with a
 // write-intent bitmap, and its load generator (engine.h). The main thread parses the
-// command line, opens the legs and the bitmap, starts the reactors, sleeps for the run,
-// stops them and reports; with --resync it reopens the bitmap after a crash, copies
-// leg0 to leg1 where the bitmap says so and compares the legs. Everything the main
-// thread does happens before the reactors start or after they stopped (it may block).
+// command line, opens the legs and the bitmap, starts the reactors (--mode blocking: the
+// worker threads of blocking.h), sleeps for the run, stops them and reports; with --resync it
+// reopens the bitmap after a crash, copies leg0 to leg1 where the bitmap says so and compares the
+// legs. Everything the main thread does happens before the reactors start or after they stopped (it
+// may block).
 #include <llbitmap/bitmap.h>
 #include <llbitmap/error.h>
 #include <llbitmap/format.h>
@@ -26,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "blocking.h"
 #include "classic_bitmap.h"
 #include "cli.h"
 #include "engine.h"
@@ -61,12 +63,15 @@ Options:
   --dir D             the directory of leg0, leg1 and bitmap (created if missing)
   --size BYTES        the device size (suffixes K, M, G; a multiple of 4096); the legs
                       are created or grown to it
-  --mode M            none | llbitmap | classic (default llbitmap)
+  --mode M            none | llbitmap | classic | blocking (default llbitmap)
                         none      no bitmap
                         llbitmap  ReactorBitmap (D/bitmap, created if missing)
                         classic   the old md bitmap (D/classic-bitmap): a write that
                                   sets a bit waits for the bitmap page's write and
                                   fdatasync before its data writes
+                        blocking  no reactors: reactors x iodepth threads (llbm-worker)
+                                  on the blocking Bitmap API (the same D/bitmap), each
+                                  start_write, pwrite to both legs, end_write in turn
   --reactors N        reactor threads (default 1)
   --iodepth N         writes in flight per reactor (default 32)
   --seconds S         run time (default 5; decimals allowed)
@@ -314,6 +319,7 @@ int run_load(const Config& cfg) {
   shared.chunk_bytes = geometry->chunk_bytes();
 
   std::unique_ptr<bench::ClassicBitmap> classic;
+  std::unique_ptr<BlockingMirror> blocking;
 #if LLBM_URING_REACTOR
   std::unique_ptr<ReactorBitmap> bitmap;
 #endif
@@ -346,22 +352,40 @@ int run_load(const Config& cfg) {
       return fail("--mode llbitmap: this build has no ReactorBitmap (src/bitmap/reactor.cc)");
 #endif
     }
+    case Mode::kBlocking: {
+      std::string error;
+      blocking = BlockingMirror::open(shared, cfg.dir / "bitmap", cfg.daemon_sleep,
+                                      cfg.barrier_idle, error);
+      if (!blocking) return fail(error);
+      shared.chunk_bytes = blocking->chunk_bytes();
+      break;
+    }
   }
 
-  std::vector<ReactorResult> results(cfg.reactors);
+  std::vector<ReactorResult> results;
   std::vector<std::thread> threads;
-  // One at a time: each reactor prepares its thread (ReactorQueue's constructor registers
-  // it with the library) before the next one starts, so no two registrations meet on a
-  // lock. acquire: pairs with each reactor's release increment (its tid is written before).
-  for (unsigned i = 0; i < cfg.reactors; ++i) {
-    threads.emplace_back([&shared, &results, i] { run_reactor(shared, i, results[i]); });
-    while (shared.started.load(std::memory_order_acquire) <= i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  if (blocking) {
+    blocking->start(results);  // returns once every worker has started
+  } else {
+    results.resize(cfg.reactors);
+    // One at a time: each reactor prepares its thread (ReactorQueue's constructor
+    // registers it with the library) before the next one starts, so no two
+    // registrations meet on a lock. acquire: pairs with each reactor's release increment
+    // (its tid is written before).
+    for (unsigned i = 0; i < cfg.reactors; ++i) {
+      threads.emplace_back([&shared, &results, i] { run_reactor(shared, i, results[i]); });
+      while (shared.started.load(std::memory_order_acquire) <= i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
-  shared.go.store(true, std::memory_order_release);  // pairs with the reactors' acquire
+  // release: pairs with the reactors' and the workers' acquire loads; the workers sleep
+  // in go.wait until the notify.
+  shared.go.store(true, std::memory_order_release);
+  shared.go.notify_all();
   std::FILE* progress = cfg.json ? stderr : stdout;
-  std::fprintf(progress, "running pid=%d reactor_tids=", static_cast<int>(::getpid()));
-  for (unsigned i = 0; i < cfg.reactors; ++i)
+  std::fprintf(progress, "running pid=%d %s=", static_cast<int>(::getpid()),
+               blocking ? "worker_tids" : "reactor_tids");
+  for (std::size_t i = 0; i < results.size(); ++i)
     std::fprintf(progress, "%s%d", i ? "," : "", static_cast<int>(results[i].tid));
   std::fprintf(progress, "\n");
   std::fflush(progress);
@@ -370,10 +394,12 @@ int run_load(const Config& cfg) {
                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                             std::chrono::duration<double>(cfg.seconds));
   while (std::chrono::steady_clock::now() < deadline &&
-         shared.exhausted.load(std::memory_order_relaxed) < cfg.reactors)
+         shared.exhausted.load(std::memory_order_relaxed) < results.size())
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  shared.stop.store(true, std::memory_order_release);  // pairs with the reactors' acquire
+  // release: pairs with the reactors' and the workers' acquire loads.
+  shared.stop.store(true, std::memory_order_release);
   for (auto& t : threads) t.join();
+  if (blocking) blocking->join();
 
   int rc = kExitOk;
   Histogram latency;
@@ -381,7 +407,8 @@ int run_load(const Config& cfg) {
   double iops = 0, seconds = 0;
   for (const auto& r : results) {
     if (!r.error.empty()) {
-      std::fprintf(stderr, "llbitmap-uring-mirror: reactor: %s\n", r.error.c_str());
+      std::fprintf(stderr, "llbitmap-uring-mirror: %s: %s\n", blocking ? "worker" : "reactor",
+                   r.error.c_str());
       rc = kExitError;
     }
     latency.merge(r.latency);
@@ -394,6 +421,15 @@ int run_load(const Config& cfg) {
   }
   if (errors != 0) rc = kExitError;
 
+  BlockingStats blocking_stats;
+  if (blocking) {
+    if (const std::error_code result = blocking->close()) {
+      std::fprintf(stderr, "llbitmap-uring-mirror: closing the bitmap: %s\n",
+                   result.message().c_str());
+      rc = kExitError;
+    }
+    blocking_stats = blocking->stats();
+  }
 #if LLBM_URING_REACTOR
   ReactorStats stats{};
   if (bitmap) {
@@ -444,12 +480,20 @@ int run_load(const Config& cfg) {
       j.member("pages_cleaned", stats.pages_cleaned);
 #endif
     }
+    if (cfg.mode == Mode::kBlocking) {
+      j.member("workers", std::uint64_t{blocking->workers()});
+      j.member("persist_rounds", blocking_stats.persist_rounds);
+      j.member("persist_waits", blocking_stats.persist_waits);
+      j.member("pages_cleaned", blocking_stats.pages_cleaned);
+    }
     j.end_object();
     j.finish();
   } else {
     std::printf("mode %s, workload %s, %u reactor(s), iodepth %u, %.2f s, %s\n",
                 mode_name(cfg.mode), workload_name(cfg.workload), cfg.reactors, cfg.iodepth,
                 seconds, f.direct ? "O_DIRECT" : "buffered");
+    if (blocking)
+      std::printf("  %u worker threads on the blocking Bitmap API\n", blocking->workers());
     std::printf("  %llu writes, %.0f IOPS\n", static_cast<unsigned long long>(ops), iops);
     std::printf("  latency p50 %.1f us, p99 %.1f us, p99.9 %.1f us\n",
                 static_cast<double>(latency.quantile(0.5)) * us,
@@ -459,6 +503,10 @@ int run_load(const Config& cfg) {
       std::printf("  %llu admissions pending, %llu metadata IOs\n",
                   static_cast<unsigned long long>(pending),
                   static_cast<unsigned long long>(meta_ios));
+    if (blocking)
+      std::printf("  %llu bitmap persists, %llu start_write waits for a persist\n",
+                  static_cast<unsigned long long>(blocking_stats.persist_rounds),
+                  static_cast<unsigned long long>(blocking_stats.persist_waits));
     if (errors != 0) std::printf("  %llu errors\n", static_cast<unsigned long long>(errors));
   }
   return rc;
@@ -577,8 +625,10 @@ int run(int argc, char** argv) {
         cfg.mode = Mode::kLlbitmap;
       else if (v == "classic")
         cfg.mode = Mode::kClassic;
+      else if (v == "blocking")
+        cfg.mode = Mode::kBlocking;
       else if (!missing)
-        return tool::usage_error("--mode: none, llbitmap or classic expected");
+        return tool::usage_error("--mode: none, llbitmap, classic or blocking expected");
     } else if (args.option("--workload", v, missing)) {
       if (v == "uniform")
         cfg.workload = Workload::kUniform;

@@ -5,7 +5,12 @@
 # or two in a new directory under /dev/shm (or $TMPDIR, /tmp) and removes it.
 #
 #   uring_test.sh run ENGINE MODE   1 s of the uniform workload in MODE with --json; the
-#                                   JSON must parse, with iops > 0 and no errors.
+#                                   JSON must parse, with iops > 0 and no errors. MODE
+#                                   blocking also: one worker per write in flight, and
+#                                   the bitmap file goes both ways between the modes
+#                                   (blocking's Bitmap::create -> llbitmap's ReactorBitmap
+#                                   -> blocking's Bitmap::open), each closing it cleanly
+#                                   (--resync then finds nothing to copy, legs identical).
 #   uring_test.sh crash ENGINE      llbitmap mode, hot workload, SIGKILLed about 1 s after
 #                                   its "running" line; --resync must then exit 0 with the
 #                                   legs identical, having resynced some chunks but fewer
@@ -79,7 +84,27 @@ assert r["mode"] == sys.argv[2], r["mode"]
 assert r["iops"] > 0, "iops is 0"
 assert r["ops"] > 0 and r["errors"] == 0
 assert r["lat_p50_us"] <= r["lat_p99_us"] <= r["lat_p999_us"]
+if r["mode"] == "blocking":
+    assert r["workers"] == r["reactors"] * r["iodepth"], r["workers"]
 EOF
+    if [[ $mode == blocking ]]; then
+      rc=0
+      "$engine" --dir "$work/d" --size 256M --mode llbitmap --seconds 0.5 --json \
+        >"$work/reactor.json" 2>"$work/reactor.err" || rc=$?
+      if grep -q 'no ReactorBitmap' "$work/reactor.err"; then
+        say "this build has no ReactorBitmap: the file is not passed between the modes"
+      else
+        ((rc == 0)) || { cat "$work/reactor.err" >&2; die "llbitmap mode on blocking's bitmap failed"; }
+        "$engine" --dir "$work/d" --size 256M --mode blocking --seconds 0.5 --json \
+          >"$work/again.json" || die "blocking mode on llbitmap's bitmap failed"
+        "$engine" --dir "$work/d" --resync --json >"$work/resync.json" || die "--resync failed"
+        cat "$work/resync.json"
+        [[ $(json_field "$work/resync.json" chunks_needing_sync) == 0 ]] ||
+          die "a clean close left chunks needing a resync"
+        [[ $(json_field "$work/resync.json" identical) == True ]] || die "the legs differ"
+        say "ok: the bitmap file went blocking -> llbitmap -> blocking, closed clean"
+      fi
+    fi
     say "ok: mode $mode"
     ;;
 
