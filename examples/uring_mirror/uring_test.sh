@@ -158,10 +158,19 @@ EOF
       die "the engine did not start under strace (exit $rc)"
     fi
     epid=$(sed -n 's/^running pid=\([0-9]*\).*/\1/p' "$work/out" | head -n1)
-    # The reactor threads by name, read from /proc while they run.
+    # The reactor threads: the tids the engine printed, each named llbm-reactor (the
+    # library names its own threads llbm-switch, llbm-clock and llbm-daemon, so no thread
+    # it starts from a reactor inherits the reactor's name).
     reactors=()
+    IFS=, read -r -a reactors <<<"$(sed -n 's/^running .*reactor_tids=\([0-9,]*\).*/\1/p' "$work/out" | head -n1)"
+    for tid in "${reactors[@]}"; do
+      name=$(cat "/proc/$epid/task/$tid/comm" 2>/dev/null || true)
+      [[ -z $name || $name == llbm-reactor ]] || die "reactor thread $tid is named '$name'"
+    done
     for task in /proc/"$epid"/task/*; do
-      [[ $(cat "$task/comm" 2>/dev/null) == llbm-reactor ]] && reactors+=("${task##*/}")
+      if [[ $(cat "$task/comm" 2>/dev/null) == llbm-reactor && ! " ${reactors[*]} " =~ \ ${task##*/}\  ]]; then
+        die "thread ${task##*/} is named llbm-reactor but is not a reactor"
+      fi
     done
     rc=0
     wait "$spid" || rc=$?

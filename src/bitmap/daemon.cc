@@ -22,6 +22,7 @@
 
 #include "image_ops.h"
 #include "sync_point.h"
+#include <pthread.h>
 
 namespace llbitmap {
 
@@ -179,7 +180,10 @@ void Daemon::start() {
     detail::MutexLock lock(mu_);
     stop_ = false;
   }
-  thread_ = std::thread([this] { main(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "llbm-daemon");  // see SwitchWorker
+    main();
+  });
 }
 
 void Daemon::stop() noexcept {

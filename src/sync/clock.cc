@@ -61,7 +61,10 @@ class SteadyClock final : public Clock {
     publish(steady_ticks());
     if (!running_) {
       running_ = true;
-      std::thread([this] { tick(); }).detach();
+      std::thread([this] {
+        pthread_setname_np(pthread_self(), "llbm-clock");  // see SwitchWorker
+        tick();
+      }).detach();
     }
     cv_.notify_all();  // the finest resolution may have changed
   }

@@ -45,7 +45,12 @@ SwitchWorker::SwitchWorker() {
 void SwitchWorker::ensure_thread() noexcept {
   if (running_) return;
   running_ = true;
-  std::thread([this] { run(); }).detach();
+  std::thread([this] {
+    // Named, so that a tool (ps, strace, a reactor engine's check) never takes it for
+    // the thread that happened to start it.
+    pthread_setname_np(pthread_self(), "llbm-switch");
+    run();
+  }).detach();
 }
 
 void SwitchWorker::enqueue(PercpuRef* ref) noexcept {
