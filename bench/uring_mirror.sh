@@ -15,7 +15,11 @@
 #   ENGINE            the engine binary (default build/release/examples/uring_mirror/
 #                     llbitmap-uring-mirror)
 #   --rounds N        paired rounds per configuration (default 3)
-#   --seconds S       seconds per run (default 2)
+#   --seconds S       measured seconds per run (default 2)
+#   --warmup S        seconds each run writes first without counting (default 1; 0 for
+#                     none): the first touches of the chunks a workload dirties, and
+#                     their persists, stay out of the steady state (the first workload
+#                     always runs without one: its first touches are what it measures)
 #   --size BYTES      the device (default 1G; the legs are sparse on tmpfs and filled
 #                     with zeros once on other file systems, so no run pays for block
 #                     allocation)
@@ -30,6 +34,7 @@ set -euo pipefail
 engine=build/release/examples/uring_mirror/llbitmap-uring-mirror
 rounds=3
 seconds=2
+warmup=1
 size=1G
 dirs="/dev/shm /var/tmp"
 reactors="1 2"
@@ -40,6 +45,7 @@ while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
+    --warmup) warmup=$2; shift 2 ;;
     --size) size=$2; shift 2 ;;
     --dirs) dirs=$2; shift 2 ;;
     --reactors) reactors=$2; shift 2 ;;
@@ -86,11 +92,13 @@ for dir in $dirs; do
   fi
   for r in $reactors; do
     for w in $workloads; do
+      wu=$warmup
+      [[ $w == first ]] && wu=0 # its first touches are what it measures
       for ((i = 0; i < rounds; i++)); do
         for ((k = 0; k < ${#modes[@]}; k++)); do
           m=${modes[$(((i + k) % ${#modes[@]}))]}
           if ! json=$("$engine" --dir "$d" --size "$size" --mode "$m" --workload "$w" \
-            --reactors "$r" --iodepth "$iodepth" --seconds "$seconds" --json 2>/dev/null); then
+            --reactors "$r" --iodepth "$iodepth" --seconds "$seconds" --warmup "$wu" --json 2>/dev/null); then
             echo "# failed: $dir r=$r $w $m" >&2
             continue
           fi

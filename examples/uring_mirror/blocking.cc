@@ -154,6 +154,8 @@ void BlockingMirror::work(Group& group, unsigned index, unsigned slot, ReactorRe
   // the time a runnable worker waits for a CPU counts, as the time a reactor's write
   // waits for its loop does.
   std::uint64_t t0 = start_ns;
+  bool measured = false;  // --warmup: counted once the main thread says so
+  std::uint64_t measure_ns = 0;
   for (;;) {
     // acquire: pairs with the main thread's release store of the stop flag.
     if (s_.stop.load(std::memory_order_acquire)) break;
@@ -161,7 +163,7 @@ void BlockingMirror::work(Group& group, unsigned index, unsigned slot, ReactorRe
     {
       const std::lock_guard lock(group.mu);
       if (!group.picker.pick(off, in_flight)) {  // kFirst: every chunk was touched
-        result.seconds = static_cast<double>(now_ns() - start_ns) / 1e9;
+        result.seconds = measured ? static_cast<double>(now_ns() - measure_ns) / 1e9 : 0;
         // relaxed: the main thread only counts; the join orders everything else.
         s_.exhausted.fetch_add(1, std::memory_order_relaxed);
         return;
@@ -198,11 +200,17 @@ void BlockingMirror::work(Group& group, unsigned index, unsigned slot, ReactorRe
     }
     // As a reactor: a write that ends after the stop was seen is not counted.
     if (s_.stop.load(std::memory_order_acquire)) break;  // acquire: as above
-    result.latency.record(t1 - t0);
-    ++result.ops;
+    // acquire: pairs with the main thread's release store at the end of the warm-up.
+    if (!measured && s_.measuring.load(std::memory_order_acquire)) {
+      measured = true;
+      measure_ns = t1;
+    } else if (measured) {
+      result.latency.record(t1 - t0);
+      ++result.ops;
+    }
     t0 = t1;
   }
-  result.seconds = static_cast<double>(now_ns() - start_ns) / 1e9;
+  result.seconds = measured ? static_cast<double>(now_ns() - measure_ns) / 1e9 : 0;
 }
 
 }  // namespace llbitmap::uring_mirror

@@ -215,7 +215,9 @@ class Reactor {
   std::byte* buffers_ = nullptr;
   unsigned busy_ = 0;  // slots with a write started and not ended (pending included)
   bool stopping_ = false;
-  bool no_more_ = false;  // kFirst ran out of chunks
+  bool measured_ = false;         // this reactor's measured time has started (--warmup)
+  std::uint64_t measure_ns_ = 0;  // when it started
+  bool no_more_ = false;          // kFirst ran out of chunks
   std::uint64_t start_ns_ = 0;
   std::uint64_t stamp_ = 0;
 #if LLBM_URING_REACTOR
@@ -331,7 +333,12 @@ void Reactor::finish(Slot& slot) {
     ++result_.errors;
     if (result_.error.empty()) result_.error = std::string("leg write: ") + std::strerror(slot.err);
   }
-  if (!stopping_) {
+  // acquire: pairs with the main thread's release store at the end of the warm-up.
+  if (!measured_ && s_.measuring.load(std::memory_order_acquire)) {
+    measured_ = true;
+    measure_ns_ = now_ns();
+  }
+  if (!stopping_ && measured_) {
     result_.latency.record(now_ns() - slot.t0);
     ++result_.ops;
   }
@@ -605,11 +612,11 @@ void Reactor::run() {
     // acquire: pairs with the main thread's release store of the stop flag.
     if (!stopping_ && s_.stop.load(std::memory_order_acquire)) {
       stopping_ = true;
-      result_.seconds = static_cast<double>(t - start_ns_) / 1e9;
+      result_.seconds = measured_ ? static_cast<double>(t - measure_ns_) / 1e9 : 0;
     }
     if (!stopping_ && no_more_ && busy_ == 0) {  // every chunk was touched: the run ends
       stopping_ = true;
-      result_.seconds = static_cast<double>(now_ns() - start_ns_) / 1e9;
+      result_.seconds = measured_ ? static_cast<double>(now_ns() - measure_ns_) / 1e9 : 0;
       // relaxed: the main thread only counts; the join orders everything else.
       s_.exhausted.fetch_add(1, std::memory_order_relaxed);
     }
@@ -652,7 +659,7 @@ void Reactor::run() {
     io_uring_cq_advance(&ring_, static_cast<unsigned>(done.size()));
     for (const auto& [data, res] : done) handle(data, res);
   }
-  if (!stopping_) result_.seconds = static_cast<double>(now_ns() - start_ns_) / 1e9;
+  if (!stopping_ && measured_) result_.seconds = static_cast<double>(now_ns() - measure_ns_) / 1e9;
 #if LLBM_URING_REACTOR
   queue_.reset();
 #endif

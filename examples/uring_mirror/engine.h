@@ -76,6 +76,9 @@ struct Shared {
   // reactors issue nothing before it. The main thread notifies it after the store
   // (kBlocking's workers sleep in go.wait; the reactors spin).
   std::atomic<bool> go{false};
+  // False during --warmup: writes run but are not counted; the first completion that sees
+  // it true starts a thread's measured time (release by the main thread, acquire here).
+  std::atomic<bool> measuring{true};
   // Reactors whose writes have not all ended yet; the one that brings it to zero asks
   // the bitmap to close (kLlbitmap).
   std::atomic<unsigned> writing{0};

@@ -74,7 +74,10 @@ Options:
                                   start_write, pwrite to both legs, end_write in turn
   --reactors N        reactor threads (default 1)
   --iodepth N         writes in flight per reactor (default 32)
-  --seconds S         run time (default 5; decimals allowed)
+  --seconds S         measured run time (default 5; decimals allowed)
+  --warmup S          run this long first without counting (default 0): the writes
+                      that dirty every chunk the workload touches, and their
+                      persists, then stay out of the steady-state figures
   --workload W        uniform | hot | first | seq (default uniform)
                         uniform  random 4 KiB blocks over the device
                         hot      90 % of the writes in the first 1 % of the device
@@ -100,6 +103,7 @@ struct Config {
   unsigned reactors = 1;
   unsigned iodepth = 32;
   double seconds = 5;
+  double warmup = 0;
   Workload workload = Workload::kUniform;
   std::chrono::milliseconds daemon_sleep{0};  // 0: not given
   std::chrono::milliseconds barrier_idle{0};
@@ -380,6 +384,8 @@ int run_load(const Config& cfg) {
   }
   // release: pairs with the reactors' and the workers' acquire loads; the workers sleep
   // in go.wait until the notify.
+  // relaxed: published by the release store of go below.
+  shared.measuring.store(cfg.warmup == 0, std::memory_order_relaxed);
   shared.go.store(true, std::memory_order_release);
   shared.go.notify_all();
   std::FILE* progress = cfg.json ? stderr : stdout;
@@ -389,6 +395,10 @@ int run_load(const Config& cfg) {
     std::fprintf(progress, "%s%d", i ? "," : "", static_cast<int>(results[i].tid));
   std::fprintf(progress, "\n");
   std::fflush(progress);
+  if (cfg.warmup > 0) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(cfg.warmup));
+    shared.measuring.store(true, std::memory_order_release);  // pairs with their acquire
+  }
   // The run's time, cut short when kFirst has touched every chunk (relaxed: a count).
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -458,6 +468,8 @@ int run_load(const Config& cfg) {
     j.member("iodepth", std::uint64_t{cfg.iodepth});
     j.key("seconds");
     j.value_fixed(seconds, 3);
+    j.key("warmup_seconds");
+    j.value_fixed(cfg.warmup, 3);
     j.member("ops", ops);
     j.key("iops");
     j.value_fixed(iops, 1);
@@ -644,12 +656,14 @@ int run(int argc, char** argv) {
       const auto n = parse_count(v);
       if (!missing && !n) return tool::usage_error(arg + ": a count from 1 to 4096 expected");
       if (!missing) (arg.rfind("--reactors", 0) == 0 ? cfg.reactors : cfg.iodepth) = *n;
-    } else if (args.option("--seconds", v, missing)) {
+    } else if (args.option("--seconds", v, missing) || args.option("--warmup", v, missing)) {
+      const bool warmup = arg.rfind("--warmup", 0) == 0;
       char* end = nullptr;
       const double s = std::strtod(v.c_str(), &end);
-      if (!missing && (end == v.c_str() || *end != '\0' || !(s > 0) || s > 1e6))
-        return tool::usage_error("--seconds: a positive number expected");
-      cfg.seconds = s;
+      if (!missing &&
+          (end == v.c_str() || *end != '\0' || !(s > 0 || (warmup && s == 0)) || s > 1e6))
+        return tool::usage_error(arg + ": a positive number expected");
+      (warmup ? cfg.warmup : cfg.seconds) = s;
     } else if (args.option("--daemon-sleep", v, missing) ||
                args.option("--barrier-idle", v, missing)) {
       const auto n = tool::parse_uint(v);
