@@ -63,9 +63,10 @@ done
 [[ -x $engine ]] || { echo "uring_mirror.sh: no engine at $engine (build the release preset)" >&2; exit 1; }
 
 raw=$(mktemp)
+probe=$(mktemp)
 made=()
 cleanup() {
-  rm -f "$raw"
+  rm -f "$raw" "$probe"
   local d
   for d in "${made[@]}"; do rm -rf "$d"; done
 }
@@ -90,6 +91,24 @@ for dir in $dirs; do
       fi
     done
   fi
+  # The medium's own cost of what a first touch adds: one 4 KiB write of the bitmap
+  # file and one fdatasync (median of 200), on the same file system.
+  python3 - "$d/flush-probe" "$dir($fstype)" >>"$probe" <<'PROBE'
+import os, statistics, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+buf = b"\0" * 4096
+os.pwrite(fd, buf, 0)
+os.fdatasync(fd)
+ts = []
+for i in range(200):
+    t = time.perf_counter_ns()
+    os.pwrite(fd, buf, 0)
+    os.fdatasync(fd)
+    ts.append(time.perf_counter_ns() - t)
+os.close(fd)
+os.unlink(sys.argv[1])
+print("%s\t%.1f" % (sys.argv[2], statistics.median(ts) / 1000))
+PROBE
   for r in $reactors; do
     for w in $workloads; do
       wu=$warmup
@@ -102,9 +121,9 @@ for dir in $dirs; do
             echo "# failed: $dir r=$r $w $m" >&2
             continue
           fi
-          python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["iops"], r["lat_p99_us"])' \
-            "$json" | while read -r iops p99; do
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$dir($fstype)" "$r" "$w" "$i" "$m" "$iops" "$p99" >>"$raw"
+          python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print(r["iops"], r["lat_p99_us"], r["lat_p50_us"])' \
+            "$json" | while read -r iops p99 p50; do
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$dir($fstype)" "$r" "$w" "$i" "$m" "$iops" "$p99" "$p50" >>"$raw"
           done
         done
       done
@@ -114,15 +133,17 @@ for dir in $dirs; do
 done
 [[ -n $out ]] && cp "$raw" "$out"
 
-python3 - "$raw" <<'EOF'
+python3 - "$raw" "$probe" <<'EOF'
 import collections, statistics, sys
-runs = collections.defaultdict(dict)  # (dir, r, w) -> {(round, mode): (iops, p99)}
+runs = collections.defaultdict(dict)  # (dir, r, w) -> {(round, mode): (iops, p99, p50)}
 for line in open(sys.argv[1]):
-    d, r, w, i, m, iops, p99 = line.rstrip("\n").split("\t")
-    runs[(d, int(r), w)][(int(i), m)] = (float(iops), float(p99))
+    d, r, w, i, m, iops, p99, p50 = line.rstrip("\n").split("\t")
+    runs[(d, int(r), w)][(int(i), m)] = (float(iops), float(p99), float(p50))
+flush = dict(line.rstrip("\n").split("\t") for line in open(sys.argv[2]))
 modes = ("none", "llbitmap", "classic", "blocking")
-print("| dir | reactors | workload | none IOPS | llbitmap IOPS | classic IOPS | blocking IOPS | llbitmap/none | classic/none | llbitmap/classic | llbitmap/blocking | p99 µs none / llbitmap / classic / blocking |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| dir | reactors | workload | none IOPS | llbitmap IOPS | classic IOPS | blocking IOPS | llbitmap/none | classic/none | llbitmap/classic | llbitmap/blocking | p99 µs none / llbitmap / classic / blocking | p99 llbitmap/none |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+first = []
 for (d, r, w), v in runs.items():
     rounds = sorted({i for i, _ in v})
     def median(m, k):
@@ -133,8 +154,18 @@ for (d, r, w), v in runs.items():
     def ratio(a, b):
         rs = [v[(i, a)][0] / v[(i, b)][0] for i in rounds if (i, a) in v and (i, b) in v and v[(i, b)][0] > 0]
         return "%.2f" % statistics.median(rs) if rs else "-"
-    print("| %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %s | %s | %s | %s | %.0f / %.0f / %.0f / %.0f |" % (
+    p50 = {m: median(m, 2) for m in modes}
+    print("| %s | %d | %s | %.0f | %.0f | %.0f | %.0f | %s | %s | %s | %s | %.0f / %.0f / %.0f / %.0f | %.2f |" % (
         d, r, w, med["none"], med["llbitmap"], med["classic"], med["blocking"],
         ratio("llbitmap", "none"), ratio("classic", "none"), ratio("llbitmap", "classic"),
-        ratio("llbitmap", "blocking"), p99["none"], p99["llbitmap"], p99["classic"], p99["blocking"]))
+        ratio("llbitmap", "blocking"), p99["none"], p99["llbitmap"], p99["classic"], p99["blocking"],
+        p99["llbitmap"] / p99["none"] if p99["none"] > 0 else float("nan")))
+    if w == "first":
+        first.append((d, r, p50["llbitmap"] - p50["none"], flush.get(d, "-")))
+if first:
+    print()
+    print("| dir | reactors | first: llbitmap p50 - none p50 (µs) | one 4 KiB write + fdatasync of the medium, p50 (µs) |")
+    print("|---|---|---|---|")
+    for d, r, added, f in first:
+        print("| %s | %d | %.0f | %s |" % (d, r, added, f))
 EOF
