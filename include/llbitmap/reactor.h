@@ -337,6 +337,10 @@ class ReactorQueue {
   std::atomic<ReactorWrite*> ready_{nullptr};
   std::atomic<bool> signalled_{false};
   std::atomic<std::size_t> pending_{0};
+  // Threads inside a push onto ready_ (it touches the queue after the push: the signal);
+  // the destructor waits for none, so a queue destroyed right after its last callback ran
+  // is never touched again.
+  std::atomic<std::uint32_t> pushers_{0};
 };
 
 }  // namespace llbitmap

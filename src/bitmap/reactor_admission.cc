@@ -12,6 +12,7 @@
 #include "page_barrier_fast.h"
 #include "reactor_core.h"
 #include "sync_point.h"
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -62,6 +63,9 @@ bool ReactorCore::covered(ReactorWrite& w) {
 
 void ReactorCore::make_due(ReactorWrite& w) noexcept {
   ReactorQueue& q = *w.queue_;
+  // relaxed: sequenced before the release CAS that publishes w, so the owner, which sees
+  // w only through that CAS (acquire), sees this count too and its destructor waits.
+  q.pushers_.fetch_add(1, std::memory_order_relaxed);
   // relaxed load, release CAS: pairs with poll()'s acquire exchange, which then sees
   // everything written to w before the push (its result, its flags).
   w.next_ = q.ready_.load(std::memory_order_relaxed);
@@ -76,6 +80,8 @@ void ReactorCore::make_due(ReactorWrite& w) noexcept {
     ssize_t ignored = ::write(q.efd_, &one, sizeof one);
     (void)ignored;
   }
+  // release: pairs with the destructor's acquire load; q is not touched after this.
+  q.pushers_.fetch_sub(1, std::memory_order_release);
 }
 
 template <class Blocked>
@@ -310,6 +316,10 @@ ReactorQueue::~ReactorQueue() {
   LLBM_CHECK(pending_.load(std::memory_order_relaxed) == 0,
              "ReactorQueue %p: destroyed with %zu writes pending (poll until their callbacks ran)",
              static_cast<void*>(this), pending_.load(std::memory_order_relaxed));
+  // A thread that made this queue's last write due may still be signalling it.
+  // acquire: pairs with make_due's release decrement. Spins: a push is a few instructions
+  // and one eventfd write long.
+  while (pushers_.load(std::memory_order_acquire) != 0) sched_yield();
   if (efd_ >= 0) ::close(efd_);
   core_of(bitmap_).queues_.fetch_sub(1, std::memory_order_relaxed);
 }
