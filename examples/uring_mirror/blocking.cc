@@ -112,9 +112,10 @@ void BlockingMirror::start(std::vector<ReactorResult>& results) {
     threads_.emplace_back(
         [this, &group, i, &result = results[i]] { work(group, i, i % s_.iodepth, result); });
   }
-  // acquire: pairs with each worker's release increment (its tid is written before).
-  while (s_.started.load(std::memory_order_acquire) < n)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // acquire: pairs with each worker's release increment (its tid is written before); each
+  // increment is notified.
+  for (unsigned v; (v = s_.started.load(std::memory_order_acquire)) < n;)
+    s_.started.wait(v, std::memory_order_acquire);
 }
 
 void BlockingMirror::join() {
@@ -139,6 +140,7 @@ void BlockingMirror::work(Group& group, unsigned index, unsigned slot, ReactorRe
   const std::unique_ptr<std::byte, decltype(&std::free)> hold(buf, &std::free);
   // release: pairs with start()'s acquire load.
   s_.started.fetch_add(1, std::memory_order_release);
+  s_.started.notify_all();
   // acquire: pairs with the main thread's release store of go (it notifies after it).
   while (!s_.go.load(std::memory_order_acquire)) s_.go.wait(false, std::memory_order_acquire);
 

@@ -560,6 +560,7 @@ void Reactor::run() {
   }
   // release: pairs with the main thread's acquire load; it prints "running" after it.
   s_.started.fetch_add(1, std::memory_order_release);
+  s_.started.notify_all();
   if (!ok) {
     // No ring: this reactor writes nothing. acq_rel as below; if it is the last one
     // out, the bitmap is asked to close and the main thread drives it after the join.

@@ -378,8 +378,8 @@ int run_load(const Config& cfg) {
     // (its tid is written before).
     for (unsigned i = 0; i < cfg.reactors; ++i) {
       threads.emplace_back([&shared, &results, i] { run_reactor(shared, i, results[i]); });
-      while (shared.started.load(std::memory_order_acquire) <= i)
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      for (unsigned v; (v = shared.started.load(std::memory_order_acquire)) <= i;)
+        shared.started.wait(v, std::memory_order_acquire);  // each increment is notified
     }
   }
   // release: pairs with the reactors' and the workers' acquire loads; the workers sleep

@@ -183,8 +183,7 @@ class ReactorWrite {
   ReactorWrite* next_ = nullptr;
   std::error_code result_;
   bool discard_ = false;
-  bool holds_pages_ = false;  // its pages are raised (waiting for a persist)
-  bool retry_ = false;        // due for a new admission, not for its callback
+  bool retry_ = false;  // due for a new admission, not for its callback
   std::atomic<bool> pending_{false};
 };
 

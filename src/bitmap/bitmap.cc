@@ -409,28 +409,13 @@ bool Bitmap::start_sync(std::uint64_t offset, SyncKind kind) {
   LLBM_CHECK(offset < geo.device_bytes(), "Bitmap %p: start_sync(%llu) past the device",
              static_cast<void*>(this), static_cast<unsigned long long>(offset));
   s.check_open("start_sync");
-  const std::uint64_t c = geo.chunk_of(offset);
-  const TransitionContext ctx = s.context();
-  if (kind != SyncKind::kResync) {
-    // A chunk a recovery (Dirty) or a rebuild (Dirty, Clean) must copy although the
-    // table's Startsync would leave it: Stale makes it NeedSync (dirty-like on disk, so
-    // a crash from here resyncs it), and the Startsync below makes it Syncing. Another
-    // thread may change it in between (the daemon cleans a Dirty chunk, a write dirties
-    // a Clean one, a discard unwrites it); each outcome is still a state Startsync
-    // handles: at worst the chunk is copied once more.
-    const ChunkState before = state(c);
-    if (before == ChunkState::kDirty ||
-        (kind == SyncKind::kRebuild && before == ChunkState::kClean))
-      s.change_chunk(c, Action::kStale, ctx);
-  }
-  s.change_chunk(c, Action::kStartsync, ctx);
-  const ChunkState now = state(c);
-  if (now == ChunkState::kSyncing) return true;
-  // A failed bitmap changes no chunk any more, and the next open resyncs every written
-  // chunk (Stale): copy every written chunk now, as md resyncs everything when its
-  // bitmap is disabled. Loaded after the change, so a failure that came between the
-  // change and here is not missed. acquire: pairs with enter_failed_state's release.
-  return s.persister_.failing(std::memory_order_acquire) && now != ChunkState::kUnwritten;
+  return image_ops::start_sync(
+      s.image_, geo.chunk_of(offset), kind, s.context(),
+      [&s](std::uint64_t c, Action a, const TransitionContext& x) {
+        return s.change_chunk(c, a, x);
+      },
+      // acquire: pairs with enter_failed_state's release.
+      [&s] { return s.persister_.failing(std::memory_order_acquire); });
 }
 
 void Bitmap::end_sync(std::uint64_t offset) {

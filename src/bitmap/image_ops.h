@@ -118,6 +118,34 @@ void clean_page(ChunkImage& image, std::uint64_t page, const TransitionContext& 
   }
 }
 
+// Starts the sync of one chunk as part of a `kind` pass (Bitmap::start_sync): true if the
+// engine must copy it. A chunk a recovery (Dirty) or a rebuild (Dirty, Clean) must copy
+// although the table's Startsync would leave it passes through Stale (NeedSync, dirty-like
+// on disk, so a crash from here resyncs it), then Startsync makes it Syncing. Another
+// thread may change it in between (a pass cleans a Dirty chunk, a write dirties a Clean
+// one, a discard unwrites it); each outcome is still a state Startsync handles: at worst
+// the chunk is copied once more. On a failed bitmap no chunk changes any more and the next
+// open resyncs every written chunk (Stale), so every written chunk is copied now, as md
+// resyncs everything when its bitmap is disabled. failed() is asked after the change, so
+// a failure between the change and the answer is not missed.
+template <class Change, class Failed>
+bool start_sync(const ChunkImage& image, std::uint64_t chunk, SyncKind kind,
+                const TransitionContext& ctx, Change&& change, Failed&& failed) {
+  const auto state = [&] {
+    return decode_state(image.load_byte(image.geometry().chunk_pos(chunk)));
+  };
+  if (kind != SyncKind::kResync) {
+    const ChunkState before = state();
+    if (before == ChunkState::kDirty ||
+        (kind == SyncKind::kRebuild && before == ChunkState::kClean))
+      change(chunk, Action::kStale, ctx);
+  }
+  change(chunk, Action::kStartsync, ctx);
+  const ChunkState now = state();
+  if (now == ChunkState::kSyncing) return true;
+  return failed() && now != ChunkState::kUnwritten;
+}
+
 // The runs of chunks whose state satisfies `pred`: clipped to the device (the last chunk
 // may be short), adjacent chunks merged, ascending.
 template <class Pred>

@@ -126,6 +126,15 @@ std::uint64_t ReactorCore::change_chunk(std::uint64_t chunk, Action action,
   return change.seq;
 }
 
+std::uint64_t ReactorCore::change_range(std::uint64_t first, std::uint64_t last, Action action,
+                                        const TransitionContext& ctx,
+                                        std::vector<Target>* targets) {
+  return image_ops::change_range(image_, first, last, action, ctx, targets,
+                                 [this](std::uint64_t c, Action a, const TransitionContext& x) {
+                                   return change_chunk(c, a, x);
+                                 });
+}
+
 void ReactorCore::release_pages(std::uint64_t first_page, std::uint64_t last_page) noexcept {
   for (std::uint64_t p = first_page; p <= last_page; ++p)
     detail::PageBarrierFast::release(*pages_[p]);
@@ -138,22 +147,13 @@ bool ReactorBitmap::start_sync(std::uint64_t offset, SyncKind kind) {
   const Geometry& geo = s.image_.geometry();
   LLBM_CHECK(offset < geo.device_bytes(), "ReactorBitmap %p: start_sync(%llu) past the device",
              static_cast<void*>(this), static_cast<ull>(offset));
-  const std::uint64_t c = geo.chunk_of(offset);
-  const TransitionContext ctx = s.context();
-  if (kind != SyncKind::kResync) {
-    // As Bitmap::start_sync: a Dirty (or, for a rebuild, Clean) chunk passes through
-    // NeedSync on its way to Syncing.
-    const ChunkState before = state(c);
-    if (before == ChunkState::kDirty ||
-        (kind == SyncKind::kRebuild && before == ChunkState::kClean))
-      s.change_chunk(c, Action::kStale, ctx);
-  }
-  s.change_chunk(c, Action::kStartsync, ctx);
-  const ChunkState now = state(c);
-  if (now == ChunkState::kSyncing) return true;
-  // acquire: pairs with fail()'s release store (as Bitmap::start_sync).
-  return (s.refused_.load(std::memory_order_acquire) & ReactorCore::kFailing) != 0 &&
-         now != ChunkState::kUnwritten;
+  return image_ops::start_sync(
+      s.image_, geo.chunk_of(offset), kind, s.context(),
+      [&s](std::uint64_t c, Action a, const TransitionContext& x) {
+        return s.change_chunk(c, a, x);
+      },
+      // acquire: pairs with fail()'s release store.
+      [&s] { return (s.refused_.load(std::memory_order_acquire) & ReactorCore::kFailing) != 0; });
 }
 
 void ReactorBitmap::end_sync(std::uint64_t offset) {
@@ -176,11 +176,7 @@ void ReactorBitmap::abort_sync(std::uint64_t offset) {
 
 void ReactorBitmap::close_sync() {
   ReactorCore& s = core_of(*this);
-  image_ops::change_range(s.image_, 0, s.image_.geometry().chunks() - 1, Action::kEndsync,
-                          s.context(), nullptr,
-                          [&s](std::uint64_t c, Action a, const TransitionContext& x) {
-                            return s.change_chunk(c, a, x);
-                          });
+  s.change_range(0, s.image_.geometry().chunks() - 1, Action::kEndsync, s.context(), nullptr);
   for (auto& p : s.pages_) p->expire_now();
 }
 

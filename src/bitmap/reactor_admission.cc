@@ -51,10 +51,7 @@ bool ReactorCore::covered(ReactorWrite& w) {
   for (std::uint64_t c = first; c <= last; ++c) {
     if (image_ops::startwrite_keeps(image_.load_byte(geo.chunk_pos(c)))) continue;
     std::vector<Target> targets;
-    image_ops::change_range(image_, first, last, Action::kStartwrite, context(), &targets,
-                            [this](std::uint64_t x, Action a, const TransitionContext& ctx) {
-                              return change_chunk(x, a, ctx);
-                            });
+    change_range(first, last, Action::kStartwrite, context(), &targets);
     for (const Target& t : targets) w.seq_ = std::max(w.seq_, t.seq);
     return false;
   }
@@ -131,7 +128,6 @@ void ReactorCore::settle_persist_waiters() noexcept {
       if (failing) {
         release_pages(geo.page_of_chunk(geo.chunk_of(w->offset_)),
                       geo.page_of_chunk(geo.chunk_of(w->offset_ + w->length_ - 1)));
-        w->holds_pages_ = false;
         w->result_ = make_error_code(Errc::bitmap_failed);
       } else {
         w->result_.clear();
@@ -163,7 +159,6 @@ Admit ReactorCore::admit(ReactorQueue& q, std::uint64_t offset, std::uint64_t le
   w.discard_ = discard;
   w.queue_ = &q;
   w.retry_ = false;
-  w.holds_pages_ = false;
   const Geometry& geo = image_.geometry();
   std::uint64_t first = 0, last = 0;
   if (discard) {
@@ -223,10 +218,7 @@ Admit ReactorCore::admit(ReactorQueue& q, std::uint64_t offset, std::uint64_t le
     }
     if (discard) {
       // Unwritten is persisted lazily (as upstream): a stale Dirty or Clean is safe.
-      image_ops::change_range(image_, first, last, Action::kDiscard, context(), nullptr,
-                              [this](std::uint64_t c, Action a, const TransitionContext& x) {
-                                return change_chunk(c, a, x);
-                              });
+      change_range(first, last, Action::kDiscard, context(), nullptr);
       return Admit::kReady;
     }
     const TransitionContext ctx = context();
@@ -236,10 +228,7 @@ Admit ReactorCore::admit(ReactorQueue& q, std::uint64_t offset, std::uint64_t le
       return Admit::kRefused;
     }
     std::vector<Target> targets;
-    image_ops::change_range(image_, first, last, Action::kStartwrite, ctx, &targets,
-                            [this](std::uint64_t c, Action a, const TransitionContext& x) {
-                              return change_chunk(c, a, x);
-                            });
+    change_range(first, last, Action::kStartwrite, ctx, &targets);
     LLBM_SYNC_POINT("reactor:after_mark");
 #ifdef LLBM_SYNC_POINTS
     // relaxed: a test switch, set before the test's threads start.
@@ -249,16 +238,12 @@ Admit ReactorCore::admit(ReactorQueue& q, std::uint64_t offset, std::uint64_t le
     std::uint64_t seq = 0;
     for (const Target& t : targets) seq = std::max(seq, t.seq);
     w.seq_ = seq;
-    w.holds_pages_ = true;
     {
       detail::SpinLockGuard lock(wait_lock_);
       // Checked under wait_lock_: a round that completed (or failed) before this settles
       // nothing of w, so w must see its result here. acquire: as above.
-      if ((refused_.load(std::memory_order_acquire) & kFailing) != 0) {
-        w.holds_pages_ = false;
-      } else if (covered(w)) {
-        return Admit::kReady;
-      } else {
+      if ((refused_.load(std::memory_order_acquire) & kFailing) == 0) {
+        if (covered(w)) return Admit::kReady;
         // relaxed: the owner's own fields until poll() runs w (see park_retry).
         w.pending_.store(true, std::memory_order_relaxed);
         q.pending_.fetch_add(1, std::memory_order_relaxed);

@@ -73,6 +73,18 @@ class ReactorCore final : public ReactorBitmap {
     std::vector<std::byte> bytes;
   };
 
+  // Open's two rounds (finish_round): the recovered states, then the superblock.
+  enum class OpenPhase : std::uint8_t { kStates, kSuperblock, kReady };
+  // The failed state's stale mark (next_io, complete): its writes, then its sync.
+  enum class StalePhase : std::uint8_t {
+    kNone,          // not failed
+    kWritesToHand,  // the mark's writes are next
+    kWritesOut,     // handed out, not all completed
+    kSyncToHand,    // the sync is next
+    kSyncOut,       // handed out
+    kDone,          // completed: failed() is true
+  };
+
   // The cleaning pass.
   enum class Phase : std::uint8_t {
     kIdle,        // between passes
@@ -87,6 +99,10 @@ class ReactorCore final : public ReactorBitmap {
   }
   [[nodiscard]] TransitionContext context() const noexcept;
   std::uint64_t change_chunk(std::uint64_t chunk, Action action, const TransitionContext& ctx);
+  // image_ops::change_range through change_chunk: applies `action` to [first, last] and,
+  // when `targets` is given, collects the blocks that must be durable.
+  std::uint64_t change_range(std::uint64_t first, std::uint64_t last, Action action,
+                             const TransitionContext& ctx, std::vector<Target>* targets);
   void release_pages(std::uint64_t first_page, std::uint64_t last_page) noexcept;
   // True if every block of w's chunks is durable up to w's change number (see admit()).
   [[nodiscard]] bool persisted(const ReactorWrite& w) const noexcept;
@@ -154,10 +170,8 @@ class ReactorCore final : public ReactorBitmap {
   bool round_sync_next_ LLBM_GUARDED_BY(io_lock_) = false;  // next_request gave the sync
   bool round_sync_out_ LLBM_GUARDED_BY(io_lock_) = false;   // the sync is outstanding
   std::error_code round_error_ LLBM_GUARDED_BY(io_lock_);   // a write of it failed
-  int open_phase_ LLBM_GUARDED_BY(io_lock_) = 0;            // 0: states, 1: superblock, 2: ready
-  // The failed state: 0 none, 1 stale mark to hand out, 2 its writes out, 3 its sync out,
-  // 4 final.
-  int stale_phase_ LLBM_GUARDED_BY(io_lock_) = 0;
+  OpenPhase open_phase_ LLBM_GUARDED_BY(io_lock_) = OpenPhase::kStates;
+  StalePhase stale_phase_ LLBM_GUARDED_BY(io_lock_) = StalePhase::kNone;
   std::size_t stale_out_ LLBM_GUARDED_BY(io_lock_) = 0;
   std::vector<PersistCore::OwnedWrite> stale_writes_ LLBM_GUARDED_BY(io_lock_);
   std::error_code failure_ LLBM_GUARDED_BY(io_lock_);

@@ -38,20 +38,20 @@ bool ReactorBitmap::next_io(MetaIo& io) {
   ReactorCore& s = core_of(*this);
   detail::SpinLockGuard lock(s.io_lock_);
   // The failed state's stale mark: its two writes, then its sync.
-  if (s.stale_phase_ == 1) {
+  if (s.stale_phase_ == ReactorCore::StalePhase::kWritesToHand) {
     ReactorCore::Slot& slot = s.new_slot(ReactorCore::Role::kStaleWrite);
     PersistCore::OwnedWrite& w = s.stale_writes_.back();
     slot.bytes = std::move(w.bytes);
     io = MetaIo{MetaIo::Kind::kWrite, slot.id, w.offset, slot.bytes};
     s.stale_writes_.pop_back();
     ++s.stale_out_;
-    if (s.stale_writes_.empty()) s.stale_phase_ = 2;
+    if (s.stale_writes_.empty()) s.stale_phase_ = ReactorCore::StalePhase::kWritesOut;
     return true;
   }
-  if (s.stale_phase_ == 3) {
+  if (s.stale_phase_ == ReactorCore::StalePhase::kSyncToHand) {
     ReactorCore::Slot& slot = s.new_slot(ReactorCore::Role::kStaleSync);
     io = MetaIo{MetaIo::Kind::kSync, slot.id, 0, {}};
-    s.stale_phase_ = 4;
+    s.stale_phase_ = ReactorCore::StalePhase::kSyncOut;
     return true;
   }
   if (s.flush_wanted_ && !s.flush_out_) {
@@ -130,17 +130,18 @@ void ReactorBitmap::complete(std::uint64_t id, std::error_code result) {
         }
         break;
       case ReactorCore::Role::kRoundSync: {
-        const int phase = s.open_phase_;
+        const ReactorCore::OpenPhase phase = s.open_phase_;
         s.finish_round(result);
         settle = true;
         retries = result || phase != s.open_phase_;
         break;
       }
       case ReactorCore::Role::kStaleWrite:
-        if (--s.stale_out_ == 0 && s.stale_phase_ == 2) s.stale_phase_ = 3;
+        if (--s.stale_out_ == 0 && s.stale_phase_ == ReactorCore::StalePhase::kWritesOut)
+          s.stale_phase_ = ReactorCore::StalePhase::kSyncToHand;
         break;
       case ReactorCore::Role::kStaleSync:
-        s.stale_phase_ = 5;
+        s.stale_phase_ = ReactorCore::StalePhase::kDone;
         // release: pairs with failed()'s acquire load (the stale mark's IO is done).
         s.failure_final_.store(true, std::memory_order_release);
         break;
@@ -165,7 +166,7 @@ void ReactorCore::finish_round(std::error_code ec) {
     return;
   }
   rounds_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics only
-  if (open_phase_ == 0) {
+  if (open_phase_ == OpenPhase::kStates) {
     // The recovered states are durable: only now may the superblock stop saying stale
     // or first-use and its events catch up with the engine's record (Bitmap::open's
     // second sync).
@@ -178,9 +179,9 @@ void ReactorCore::finish_round(std::error_code ec) {
       image_.bump_block(image_.superblock_lock(), 0);
     }
     core_.enqueue(0);
-    open_phase_ = 1;
-  } else if (open_phase_ == 1) {
-    open_phase_ = 2;
+    open_phase_ = OpenPhase::kSuperblock;
+  } else if (open_phase_ == OpenPhase::kSuperblock) {
+    open_phase_ = OpenPhase::kReady;
     // release: pairs with admit()'s acquire load (the open's states are durable).
     refused_.fetch_and(static_cast<std::uint8_t>(~kOpening), std::memory_order_release);
   }
@@ -196,7 +197,7 @@ void ReactorCore::fail(std::error_code ec) {
   stale_writes_.clear();
   // Handed out from the back: the superblock's block first, then its table block.
   for (auto it = marks.rbegin(); it != marks.rend(); ++it) stale_writes_.push_back(*it);
-  stale_phase_ = 1;
+  stale_phase_ = StalePhase::kWritesToHand;
 }
 
 bool ReactorBitmap::io_outstanding() const noexcept {

@@ -41,7 +41,7 @@
 #include <llbitmap/error.h>
 #include <llbitmap/format.h>
 #include <llbitmap/reactor.h>
-#include <llbitmap/storage.h>
+#include <llbitmap/testing/fault_storage.h>
 
 #include <gtest/gtest.h>
 
@@ -151,30 +151,6 @@ struct Config {
 constexpr Config kConfigs[] = {
     {"1GiB/64KiB chunks/4KiB blocks", 1ull << 30, 64 << 10, 128 << 10, 4096},
     {"48MiB/4KiB chunks/512B blocks", 48ull << 20, 4 << 10, 16 << 10, 512},
-};
-
-// A bitmap file in memory, for Bitmap::open of a crash image.
-class VecStorage final : public Storage {
- public:
-  explicit VecStorage(std::vector<std::byte> bytes) : bytes_(std::move(bytes)) {}
-  std::error_code read(std::uint64_t o, std::span<std::byte> out) override {
-    if (o > bytes_.size() || out.size() > bytes_.size() - o) return make_error_code(Errc::short_io);
-    std::copy_n(bytes_.begin() + static_cast<std::ptrdiff_t>(o), out.size(), out.begin());
-    return {};
-  }
-  std::error_code write(std::uint64_t o, std::span<const std::byte> d) override {
-    if (o + d.size() > bytes_.size()) bytes_.resize(o + d.size());
-    std::copy(d.begin(), d.end(), bytes_.begin() + static_cast<std::ptrdiff_t>(o));
-    return {};
-  }
-  std::error_code sync() override { return {}; }
-  std::error_code size(std::uint64_t& b) override {
-    b = bytes_.size();
-    return {};
-  }
-
- private:
-  std::vector<std::byte> bytes_;
 };
 
 enum class DiskMode { kHonest, kSkipsSyncs };
@@ -482,7 +458,7 @@ class Workload {
     OpenOptions oo;
     oo.start_daemon = false;
     std::error_code ec;
-    std::unique_ptr<Bitmap> b = Bitmap::open(std::make_unique<VecStorage>(img), oo, ec);
+    std::unique_ptr<Bitmap> b = Bitmap::open(std::make_unique<FaultStorage>(img), oo, ec);
     if (b) {
       states.emplace(b->chunks());
       for (std::uint64_t c = 0; c < b->chunks(); ++c) (*states)[c] = to_byte(b->state(c));

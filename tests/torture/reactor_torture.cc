@@ -35,7 +35,7 @@
 #include <llbitmap/error.h>
 #include <llbitmap/format.h>
 #include <llbitmap/reactor.h>
-#include <llbitmap/storage.h>
+#include <llbitmap/testing/fault_storage.h>
 
 #include <algorithm>
 #include <atomic>
@@ -100,29 +100,6 @@ Counters g_c;
 void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) {
   c.fetch_add(n, std::memory_order_relaxed);  // relaxed: statistics only
 }
-
-class VecStorage final : public Storage {
- public:
-  explicit VecStorage(std::vector<std::byte> bytes) : bytes_(std::move(bytes)) {}
-  std::error_code read(std::uint64_t o, std::span<std::byte> out) override {
-    if (o > bytes_.size() || out.size() > bytes_.size() - o) return make_error_code(Errc::short_io);
-    std::copy_n(bytes_.begin() + static_cast<std::ptrdiff_t>(o), out.size(), out.begin());
-    return {};
-  }
-  std::error_code write(std::uint64_t o, std::span<const std::byte> d) override {
-    if (o + d.size() > bytes_.size()) bytes_.resize(o + d.size());
-    std::copy(d.begin(), d.end(), bytes_.begin() + static_cast<std::ptrdiff_t>(o));
-    return {};
-  }
-  std::error_code sync() override { return {}; }
-  std::error_code size(std::uint64_t& b) override {
-    b = bytes_.size();
-    return {};
-  }
-
- private:
-  std::vector<std::byte> bytes_;
-};
 
 // What must survive a crash: shared by the reactors (register, deregister) and the IO
 // thread (checks), under one mutex never held across a call into the bitmap.
@@ -557,7 +534,7 @@ class IoThread {
     OpenOptions oo;
     oo.start_daemon = false;
     std::error_code ec;
-    std::unique_ptr<Bitmap> b = Bitmap::open(std::make_unique<VecStorage>(img), oo, ec);
+    std::unique_ptr<Bitmap> b = Bitmap::open(std::make_unique<FaultStorage>(img), oo, ec);
     if (b) {
       states.emplace(b->chunks());
       for (std::uint64_t c = 0; c < b->chunks(); ++c) (*states)[c] = to_byte(b->state(c));
