@@ -38,7 +38,9 @@
 //
 // Metadata IO: next_io() hands out, in the order they may be issued, the writes of a
 // persist round (any number outstanding at once, completed in any order), then its
-// sync (handed out only once every write of the round has completed), and the cleaning
+// sync (handed out only once every write of the round has completed, or, with
+// ReactorOptions::ordered_sync, right behind the writes in one next_ios() call, for the
+// engine to start once they completed: MetaIo::after_writes), and the cleaning
 // pass's data flush. Each MetaIo must be completed exactly once with complete(id, ec);
 // an unknown id or a second completion aborts with a message. Any thread may call
 // next_io and complete; the requests are the same whichever thread takes them. Data
@@ -139,6 +141,13 @@ struct MetaIo {
   // be finished or reported as an error by the engine).
   std::uint64_t offset = 0;
   std::span<const std::byte> bytes;
+  // kSync only, and only with ReactorOptions::ordered_sync: the sync was handed out by the
+  // same next_ios() call as the kWrites of its round, directly behind them, before they
+  // completed. Start it only once every one of those kWrites has completed (io_uring:
+  // IOSQE_IO_LINK on each of them; a linked sync cancelled by a short write is started
+  // again once the write is finished). Completing it while one of them is outstanding
+  // aborts with a message.
+  bool after_writes = false;
 };
 
 // The answer of ReactorQueue::start_write and start_discard.
@@ -197,6 +206,12 @@ struct ReactorOptions {
   Clock* clock = nullptr;        // nullptr: Clock::system() (barrier_idle's coarse time)
   DeviceUuid device_uuid{};      // as OpenOptions::device_uuid
   std::uint64_t min_events = 0;  // as OpenOptions::min_events
+  // true: the engine promises to start a kSync marked after_writes only once the kWrites
+  // handed out before it in the same next_ios() call have completed, so a round's sync
+  // can be handed out right behind its writes and a round costs one trip through the
+  // engine's IO path instead of two. false: a round's kSync is handed out only after all
+  // its kWrites were completed (next_io and next_ios hand out the same requests).
+  bool ordered_sync = false;
 };
 
 // Counters for tests, benchmarks and the tools (relaxed snapshots).
@@ -244,14 +259,19 @@ class ReactorBitmap {
   void end_sync(std::uint64_t offset);
   void abort_sync(std::uint64_t offset);
   void close_sync();
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> needs_sync() const;
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> needs_recovery() const;
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> needs_rebuild() const;
+  [[nodiscard]] std::vector<std::pair<std::uint64_t, std::uint64_t>> needs_sync() const;
+  [[nodiscard]] std::vector<std::pair<std::uint64_t, std::uint64_t>> needs_recovery() const;
+  [[nodiscard]] std::vector<std::pair<std::uint64_t, std::uint64_t>> needs_rebuild() const;
   void set_degraded(bool degraded);
   [[nodiscard]] bool degraded() const noexcept;
 
   // The next metadata IO to issue: true and `io` filled, or false (nothing to issue now).
   bool next_io(MetaIo& io);
+  // Up to out.size() of them at once, in the order next_io would hand them out; returns
+  // how many were filled. With ReactorOptions::ordered_sync, a round that starts in this
+  // call and whose writes fit in `out` with a slot to spare gets its kSync in the same
+  // call, marked after_writes, directly behind its kWrites.
+  std::size_t next_ios(std::span<MetaIo> out);
   // Reports the result of an IO next_io handed out. Aborts for an id that is not
   // outstanding (unknown, or completed already).
   void complete(std::uint64_t id, std::error_code result);

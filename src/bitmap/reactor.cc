@@ -55,6 +55,7 @@ ReactorCore::ReactorCore(const Superblock& sb, Recovered recovered, const Reacto
     : clock_(opt.clock != nullptr ? opt.clock : &Clock::system()),
       parity_(opt.parity),
       data_flush_(opt.data_flush),
+      ordered_sync_(opt.ordered_sync),
       invalid_bytes_(recovered.invalid_bytes),
       bad_blocks_(recovered.bad_blocks),
       out_of_date_(recovered.out_of_date),
@@ -232,6 +233,8 @@ bool ReactorBitmap::ready() const noexcept {
   return (core_of(*this).refused_.load(std::memory_order_acquire) & ReactorCore::kOpening) == 0;
 }
 std::uint64_t ReactorBitmap::events() const {
+  // The superblock's lock is taken to read it; nothing is changed.
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast)
   ChunkImage& image = const_cast<ReactorCore&>(core_of(*this)).image_;
   detail::SpinLockGuard lock(image.superblock_lock());
   return image.superblock().events;
@@ -242,15 +245,15 @@ bool ReactorBitmap::out_of_date() const noexcept {
 
 ReactorStats ReactorBitmap::stats() const noexcept {
   const ReactorCore& s = core_of(*this);
-  constexpr auto r = std::memory_order_relaxed;  // relaxed: statistics only
-  return ReactorStats{s.rounds_.load(r),
-                      s.blocks_written_.load(r),
-                      s.pending_persist_.load(r),
-                      s.pending_page_.load(r),
-                      s.passes_.load(r),
-                      s.pages_cleaned_.load(r),
-                      s.suspend_timeouts_.load(r),
-                      s.data_flushes_.load(r),
+  constexpr auto kRelaxed = std::memory_order_relaxed;  // relaxed: statistics only
+  return ReactorStats{s.rounds_.load(kRelaxed),
+                      s.blocks_written_.load(kRelaxed),
+                      s.pending_persist_.load(kRelaxed),
+                      s.pending_page_.load(kRelaxed),
+                      s.passes_.load(kRelaxed),
+                      s.pages_cleaned_.load(kRelaxed),
+                      s.suspend_timeouts_.load(kRelaxed),
+                      s.data_flushes_.load(kRelaxed),
                       s.invalid_bytes_,
                       s.bad_blocks_};
 }

@@ -49,6 +49,10 @@ class ReactorCore final : public ReactorBitmap {
  public:
   ReactorCore(const Superblock& sb, Recovered recovered, const ReactorOptions& opt);
   ~ReactorCore() override;
+  ReactorCore(const ReactorCore&) = delete;
+  ReactorCore& operator=(const ReactorCore&) = delete;
+  ReactorCore(ReactorCore&&) = delete;
+  ReactorCore& operator=(ReactorCore&&) = delete;
 
   // The admission (ReactorQueue::start_write and start_discard, and their retries).
   Admit admit(ReactorQueue& q, std::uint64_t offset, std::uint64_t length, bool discard,
@@ -122,7 +126,10 @@ class ReactorCore final : public ReactorBitmap {
 
   // IO (io_lock_ held).
   Slot& new_slot(Role role) LLBM_REQUIRES(io_lock_);
-  bool next_round_io(MetaIo& io) LLBM_REQUIRES(io_lock_);
+  // One request of next_ios(). `began` turns true when the call begins the open round
+  // (every write of that round is then in the call, before the sync).
+  bool next_io_locked(MetaIo& io, bool& began) LLBM_REQUIRES(io_lock_);
+  bool next_round_io(MetaIo& io, bool& began) LLBM_REQUIRES(io_lock_);
   void finish_round(std::error_code ec) LLBM_REQUIRES(io_lock_);
   void fail(std::error_code ec) LLBM_REQUIRES(io_lock_);
 
@@ -141,6 +148,7 @@ class ReactorCore final : public ReactorBitmap {
   Clock* const clock_;
   const bool parity_;
   const bool data_flush_;
+  const bool ordered_sync_;
   const std::uint64_t invalid_bytes_;
   const std::uint64_t bad_blocks_;
   const bool out_of_date_;
@@ -214,9 +222,12 @@ class ReactorCore final : public ReactorBitmap {
 };
 
 inline ReactorCore& core_of(ReactorBitmap& b) noexcept {
+  // The only class derived from ReactorBitmap (its constructor is private).
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-static-cast-downcast)
   return static_cast<ReactorCore&>(b);
 }
 inline const ReactorCore& core_of(const ReactorBitmap& b) noexcept {
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-static-cast-downcast)
   return static_cast<const ReactorCore&>(b);
 }
 

@@ -35,38 +35,49 @@ ReactorCore::Slot& ReactorCore::new_slot(Role role) {
 }
 
 bool ReactorBitmap::next_io(MetaIo& io) {
+  return next_ios(std::span<MetaIo>(&io, 1)) == 1;
+}
+
+std::size_t ReactorBitmap::next_ios(std::span<MetaIo> out) {
   ReactorCore& s = core_of(*this);
   detail::SpinLockGuard lock(s.io_lock_);
+  bool began = false;
+  std::size_t n = 0;
+  while (n < out.size() && s.next_io_locked(out[n], began)) ++n;
+  return n;
+}
+
+bool ReactorCore::next_io_locked(MetaIo& io, bool& began) {
   // The failed state's stale mark: its two writes, then its sync.
-  if (s.stale_phase_ == ReactorCore::StalePhase::kWritesToHand) {
-    ReactorCore::Slot& slot = s.new_slot(ReactorCore::Role::kStaleWrite);
-    PersistCore::OwnedWrite& w = s.stale_writes_.back();
+  if (stale_phase_ == StalePhase::kWritesToHand) {
+    Slot& slot = new_slot(Role::kStaleWrite);
+    PersistCore::OwnedWrite& w = stale_writes_.back();
     slot.bytes = std::move(w.bytes);
     io = MetaIo{MetaIo::Kind::kWrite, slot.id, w.offset, slot.bytes};
-    s.stale_writes_.pop_back();
-    ++s.stale_out_;
-    if (s.stale_writes_.empty()) s.stale_phase_ = ReactorCore::StalePhase::kWritesOut;
+    stale_writes_.pop_back();
+    ++stale_out_;
+    if (stale_writes_.empty()) stale_phase_ = StalePhase::kWritesOut;
     return true;
   }
-  if (s.stale_phase_ == ReactorCore::StalePhase::kSyncToHand) {
-    ReactorCore::Slot& slot = s.new_slot(ReactorCore::Role::kStaleSync);
+  if (stale_phase_ == StalePhase::kSyncToHand) {
+    Slot& slot = new_slot(Role::kStaleSync);
     io = MetaIo{MetaIo::Kind::kSync, slot.id, 0, {}};
-    s.stale_phase_ = ReactorCore::StalePhase::kSyncOut;
+    stale_phase_ = StalePhase::kSyncOut;
     return true;
   }
-  if (s.flush_wanted_ && !s.flush_out_) {
-    ReactorCore::Slot& slot = s.new_slot(ReactorCore::Role::kDataFlush);
+  if (flush_wanted_ && !flush_out_) {
+    Slot& slot = new_slot(Role::kDataFlush);
     io = MetaIo{MetaIo::Kind::kDataFlush, slot.id, 0, {}};
-    s.flush_wanted_ = false;
-    s.flush_out_ = true;
+    flush_wanted_ = false;
+    flush_out_ = true;
     return true;
   }
   // relaxed: io_lock_ orders the failed flag for the IO side (fail() sets it under it).
-  if ((s.refused_.load(std::memory_order_relaxed) & ReactorCore::kFailing) != 0) return false;
-  return s.next_round_io(io);
+  if ((refused_.load(std::memory_order_relaxed) & kFailing) != 0) return false;
+  return next_round_io(io, began);
 }
 
-bool ReactorCore::next_round_io(MetaIo& io) {
+bool ReactorCore::next_round_io(MetaIo& io, bool& began) {
   if (!round_) {
     if (!core_.has_queued()) return false;
     round_ = core_.begin_round();
@@ -76,6 +87,7 @@ bool ReactorCore::next_round_io(MetaIo& io) {
     round_sync_next_ = false;
     round_sync_out_ = false;
     round_error_.clear();
+    began = true;
   }
   if (round_error_ || round_sync_out_) return false;
   if (!round_sync_next_) {
@@ -90,10 +102,12 @@ bool ReactorCore::next_round_io(MetaIo& io) {
       return true;
     }
   }
-  // The sync only once every write of the round has completed.
-  if (round_out_ != 0) return false;
+  // The sync once every write of the round has completed, or, when the engine orders it
+  // behind them (ordered_sync), right behind them in the call that handed them all out.
+  if (round_out_ != 0 && !(ordered_sync_ && began)) return false;
   Slot& slot = new_slot(Role::kRoundSync);
   io = MetaIo{MetaIo::Kind::kSync, slot.id, 0, {}};
+  io.after_writes = round_out_ != 0;
   round_sync_out_ = true;
   return true;
 }
@@ -124,16 +138,23 @@ void ReactorBitmap::complete(std::uint64_t id, std::error_code result) {
         --s.round_out_;
         if (!result) s.blocks_written_.fetch_add(1, std::memory_order_relaxed);
         if (result && !s.round_error_) s.round_error_ = result;
-        if (s.round_error_ && s.round_out_ == 0) {
+        // A failed write ends its round once no write of it is outstanding, unless its
+        // sync was handed out (after_writes): then the sync's completion ends it.
+        if (s.round_error_ && s.round_out_ == 0 && !s.round_sync_out_) {
           s.finish_round(s.round_error_);
           settle = retries = true;
         }
         break;
       case ReactorCore::Role::kRoundSync: {
+        LLBM_CHECK(s.round_out_ == 0,
+                   "ReactorBitmap %p: complete(%llu) of a kSync while %zu kWrite(s) of its round "
+                   "are outstanding (an after_writes sync starts only once they completed)",
+                   static_cast<void*>(this), static_cast<ull>(id), s.round_out_);
         const ReactorCore::OpenPhase phase = s.open_phase_;
-        s.finish_round(result);
+        const std::error_code ec = s.round_error_ ? s.round_error_ : result;
+        s.finish_round(ec);
         settle = true;
-        retries = result || phase != s.open_phase_;
+        retries = ec || phase != s.open_phase_;
         break;
       }
       case ReactorCore::Role::kStaleWrite:
@@ -194,9 +215,8 @@ void ReactorCore::fail(std::error_code ec) {
   // release: pairs with the acquire loads of admit() and settle_persist_waiters().
   refused_.fetch_or(kFailing, std::memory_order_release);
   const auto marks = core_.stale_mark_requests();
-  stale_writes_.clear();
   // Handed out from the back: the superblock's block first, then its table block.
-  for (auto it = marks.rbegin(); it != marks.rend(); ++it) stale_writes_.push_back(*it);
+  stale_writes_.assign(marks.rbegin(), marks.rend());
   stale_phase_ = StalePhase::kWritesToHand;
 }
 

@@ -191,11 +191,15 @@ class Workload {
     ReactorOptions ro;
     ro.data_flush = data_flush_;
     ro.clock = &clock_;
+    // Half the seeds hand a round's sync out behind its writes (after_writes, completed
+    // only once they have); a quarter take requests in batches without it.
+    ro.ordered_sync = (seed_ & 2) != 0;
     bm_ = ReactorBitmap::open(file, ro, ec);
     ASSERT_TRUE(bm_) << ec.message();
     chunk_ = cfg_->chunk;
     chunks_ = bm_->chunks();
     io_ = std::make_unique<MetaEngine>(*bm_, *disk_, seed_ ^ 0x10);
+    io_->set_batch(ro.ordered_sync ? 16 : (seed_ & 4) != 0 ? 4 : 1);
     io_->set_skip_syncs(mode_ == DiskMode::kSkipsSyncs);
     io_->set_hook([this](const MetaEngine::Done& d) { on_complete(d); });
     io_->set_handed_hook([this](const MetaEngine::Done& d) {

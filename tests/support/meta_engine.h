@@ -24,7 +24,9 @@
 //
 // The engine checks what the header promises about the requests and records what it
 // finds broken in violations(): ids unique among the outstanding requests; a kSync
-// handed out only once every kWrite handed out before it completed; a kWrite with bytes.
+// handed out only once every kWrite handed out before it completed, or (after_writes)
+// directly behind all of them in one next_ios() call; a kWrite with bytes. An
+// after_writes kSync is completed by complete_one() only once its writes have.
 //
 // Single-threaded: one thread drives the engine (the bitmap's other callers may run on
 // other threads).
@@ -62,29 +64,67 @@ class MetaEngine {
   MetaEngine(const MetaEngine&) = delete;
   MetaEngine& operator=(const MetaEngine&) = delete;
 
-  // Takes every request next_io hands out now; returns how many.
+  // Takes every request next_io (or next_ios, see set_batch) hands out now; returns how
+  // many.
   std::size_t pull() {
     std::size_t n = 0;
-    MetaIo io;
-    while (bitmap_.next_io(io)) {
-      ++n;
-      handed_.push_back(io.kind);
-      for (const MetaIo& o : outstanding_)
-        if (o.id == io.id)
-          violation("next_io handed out id " + std::to_string(io.id) + " while it is outstanding");
-      if (io.kind == MetaIo::Kind::kSync) {
-        std::size_t writes = 0;
-        for (const MetaIo& o : outstanding_) writes += o.kind == MetaIo::Kind::kWrite ? 1 : 0;
-        if (writes != 0)
-          violation("next_io handed out a kSync while " + std::to_string(writes) +
-                    " kWrite(s) handed out before it were not completed");
+    std::vector<MetaIo> batch(batch_);
+    for (;;) {
+      const std::size_t got =
+          batch_ == 1 ? (bitmap_.next_io(batch[0]) ? 1 : 0) : bitmap_.next_ios(batch);
+      if (got == 0) break;
+      std::vector<std::uint64_t> run;  // the kWrites directly before, in this call
+      for (std::size_t i = 0; i < got; ++i) {
+        const MetaIo io = batch[i];
+        ++n;
+        handed_.push_back(io.kind);
+        for (const MetaIo& o : outstanding_)
+          if (o.id == io.id)
+            violation("next_io handed out id " + std::to_string(io.id) +
+                      " while it is outstanding");
+        std::vector<std::uint64_t> after;
+        if (io.kind == MetaIo::Kind::kSync) {
+          std::size_t writes = 0;
+          for (const MetaIo& o : outstanding_) writes += o.kind == MetaIo::Kind::kWrite ? 1 : 0;
+          if (io.after_writes) {
+            // Allowed only behind the writes it waits for, all of them in this call.
+            if (writes == 0 || writes != run.size())
+              violation("next_ios handed out an after_writes kSync with " + std::to_string(writes) +
+                        " kWrite(s) outstanding, " + std::to_string(run.size()) +
+                        " of them directly before it in the call");
+            after = run;
+          } else if (writes != 0) {
+            violation("next_io handed out a kSync while " + std::to_string(writes) +
+                      " kWrite(s) handed out before it were not completed");
+          }
+        }
+        if (io.kind == MetaIo::Kind::kWrite && io.bytes.empty())
+          violation("next_io handed out a kWrite without bytes");
+        if (io.kind == MetaIo::Kind::kWrite)
+          run.push_back(io.id);
+        else
+          run.clear();
+        if (io.after_writes) ++after_writes_;
+        outstanding_.push_back(io);
+        after_.push_back(std::move(after));
+        if (handed_hook_) handed_hook_(Done{io.kind, io.id, io.offset, io.bytes.size(), {}});
       }
-      if (io.kind == MetaIo::Kind::kWrite && io.bytes.empty())
-        violation("next_io handed out a kWrite without bytes");
-      outstanding_.push_back(io);
-      if (handed_hook_) handed_hook_(Done{io.kind, io.id, io.offset, io.bytes.size(), {}});
     }
     return n;
+  }
+
+  // How many requests pull() asks for per call: 1 uses next_io, more next_ios (an
+  // ordered_sync bitmap then hands a round's sync out behind its writes).
+  void set_batch(std::size_t n) { batch_ = n == 0 ? 1 : n; }
+  // after_writes syncs handed out so far.
+  [[nodiscard]] std::uint64_t after_writes_syncs() const noexcept { return after_writes_; }
+  // True if the i-th outstanding request may start now: not an after_writes kSync whose
+  // writes are still outstanding.
+  [[nodiscard]] bool startable(std::size_t i) const {
+    for (const std::uint64_t id : after_.at(i))
+      for (const MetaIo& o : outstanding_)
+        if (o.id == id) return false;
+    return true;
   }
 
   [[nodiscard]] const std::vector<MetaIo>& outstanding() const noexcept { return outstanding_; }
@@ -104,6 +144,7 @@ class MetaEngine {
   Done complete(std::size_t i) {
     const MetaIo io = outstanding_.at(i);
     outstanding_.erase(outstanding_.begin() + static_cast<std::ptrdiff_t>(i));
+    after_.erase(after_.begin() + static_cast<std::ptrdiff_t>(i));
     Done d{io.kind, io.id, io.offset, io.bytes.size(), {}};
     switch (io.kind) {
       case MetaIo::Kind::kWrite:
@@ -125,10 +166,14 @@ class MetaEngine {
     return d;
   }
 
-  // Completes one outstanding request chosen by the generator; false if none.
+  // Completes one outstanding request that may start (startable) chosen by the
+  // generator; false if none.
   bool complete_one() {
-    if (outstanding_.empty()) return false;
-    complete(static_cast<std::size_t>(rng_() % outstanding_.size()));
+    std::vector<std::size_t> can;
+    for (std::size_t i = 0; i < outstanding_.size(); ++i)
+      if (startable(i)) can.push_back(i);
+    if (can.empty()) return false;
+    complete(can[static_cast<std::size_t>(rng_() % can.size())]);
     return true;
   }
 
@@ -166,6 +211,9 @@ class MetaEngine {
   MetaDisk& disk_;
   std::mt19937_64 rng_;
   std::vector<MetaIo> outstanding_;
+  std::vector<std::vector<std::uint64_t>> after_;  // per outstanding_: the writes it follows
+  std::size_t batch_ = 1;
+  std::uint64_t after_writes_ = 0;
   std::vector<MetaIo::Kind> handed_;
   std::vector<std::string> violations_;
   std::error_code data_flush_result_;

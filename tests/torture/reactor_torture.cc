@@ -379,6 +379,7 @@ class IoThread {
     sh_.data_flush = rng_() % 2 == 0;
     ro.data_flush = sh_.data_flush;
     ro.clock = &clock_;
+    ro.ordered_sync = rng_() % 2 == 0;  // a round's sync behind its writes (after_writes)
     std::error_code ec;
     std::unique_ptr<ReactorBitmap> bm = ReactorBitmap::open(file, ro, ec);
     if (!bm) {
@@ -389,6 +390,7 @@ class IoThread {
     sh_.chunks = bm->chunks();
     sh_.oracle.reset();
     MetaEngine io(*bm, disk, rng_());
+    io.set_batch(ro.ordered_sync ? 16 : 1);
     io.set_handed_hook([&](const MetaEngine::Done& d) {
       if (d.kind == MetaIo::Kind::kDataFlush) sh_.oracle.flush_handed(d.id);
     });

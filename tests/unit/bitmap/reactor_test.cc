@@ -355,6 +355,113 @@ TEST_F(ReactorTest, ARoundsWritesCompleteInAnyOrder) {
   end(10000);
 }
 
+// --- ordered_sync: a round's sync handed out behind its writes
+
+TEST_F(ReactorTest, OrderedSyncComesBehindItsWritesInOneCallAndAdmitsOnlyAfterIt) {
+  ReactorOptions ro;
+  ro.ordered_sync = true;
+  open_ready(ro);
+  io_->set_batch(16);
+  ReactorQueue q(*bm_);
+  Probe p;
+  p.hook = [&](Probe&) { EXPECT_TRUE(durably_dirty(5)) << "admitted before Dirty was durable"; };
+  ASSERT_EQ(start(q, 5, p), Admit::kPending);
+  const std::size_t before = io_->handed_out().size();
+  const std::uint64_t syncs_before = io_->after_writes_syncs();
+  io_->pull();
+  // One call: the block and its checksum-table block, then the sync.
+  const auto& kinds = io_->handed_out();
+  ASSERT_EQ(kinds.size(), before + 3);
+  EXPECT_EQ(kinds[before], MetaIo::Kind::kWrite);
+  EXPECT_EQ(kinds[before + 1], MetaIo::Kind::kWrite);
+  EXPECT_EQ(kinds[before + 2], MetaIo::Kind::kSync);
+  EXPECT_EQ(io_->after_writes_syncs(), syncs_before + 1);
+  const std::size_t sync = io_->find(MetaIo::Kind::kSync);
+  ASSERT_LT(sync, io_->outstanding().size());
+  EXPECT_TRUE(io_->outstanding()[sync].after_writes);
+  EXPECT_FALSE(io_->startable(sync)) << "the sync may start before its writes completed";
+  // The writes complete (last first), then the sync.
+  io_->complete(io_->outstanding().size() - 2);
+  EXPECT_FALSE(io_->startable(io_->find(MetaIo::Kind::kSync)));
+  io_->complete(io_->find(MetaIo::Kind::kWrite));
+  EXPECT_EQ(poll_queue(q), 0u) << "admitted before the sync";
+  ASSERT_TRUE(io_->startable(io_->find(MetaIo::Kind::kSync)));
+  io_->complete(io_->find(MetaIo::Kind::kSync));
+  EXPECT_EQ(poll_queue(q), 1u);
+  ASSERT_EQ(p.calls.load(), 1);
+  EXPECT_FALSE(p.ec) << p.ec.message();
+  end(5);
+}
+
+TEST_F(ReactorTest, OrderedSyncIsHandedOutLateWhenItsRoundDoesNotFitTheCall) {
+  ReactorOptions ro;
+  ro.ordered_sync = true;
+  open_ready(ro);
+  ReactorQueue q(*bm_);
+  for (const std::size_t batch : {1u, 2u}) {  // next_io, and a call with no slot to spare
+    io_->set_batch(batch);
+    Probe p;
+    const std::uint64_t chunk = batch * 5000;
+    ASSERT_EQ(start(q, chunk, p), Admit::kPending);
+    io_->pull();
+    EXPECT_EQ(io_->count(MetaIo::Kind::kSync), 0u) << "batch " << batch;
+    EXPECT_EQ(io_->after_writes_syncs(), 0u) << "batch " << batch;
+    while (io_->count(MetaIo::Kind::kWrite) > 0) io_->complete(io_->find(MetaIo::Kind::kWrite));
+    io_->pull();
+    ASSERT_EQ(io_->count(MetaIo::Kind::kSync), 1u);
+    EXPECT_FALSE(io_->outstanding()[io_->find(MetaIo::Kind::kSync)].after_writes);
+    io_->complete(io_->find(MetaIo::Kind::kSync));
+    EXPECT_EQ(poll_queue(q), 1u);
+    EXPECT_FALSE(p.ec) << p.ec.message();
+    end(chunk);
+  }
+}
+
+TEST_F(ReactorTest, WithoutOrderedSyncNextIosNeverHandsTheSyncOutEarly) {
+  open_ready();
+  io_->set_batch(16);
+  ReactorQueue q(*bm_);
+  Probe p;
+  ASSERT_EQ(start(q, 5, p), Admit::kPending);
+  io_->pull();
+  EXPECT_GE(io_->count(MetaIo::Kind::kWrite), 1u);
+  EXPECT_EQ(io_->count(MetaIo::Kind::kSync), 0u);
+  ASSERT_TRUE(run_until([&] { return p.calls.load() > 0; }, &q));
+  EXPECT_FALSE(p.ec) << p.ec.message();
+  Probe p2;
+  ASSERT_TRUE(write_admitted(q, 6000, p2));
+  EXPECT_EQ(io_->after_writes_syncs(), 0u);
+  end(5);
+  end(6000);
+}
+
+TEST_F(ReactorTest, OrderedSyncAfterAFailedWriteFailsTheRoundWhenTheSyncCompletes) {
+  ReactorOptions ro;
+  ro.ordered_sync = true;
+  open_ready(ro);
+  io_->set_batch(16);
+  ReactorQueue q(*bm_);
+  Probe p;
+  ASSERT_EQ(start(q, 0, p), Admit::kPending);
+  io_->pull();
+  ASSERT_EQ(io_->count(MetaIo::Kind::kWrite), 2u);
+  ASSERT_EQ(io_->count(MetaIo::Kind::kSync), 1u);
+  disk_->fail_write(1);
+  ASSERT_TRUE(io_->complete(io_->find(MetaIo::Kind::kWrite)).result);
+  io_->complete(io_->find(MetaIo::Kind::kWrite));
+  // The round is not over while its sync is outstanding: no stale mark yet.
+  io_->pull();
+  EXPECT_EQ(io_->outstanding().size(), 1u);
+  EXPECT_EQ(poll_queue(q), 0u);
+  // The sync completes (successfully): the round ends with the write's error.
+  const std::size_t sync = io_->find(MetaIo::Kind::kSync);
+  ASSERT_TRUE(io_->startable(sync));
+  io_->complete(sync);
+  ASSERT_TRUE(run_until([&] { return bm_->failed() && p.calls.load() > 0; }, &q));
+  EXPECT_EQ(p.ec, Errc::bitmap_failed);
+  EXPECT_TRUE(test::image_is_stale(disk_->durable_image())) << "the stale mark is not durable";
+}
+
 TEST_F(ReactorTest, AnOutOfRangeWriteIsRefused) {
   open_ready();
   ReactorQueue q(*bm_);
