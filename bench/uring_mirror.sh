@@ -16,7 +16,7 @@
 #                     llbitmap-uring-mirror)
 #   --rounds N        paired rounds per configuration (default 3)
 #   --seconds S       measured seconds per run (default 2)
-#   --warmup S        seconds each run writes first without counting (default 1; 0 for
+#   --warmup S        seconds each run writes first without counting (default 3; 0 for
 #                     none): the first touches of the chunks a workload dirties, and
 #                     their persists, stay out of the steady state (the first workload
 #                     always runs without one: its first touches are what it measures)
@@ -26,7 +26,9 @@
 #   --dirs "A B"      the directories to run in (default "/dev/shm /var/tmp"); a
 #                     subdirectory llbm-uring-bench is made in each and removed at the end
 #   --reactors "1 2"  reactor counts
-#   --workloads "uniform hot first"
+#   --workloads "uniform hot first first@1"
+#                     WORKLOAD@N runs WORKLOAD at iodepth N instead of --iodepth (first@1:
+#                     a first touch with no queue in front of it)
 #   --iodepth N       writes in flight per reactor (default 32)
 #   --out FILE        also keep the raw results (TSV) in FILE
 set -euo pipefail
@@ -34,11 +36,11 @@ set -euo pipefail
 engine=build/release/examples/uring_mirror/llbitmap-uring-mirror
 rounds=3
 seconds=2
-warmup=1
+warmup=3
 size=1G
 dirs="/dev/shm /var/tmp"
 reactors="1 2"
-workloads="uniform hot first"
+workloads="uniform hot first first@1"
 iodepth=32
 out=""
 while [[ $# -gt 0 ]]; do
@@ -91,33 +93,25 @@ for dir in $dirs; do
       fi
     done
   fi
-  # The medium's own cost of what a first touch adds: one 4 KiB write of the bitmap
-  # file and one fdatasync (median of 200), on the same file system.
-  python3 - "$d/flush-probe" "$dir($fstype)" >>"$probe" <<'PROBE'
-import os, statistics, sys, time
-fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
-buf = b"\0" * 4096
-os.pwrite(fd, buf, 0)
-os.fdatasync(fd)
-ts = []
-for i in range(200):
-    t = time.perf_counter_ns()
-    os.pwrite(fd, buf, 0)
-    os.fdatasync(fd)
-    ts.append(time.perf_counter_ns() - t)
-os.close(fd)
-os.unlink(sys.argv[1])
-print("%s\t%.1f" % (sys.argv[2], statistics.median(ts) / 1000))
-PROBE
+  # The medium's own cost of what a first touch adds: one 4 KiB write of a file there
+  # and one fdatasync, by syscalls and through an io_uring with the fsync linked behind
+  # the write (the engine's --probe-flush: p50 of 200 each).
+  if json=$("$engine" --dir "$d" --probe-flush --json 2>/dev/null); then
+    python3 -c 'import json,sys; r=json.loads(sys.argv[1]); print("%s\t%s\t%s" % (sys.argv[2], r["syscall_p50_us"], r["ring_p50_us"]))' \
+      "$json" "$dir($fstype)" >>"$probe"
+  fi
   for r in $reactors; do
     for w in $workloads; do
+      wl=${w%@*}
+      qd=$iodepth
+      [[ $w == *@* ]] && qd=${w#*@}
       wu=$warmup
-      [[ $w == first ]] && wu=0 # its first touches are what it measures
+      [[ $wl == first ]] && wu=0 # its first touches are what it measures
       for ((i = 0; i < rounds; i++)); do
         for ((k = 0; k < ${#modes[@]}; k++)); do
           m=${modes[$(((i + k) % ${#modes[@]}))]}
-          if ! json=$("$engine" --dir "$d" --size "$size" --mode "$m" --workload "$w" \
-            --reactors "$r" --iodepth "$iodepth" --seconds "$seconds" --warmup "$wu" --json 2>/dev/null); then
+          if ! json=$("$engine" --dir "$d" --size "$size" --mode "$m" --workload "$wl" \
+            --reactors "$r" --iodepth "$qd" --seconds "$seconds" --warmup "$wu" --json 2>/dev/null); then
             echo "# failed: $dir r=$r $w $m" >&2
             continue
           fi
@@ -139,7 +133,10 @@ runs = collections.defaultdict(dict)  # (dir, r, w) -> {(round, mode): (iops, p9
 for line in open(sys.argv[1]):
     d, r, w, i, m, iops, p99, p50 = line.rstrip("\n").split("\t")
     runs[(d, int(r), w)][(int(i), m)] = (float(iops), float(p99), float(p50))
-flush = dict(line.rstrip("\n").split("\t") for line in open(sys.argv[2]))
+flush = {}
+for line in open(sys.argv[2]):
+    d, by_syscall, by_ring = line.rstrip("\n").split("\t")
+    flush[d] = (by_syscall, by_ring)
 modes = ("none", "llbitmap", "classic", "blocking")
 print("| dir | reactors | workload | none IOPS | llbitmap IOPS | classic IOPS | blocking IOPS | llbitmap/none | classic/none | llbitmap/classic | llbitmap/blocking | p99 µs none / llbitmap / classic / blocking | p99 llbitmap/none |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
@@ -160,12 +157,13 @@ for (d, r, w), v in runs.items():
         ratio("llbitmap", "none"), ratio("classic", "none"), ratio("llbitmap", "classic"),
         ratio("llbitmap", "blocking"), p99["none"], p99["llbitmap"], p99["classic"], p99["blocking"],
         p99["llbitmap"] / p99["none"] if p99["none"] > 0 else float("nan")))
-    if w == "first":
-        first.append((d, r, p50["llbitmap"] - p50["none"], flush.get(d, "-")))
+    if w.split("@")[0] == "first":
+        first.append((d, r, w, p50["llbitmap"] - p50["none"], p50["classic"] - p50["none"],
+                      flush.get(d, ("-", "-"))))
 if first:
     print()
-    print("| dir | reactors | first: llbitmap p50 - none p50 (µs) | one 4 KiB write + fdatasync of the medium, p50 (µs) |")
-    print("|---|---|---|---|")
-    for d, r, added, f in first:
-        print("| %s | %d | %.0f | %s |" % (d, r, added, f))
+    print("| dir | reactors | workload | first touch added, p50 µs: llbitmap / classic | the medium's 4 KiB write + fdatasync, p50 µs: syscalls / io_uring (linked) |")
+    print("|---|---|---|---|---|")
+    for d, r, w, added, added_classic, (by_syscall, by_ring) in first:
+        print("| %s | %d | %s | %.0f / %.0f | %s / %s |" % (d, r, w, added, added_classic, by_syscall, by_ring))
 EOF

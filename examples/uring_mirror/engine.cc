@@ -23,12 +23,14 @@
 #include <llbitmap/error.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
+#include <span>
 #include <system_error>
 #include <thread>
 #include <vector>
@@ -200,8 +202,10 @@ class Reactor {
   void arm_event();
   void handle(std::uint64_t user_data, int res);
 #if LLBM_URING_REACTOR
-  void submit_meta(const MetaIo& io);
-  void submit_meta_write(MetaReq& m);
+  void submit_meta_batch(std::span<const MetaIo> batch);
+  void submit_meta(const MetaIo& io, bool link);
+  void submit_meta_write(MetaReq& m, bool link);
+  void submit_meta_sync(MetaReq& m);
   void on_meta(MetaReq& m, int res);
 #endif
 
@@ -224,6 +228,8 @@ class Reactor {
   std::unique_ptr<ReactorQueue> queue_;
   std::vector<std::unique_ptr<MetaReq>> meta_pool_;
   std::vector<MetaReq*> meta_free_;
+  unsigned meta_writes_ = 0;        // kWrite requests not completed yet
+  std::vector<MetaReq*> resubmit_;  // linked syncs cancelled: started again at 0 writes
 #endif
   unsigned meta_inflight_ = 0;
   int efd_ = -1;
@@ -425,7 +431,27 @@ void Reactor::on_classic_daemon(int res) {
 // --- kLlbitmap
 
 #if LLBM_URING_REACTOR
-void Reactor::submit_meta(const MetaIo& io) {
+// One next_ios() call's requests. A kSync marked after_writes follows, in the same call,
+// the kWrites of its round (ReactorOptions::ordered_sync): they are linked to it
+// (IOSQE_IO_LINK), so the kernel starts the sync only once they completed and the round
+// takes one trip through the ring. A chain must not be split by a submit: room for the
+// whole call is made first.
+void Reactor::submit_meta_batch(std::span<const MetaIo> batch) {
+  unsigned need = 0;
+  for (const MetaIo& io : batch) need += io.kind == MetaIo::Kind::kDataFlush ? 2 : 1;
+  if (io_uring_sq_space_left(&ring_) < need) io_uring_submit(&ring_);
+  std::size_t sync_at = batch.size();  // the after_writes sync, if any
+  for (std::size_t i = 0; i < batch.size(); ++i)
+    if (batch[i].after_writes) sync_at = i;
+  std::size_t chain_from = sync_at;  // the first of the writes directly before it
+  while (sync_at < batch.size() && chain_from > 0 &&
+         batch[chain_from - 1].kind == MetaIo::Kind::kWrite)
+    --chain_from;
+  for (std::size_t i = 0; i < batch.size(); ++i)
+    submit_meta(batch[i], i >= chain_from && i < sync_at);
+}
+
+void Reactor::submit_meta(const MetaIo& io, bool link) {
   if (meta_free_.empty()) {
     meta_pool_.push_back(std::make_unique<MetaReq>());
     meta_free_.push_back(meta_pool_.back().get());
@@ -438,15 +464,13 @@ void Reactor::submit_meta(const MetaIo& io) {
   switch (io.kind) {
     case MetaIo::Kind::kWrite:
       m.left = 1;
-      submit_meta_write(m);
+      ++meta_writes_;
+      submit_meta_write(m, link);
       return;
-    case MetaIo::Kind::kSync: {
+    case MetaIo::Kind::kSync:
       m.left = 1;
-      io_uring_sqe* e = sqe();
-      io_uring_prep_fsync(e, s_.bitmap_fd, IORING_FSYNC_DATASYNC);
-      io_uring_sqe_set_data64(e, tagged(&m, kTagMeta));
+      submit_meta_sync(m);
       return;
-    }
     case MetaIo::Kind::kDataFlush:
       m.left = 2;  // both legs
       for (const int fd : s_.leg_fd) {
@@ -458,18 +482,36 @@ void Reactor::submit_meta(const MetaIo& io) {
   }
 }
 
-void Reactor::submit_meta_write(MetaReq& m) {
+void Reactor::submit_meta_write(MetaReq& m, bool link) {
   io_uring_sqe* e = sqe();
   io_uring_prep_write(e, s_.bitmap_fd, m.io.bytes.data() + m.done,
                       static_cast<unsigned>(m.io.bytes.size() - m.done), m.io.offset + m.done);
   io_uring_sqe_set_data64(e, tagged(&m, kTagMeta));
+  if (link) e->flags |= IOSQE_IO_LINK;
+}
+
+void Reactor::submit_meta_sync(MetaReq& m) {
+  io_uring_sqe* e = sqe();
+  io_uring_prep_fsync(e, s_.bitmap_fd, IORING_FSYNC_DATASYNC);
+  io_uring_sqe_set_data64(e, tagged(&m, kTagMeta));
 }
 
 void Reactor::on_meta(MetaReq& m, int res) {
+  if (m.io.kind == MetaIo::Kind::kSync && m.io.after_writes && res == -ECANCELED) {
+    // A write linked before it failed or was short, which broke the chain: start the
+    // sync again once this reactor's bitmap writes completed (the failed one reports
+    // its own error; a short one is being finished).
+    resubmit_.push_back(&m);
+    if (meta_writes_ == 0) {
+      for (MetaReq* r : resubmit_) submit_meta_sync(*r);
+      resubmit_.clear();
+    }
+    return;
+  }
   if (m.io.kind == MetaIo::Kind::kWrite && res > 0) {
     m.done += static_cast<std::uint64_t>(res);
     if (m.done < m.io.bytes.size()) {  // a short write: write the rest
-      submit_meta_write(m);
+      submit_meta_write(m, false);
       return;
     }
   } else if (res < 0 || (m.io.kind == MetaIo::Kind::kWrite && res == 0)) {
@@ -482,6 +524,10 @@ void Reactor::on_meta(MetaReq& m, int res) {
   --meta_inflight_;
   ++result_.meta_ios;
   meta_free_.push_back(&m);
+  if (m.io.kind == MetaIo::Kind::kWrite && --meta_writes_ == 0 && !resubmit_.empty()) {
+    for (MetaReq* r : resubmit_) submit_meta_sync(*r);
+    resubmit_.clear();
+  }
 }
 #endif
 
@@ -588,8 +634,9 @@ void Reactor::run() {
 #if LLBM_URING_REACTOR
     if (queue_) {
       queue_->poll();
-      MetaIo io;
-      while (s_.bitmap->next_io(io)) submit_meta(io);
+      std::array<MetaIo, 16> batch;
+      for (std::size_t n; (n = s_.bitmap->next_ios(batch)) != 0;)
+        submit_meta_batch(std::span<const MetaIo>(batch.data(), n));
     }
 #endif
     const std::uint64_t t = now_ns();

@@ -31,6 +31,7 @@
 #include "classic_bitmap.h"
 #include "cli.h"
 #include "engine.h"
+#include "flush_probe.h"
 #include "json_writer.h"
 #include "leg_io.h"
 #include <fcntl.h>
@@ -54,6 +55,7 @@ constexpr int kExitNoUring = 77;
 
 constexpr const char* kUsage = R"(Usage: llbitmap-uring-mirror --dir D --size BYTES [OPTIONS]
        llbitmap-uring-mirror --dir D --resync [--json]
+       llbitmap-uring-mirror --dir D --probe-flush [--json]
 
 An io_uring RAID-1 of two files (D/leg0, D/leg1) with a write-intent bitmap, driven by
 an in-process load generator: every reactor thread (llbm-reactor, one per core, each
@@ -87,9 +89,16 @@ Options:
   --daemon-sleep MS   the bitmap's cleaning interval (default: the file's; a new file
                       gets the library default); also the classic daemon's (default 5000)
   --barrier-idle MS   llbitmap: how long a page must be idle before it is cleaned
+  --unlinked-sync     llbitmap: take a persist round's sync from the bitmap only once
+                      its writes completed (two trips through the ring per round)
+                      instead of linked behind them (ReactorOptions::ordered_sync)
   --json              print one JSON object (the "running" line then goes to stderr)
   --resync            reopen D/bitmap after a crash, copy leg0 to leg1 for every chunk
                       it says needs it, compare the legs; exit 0 only if identical
+  --probe-flush       measure what the medium takes for one 4 KiB write + fdatasync of
+                      a file in D (200 times each way, alternately): by syscalls, and
+                      through an io_uring with the fsync linked behind the write; print
+                      the p50 and p99 of each (JSON: syscall_p50_us, ring_p50_us, ...)
 
 Once every reactor runs, a line starting with "running" is printed (stdout; stderr
 with --json). Exit status: 0 success, 1 failure, 2 bad command line, 77 io_uring not
@@ -109,6 +118,8 @@ struct Config {
   std::chrono::milliseconds barrier_idle{0};
   bool json = false;
   bool resync = false;
+  bool unlinked_sync = false;
+  bool probe_flush = false;
 };
 
 int fail(const std::string& what) {
@@ -259,6 +270,8 @@ std::unique_ptr<ReactorBitmap> open_bitmap(const Config& cfg, Files& f, bool cre
   ReactorOptions ropts;
   ropts.data_flush =
       true;  // end_write once the leg writes completed; kDataFlush makes them durable
+  // A round's sync is linked behind its writes on the reactor's ring (engine.cc).
+  ropts.ordered_sync = !cfg.unlinked_sync;
   std::unique_ptr<ReactorBitmap> b;
   if (!ec) b = ReactorBitmap::open(bytes, ropts, ec);
   if (ec) {
@@ -486,6 +499,7 @@ int run_load(const Config& cfg) {
     if (cfg.mode == Mode::kLlbitmap) {
       j.member("pending_admissions", pending);
       j.member("meta_ios", meta_ios);
+      j.member("linked_sync", !cfg.unlinked_sync);
 #if LLBM_URING_REACTOR
       j.member("persist_rounds", stats.persist_rounds);
       j.member("data_flushes", stats.data_flushes);
@@ -600,6 +614,40 @@ int run_resync(const Config& cfg) {
 #endif
 }
 
+// --- the medium's own write + flush
+
+int run_probe(const Config& cfg) {
+  std::error_code ec;
+  fs::create_directories(cfg.dir, ec);
+  if (ec) return fail(cfg.dir.string(), ec);
+  FlushProbe p;
+  constexpr unsigned kSamples = 200;
+  if ((ec = probe_flush((cfg.dir / "flush-probe").string(), kSamples, p)))
+    return fail("--probe-flush", ec);
+  if (cfg.json) {
+    tool::JsonWriter j(stdout);
+    j.begin_object();
+    j.member("samples", std::uint64_t{p.samples});
+    j.key("syscall_p50_us");
+    j.value_fixed(p.syscall_p50_us, 1);
+    j.key("syscall_p99_us");
+    j.value_fixed(p.syscall_p99_us, 1);
+    j.key("ring_p50_us");
+    j.value_fixed(p.ring_p50_us, 1);
+    j.key("ring_p99_us");
+    j.value_fixed(p.ring_p99_us, 1);
+    j.end_object();
+    j.finish();
+  } else {
+    std::printf("4 KiB write + fdatasync of %s, %u samples each way\n",
+                (cfg.dir / "flush-probe").c_str(), p.samples);
+    std::printf("  syscalls: p50 %.1f us, p99 %.1f us\n", p.syscall_p50_us, p.syscall_p99_us);
+    std::printf("  io_uring (fsync linked): p50 %.1f us, p99 %.1f us\n", p.ring_p50_us,
+                p.ring_p99_us);
+  }
+  return kExitOk;
+}
+
 // --- command line
 
 std::optional<unsigned> parse_count(const std::string& s) {
@@ -623,6 +671,10 @@ int run(int argc, char** argv) {
       cfg.json = true;
     } else if (args.flag("--resync")) {
       cfg.resync = true;
+    } else if (args.flag("--unlinked-sync")) {
+      cfg.unlinked_sync = true;
+    } else if (args.flag("--probe-flush")) {
+      cfg.probe_flush = true;
     } else if (args.option("--dir", v, missing)) {
       if (!missing) cfg.dir = v;
     } else if (args.option("--size", v, missing)) {
@@ -686,6 +738,7 @@ int run(int argc, char** argv) {
                  refused ? "not permitted" : "not usable", ec.message().c_str());
     return refused ? kExitNoUring : kExitError;
   }
+  if (cfg.probe_flush) return run_probe(cfg);
   return cfg.resync ? run_resync(cfg) : run_load(cfg);
 }
 

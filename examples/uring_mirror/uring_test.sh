@@ -11,6 +11,11 @@
 #                                   (blocking's Bitmap::create -> llbitmap's ReactorBitmap
 #                                   -> blocking's Bitmap::open), each closing it cleanly
 #                                   (--resync then finds nothing to copy, legs identical).
+#                                   MODE llbitmap also: a persist round's sync linked
+#                                   behind its writes (linked_sync), and 0.5 s with
+#                                   --unlinked-sync, which must work as well.
+#   uring_test.sh probe ENGINE      --probe-flush: the medium's write + fdatasync by
+#                                   syscalls and through a ring, p50 <= p99, all > 0.
 #   uring_test.sh crash ENGINE      llbitmap mode, hot workload, SIGKILLed about 1 s after
 #                                   its "running" line; --resync must then exit 0 with the
 #                                   legs identical, having resynced some chunks but fewer
@@ -23,7 +28,7 @@
 # here (the engine's own exit status 77), or strace / ptrace is not available.
 set -euo pipefail
 
-case_name=${1:?usage: uring_test.sh run|crash|strace ENGINE [MODE]}
+case_name=${1:?usage: uring_test.sh run|probe|crash|strace ENGINE [MODE]}
 engine=${2:?engine binary required}
 mode=${3:-llbitmap}
 
@@ -87,6 +92,17 @@ assert r["lat_p50_us"] <= r["lat_p99_us"] <= r["lat_p999_us"]
 if r["mode"] == "blocking":
     assert r["workers"] == r["reactors"] * r["iodepth"], r["workers"]
 EOF
+    if [[ $mode == llbitmap ]]; then
+      [[ $(json_field "$work/out.json" linked_sync) == True ]] || die "the round's sync is not linked"
+      engine_or_skip --dir "$work/d" --size 256M --mode llbitmap --unlinked-sync --seconds 0.5 \
+        --json >"$work/unlinked.json" || die "the engine failed with --unlinked-sync"
+      python3 - "$work/unlinked.json" <<'EOF' || die "bad JSON output with --unlinked-sync"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["linked_sync"] is False and r["iops"] > 0 and r["errors"] == 0, r
+EOF
+      say "ok: --unlinked-sync"
+    fi
     if [[ $mode == blocking ]]; then
       rc=0
       "$engine" --dir "$work/d" --size 256M --mode llbitmap --seconds 0.5 --json \
@@ -106,6 +122,20 @@ EOF
       fi
     fi
     say "ok: mode $mode"
+    ;;
+
+  probe)
+    engine_or_skip --dir "$work/d" --probe-flush --json >"$work/probe.json" || die "--probe-flush failed"
+    cat "$work/probe.json"
+    python3 - "$work/probe.json" <<'EOF' || die "bad --probe-flush output"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["samples"] == 200, r
+for way in ("syscall", "ring"):
+    assert 0 < r[way + "_p50_us"] <= r[way + "_p99_us"], r
+EOF
+    [[ ! -e $work/d/flush-probe ]] || die "the probe file was left behind"
+    say "ok: probe"
     ;;
 
   crash)
