@@ -3,9 +3,11 @@
 // engine.cc: the reactor loop of llbitmap-uring-mirror (see engine.h).
 //
 // One iteration of the loop:
-//   1. kLlbitmap: q.poll() runs the admissions that became due (their callbacks submit
-//      the leg writes); every MetaIo the bitmap hands out goes onto this ring; the
-//      cleaning pass is stepped (at most every millisecond).
+//   1. kLlbitmap: the cleaning pass is stepped (at most every millisecond); q.poll()
+//      runs the admissions that became due (their callbacks submit the leg writes),
+//      including those this thread's own completions and step made due, which do not
+//      write the eventfd (ReactorQueue::Wake::kOtherThreads); every MetaIo the bitmap
+//      hands out goes onto this ring (next_ios: a round's writes linked to its sync).
 //   2. The end of the run: once the stop flag is seen no new write starts; once this
 //      reactor's writes have ended it leaves the count of writing reactors, and the last
 //      one to leave asks the bitmap to close. Every reactor keeps driving metadata IO and
@@ -595,7 +597,9 @@ void Reactor::run() {
     }
 #if LLBM_URING_REACTOR
     if (s_.mode == Mode::kLlbitmap) {
-      queue_ = std::make_unique<ReactorQueue>(*s_.bitmap);
+      // The loop polls the queue after every other bitmap call and before it sleeps, so
+      // only another reactor's completion needs to write the eventfd.
+      queue_ = std::make_unique<ReactorQueue>(*s_.bitmap, ReactorQueue::Wake::kOtherThreads);
       efd_ = queue_->event_fd();
       for (int i = 0; i < 16; ++i) {
         meta_pool_.push_back(std::make_unique<MetaReq>());
@@ -631,19 +635,18 @@ void Reactor::run() {
   std::vector<std::pair<std::uint64_t, int>> done;
   done.reserve(entries * 2);
   for (;;) {
+    const std::uint64_t t = now_ns();
 #if LLBM_URING_REACTOR
+    // The step first: a page it reopens makes writes due, which the poll below runs.
+    if (s_.bitmap != nullptr && t - last_step >= 1'000'000) {
+      s_.bitmap->step();
+      last_step = t;
+    }
     if (queue_) {
       queue_->poll();
       std::array<MetaIo, 16> batch;
       for (std::size_t n; (n = s_.bitmap->next_ios(batch)) != 0;)
         submit_meta_batch(std::span<const MetaIo>(batch.data(), n));
-    }
-#endif
-    const std::uint64_t t = now_ns();
-#if LLBM_URING_REACTOR
-    if (s_.bitmap != nullptr && t - last_step >= 1'000'000) {
-      s_.bitmap->step();
-      last_step = t;
     }
 #endif
     if (s_.mode == Mode::kClassic && index_ == 0 && t >= next_daemon_ns_) {

@@ -31,7 +31,9 @@
 // Completion of a pending write: a callback run from ReactorQueue::poll() on the thread
 // that owns the queue. A queue also has an eventfd (event_fd()) that becomes readable when
 // poll() has work, for an engine that sleeps in epoll or io_uring: a write admitted
-// because another reactor completed the sync it waited for wakes its own reactor. A
+// because another reactor completed the sync it waited for wakes its own reactor (with
+// ReactorQueue::Wake::kOtherThreads, only such a write: one made due on the queue's own
+// thread waits for the poll() that thread makes before it sleeps). A
 // busy-polling engine (SPDK) ignores the descriptor. Callbacks rather than a descriptor
 // per write: a callback is the engine's own continuation, on its own thread, and costs
 // no system call; the descriptor is one per queue and only wakes a sleeping loop.
@@ -326,7 +328,19 @@ class ReactorQueue {
   // counters and a counter for every page), a one-time step that may wait for the
   // library's registry lock if another thread registers at the same moment. Nothing the
   // loop calls afterwards takes that lock.
-  explicit ReactorQueue(ReactorBitmap& bitmap);
+  // When the queue's eventfd is written (see event_fd()).
+  enum class Wake : std::uint8_t {
+    // For every callback made due while the descriptor is not readable yet.
+    kAlways,
+    // Only for callbacks made due by another thread. One made due on the queue's own
+    // thread (by its complete(), step(), end_write() or begin_close() calls) is left for
+    // the poll() the engine makes before it next sleeps: that thread is awake. Saves
+    // the eventfd's write and read for every pending write whose completion the reactor
+    // reports itself. Requires an engine that calls poll() after its other bitmap calls
+    // and before it sleeps (the loop in the header comment does).
+    kOtherThreads,
+  };
+  explicit ReactorQueue(ReactorBitmap& bitmap, Wake wake = Wake::kAlways);
   ~ReactorQueue();
   ReactorQueue(const ReactorQueue&) = delete;
   ReactorQueue& operator=(const ReactorQueue&) = delete;
@@ -352,6 +366,8 @@ class ReactorQueue {
   friend class ReactorCore;
   ReactorBitmap& bitmap_;
   int efd_ = -1;
+  Wake wake_ = Wake::kAlways;
+  const void* owner_ = nullptr;  // the constructing thread's tag (reactor_admission.cc)
   // The callbacks due, pushed by any thread (under the core's queue lock), run by poll().
   std::atomic<ReactorWrite*> ready_{nullptr};
   std::atomic<bool> signalled_{false};

@@ -20,6 +20,9 @@ namespace llbitmap {
 
 namespace {
 using ull = unsigned long long;
+
+// Its address tells threads apart (ReactorQueue::owner_): one TLS address computation.
+thread_local const char t_thread_tag = 0;
 }  // namespace
 
 // ------------------------------------------------------------------ ReactorWrite
@@ -69,9 +72,12 @@ void ReactorCore::make_due(ReactorWrite& w) noexcept {
   while (!q.ready_.compare_exchange_weak(w.next_, &w, std::memory_order_release,
                                          std::memory_order_relaxed)) {
   }
+  // Wake::kOtherThreads: a push on the owner's own thread is seen by the poll() it makes
+  // before it sleeps; the flag is left alone, so a push from another thread still signals.
   // acq_rel: the first push after poll() cleared the flag signals; poll() clears it
   // before it takes the stack, so a push it misses signals again.
-  if (!q.signalled_.exchange(true, std::memory_order_acq_rel) && q.efd_ >= 0) {
+  if ((q.wake_ == ReactorQueue::Wake::kAlways || q.owner_ != &t_thread_tag) &&
+      !q.signalled_.exchange(true, std::memory_order_acq_rel) && q.efd_ >= 0) {
     const std::uint64_t one = 1;
     // A full counter (EAGAIN) is already readable; nothing else can fail here.
     ssize_t ignored = ::write(q.efd_, &one, sizeof one);
@@ -283,8 +289,11 @@ void ReactorBitmap::end_discard(std::uint64_t offset, std::uint64_t length) {
 
 // ------------------------------------------------------------------ queue
 
-ReactorQueue::ReactorQueue(ReactorBitmap& bitmap)
-    : bitmap_(bitmap), efd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+ReactorQueue::ReactorQueue(ReactorBitmap& bitmap, Wake wake)
+    : bitmap_(bitmap),
+      efd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
+      wake_(wake),
+      owner_(&t_thread_tag) {
   ReactorCore& s = core_of(bitmap_);
   // relaxed: a count for the destructor's check.
   s.queues_.fetch_add(1, std::memory_order_relaxed);

@@ -526,6 +526,62 @@ TEST_F(ReactorTest, ACompletionOnOneReactorWakesAnotherThroughItsEventfd) {
   end(1);
 }
 
+TEST_F(ReactorTest, WakeAlwaysSignalsAWriteMadeDueOnTheQueuesOwnThread) {
+  open_ready();
+  ReactorQueue q(*bm_);  // Wake::kAlways
+  ASSERT_NE(q.event_fd(), -1);
+  Probe p;
+  ASSERT_EQ(start(q, 1, p), Admit::kPending);
+  EXPECT_FALSE(readable(q.event_fd()));
+  io_->drain();  // this thread completes the sync
+  EXPECT_TRUE(readable(q.event_fd())) << "no signal for a write made due on the owner's thread";
+  EXPECT_EQ(poll_queue(q), 1u);
+  EXPECT_FALSE(readable(q.event_fd()));
+  end(1);
+}
+
+TEST_F(ReactorTest, WakeOtherThreadsSignalsOnlyAWriteMadeDueByAnotherThread) {
+  open_ready();
+  ReactorQueue qa(*bm_, ReactorQueue::Wake::kOtherThreads);
+  ASSERT_NE(qa.event_fd(), -1);
+  test::Flag started, go, polled, finish;
+  Probe pb;
+  std::atomic<int> b_admit{-1};
+  std::atomic<bool> b_readable{false}, b_readable_after{true};
+  std::atomic<std::size_t> b_ran{0};
+  std::thread b([&] {
+    ReactorQueue qb(*bm_, ReactorQueue::Wake::kOtherThreads);
+    std::error_code ec;
+    b_admit = static_cast<int>(qb.start_write(9000 * kChunk, kChunk, pb, ec));
+    started.set();
+    go.wait();
+    b_readable = qb.event_fd() >= 0 && readable(qb.event_fd());
+    b_ran = poll_queue(qb);
+    b_readable_after = qb.event_fd() >= 0 && readable(qb.event_fd());
+    polled.set();
+    finish.wait();
+    bm_->end_write(9000 * kChunk, kChunk);
+  });
+  started.wait();
+  ASSERT_EQ(b_admit.load(), static_cast<int>(Admit::kPending));
+  Probe pa;
+  ASSERT_EQ(start(qa, 1, pa), Admit::kPending);
+  io_->drain();  // this thread completes the sync both writes wait for
+  EXPECT_FALSE(readable(qa.event_fd())) << "a write made due on the owner's thread signalled";
+  EXPECT_EQ(pa.calls.load(), 0);
+  EXPECT_EQ(poll_queue(qa), 1u) << "the owner's poll() did not find its due write";
+  EXPECT_EQ(pa.calls.load(), 1);
+  go.set();
+  polled.wait();
+  EXPECT_TRUE(b_readable.load()) << "a write made due by another thread did not signal";
+  EXPECT_EQ(b_ran.load(), 1u);
+  EXPECT_FALSE(b_readable_after.load()) << "poll() did not drain the eventfd";
+  EXPECT_EQ(pb.calls.load(), 1);
+  finish.set();
+  b.join();
+  end(1);
+}
+
 // --- the cleaning pass
 
 TEST_F(ReactorTest, TheCleaningPassCleansAnIdlePageAndPersistsClean) {
