@@ -16,6 +16,7 @@
 //   wait_lock_   the writes parked until a round completes (persist_waiters_) or until a
 //                page reopens or open completes (retry_).
 //   step_lock_   the cleaning pass (try-locked: a step that finds it held returns).
+// result_lock_ (a flush's result) is a leaf, taken under step_lock_ or alone.
 // Lock order: step_lock_, then io_lock_, then wait_lock_; the stripe locks (through
 // ChunkImage and PersistCore) may be taken under any of them and take none. No lock is
 // held across a callback into the engine: callbacks run only from ReactorQueue::poll()
@@ -209,7 +210,10 @@ class ReactorCore final : public ReactorBitmap {
   std::atomic<bool> close_requested_{false};
   // Results (written under step_lock_, read with acquire after the state word).
   std::atomic<bool> flushed_{true};
-  std::error_code flush_result_;              // guarded by the release/acquire of flushed_
+  // A flush's result and flushed_'s turn to true are written together under it, so that
+  // flush_result() never reads the result while a later flush's pass writes it.
+  mutable detail::SpinLock result_lock_;
+  std::error_code flush_result_ LLBM_GUARDED_BY(result_lock_);
   std::atomic<std::uint8_t> close_state_{0};  // CloseState
   std::error_code close_result_;              // guarded by the release/acquire of close_state_
   // The last close ended busy (close_state() reports it while kOpen). relaxed: a flag

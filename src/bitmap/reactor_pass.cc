@@ -90,6 +90,7 @@ bool ReactorCore::start_pass(Clock::time_point now) {
   if ((refused & kClosed) != 0) {
     // Nothing runs on a closed bitmap; a flush asked for after the close is refused.
     if (forced) {
+      detail::SpinLockGuard lock(result_lock_);
       flush_result_ = make_error_code(Errc::bitmap_closed);
       flushed_.store(true, std::memory_order_release);  // release: see end_pass
     }
@@ -249,6 +250,7 @@ void ReactorCore::end_pass(Clock::time_point now, std::error_code ec) {
   last_pass_end_ = now;
   phase_ = Phase::kIdle;
   if (pass_forced_) {
+    detail::SpinLockGuard lock(result_lock_);
     flush_result_ = ec;
     // release: pairs with flushed()'s acquire load.
     flushed_.store(true, std::memory_order_release);
@@ -274,6 +276,7 @@ bool ReactorBitmap::flushed() const noexcept {
 
 std::error_code ReactorBitmap::flush_result() const {
   const ReactorCore& s = core_of(*this);
+  detail::SpinLockGuard lock(s.result_lock_);
   // acquire: see end_pass.
   return s.flushed_.load(std::memory_order_acquire) ? s.flush_result_ : std::error_code();
 }
