@@ -23,6 +23,7 @@
 #include "engine.h"
 
 #include <llbitmap/error.h>
+#include <llbitmap/reactor.h>
 
 #include <algorithm>
 #include <array>
@@ -45,9 +46,6 @@
 #include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-#if LLBM_URING_REACTOR
-#include <llbitmap/reactor.h>
-#endif
 
 namespace llbitmap::uring_mirror {
 
@@ -109,17 +107,9 @@ class Reactor;
 
 // One write in flight: its buffer, where it goes, and (kLlbitmap) the ReactorWrite the
 // bitmap holds while its admission waits.
-struct Slot
-#if LLBM_URING_REACTOR
-    : ReactorWrite
-#endif
-{
-#if LLBM_URING_REACTOR
+struct Slot : ReactorWrite {
   explicit Slot(Reactor* r) : ReactorWrite(&on_admit), reactor(r) {}
   static void on_admit(ReactorWrite& w, std::error_code ec);
-#else
-  explicit Slot(Reactor* r) : reactor(r) {}
-#endif
   Reactor* reactor;
   std::byte* buf = nullptr;
   std::uint64_t off = 0;
@@ -130,7 +120,6 @@ struct Slot
   Slot* next = nullptr;  // kClassic: the list of writes waiting for a bitmap flush
 };
 
-#if LLBM_URING_REACTOR
 // A metadata IO of the bitmap on its way through the ring.
 struct MetaReq {
   MetaIo io;
@@ -138,7 +127,6 @@ struct MetaReq {
   int left = 0;            // completions still expected
   int err = 0;             // the first error (errno)
 };
-#endif
 
 // The classic bitmap's page write + fdatasync, and the writes waiting for it.
 struct ClassicFlush {
@@ -203,13 +191,11 @@ class Reactor {
   void on_classic_daemon(int res);
   void arm_event();
   void handle(std::uint64_t user_data, int res);
-#if LLBM_URING_REACTOR
   void submit_meta_batch(std::span<const MetaIo> batch);
   void submit_meta(const MetaIo& io, bool link);
   void submit_meta_write(MetaReq& m, bool link);
   void submit_meta_sync(MetaReq& m);
   void on_meta(MetaReq& m, int res);
-#endif
 
   Shared& s_;
   const unsigned index_;
@@ -226,13 +212,11 @@ class Reactor {
   bool no_more_ = false;          // kFirst ran out of chunks
   std::uint64_t start_ns_ = 0;
   std::uint64_t stamp_ = 0;
-#if LLBM_URING_REACTOR
   std::unique_ptr<ReactorQueue> queue_;
   std::vector<std::unique_ptr<MetaReq>> meta_pool_;
   std::vector<MetaReq*> meta_free_;
   unsigned meta_writes_ = 0;        // kWrite requests not completed yet
   std::vector<MetaReq*> resubmit_;  // linked syncs cancelled: started again at 0 writes
-#endif
   unsigned meta_inflight_ = 0;
   int efd_ = -1;
   bool event_armed_ = false;
@@ -247,7 +231,6 @@ class Reactor {
   std::uint64_t next_daemon_ns_ = 0;
 };
 
-#if LLBM_URING_REACTOR
 void Slot::on_admit(ReactorWrite& w, std::error_code ec) {
   auto& slot = static_cast<Slot&>(w);
   if (ec)
@@ -255,7 +238,6 @@ void Slot::on_admit(ReactorWrite& w, std::error_code ec) {
   else
     slot.reactor->admitted(slot);
 }
-#endif
 
 void Reactor::start_op(Slot& slot) {
   if (stopping_) return;
@@ -286,9 +268,7 @@ void Reactor::start_op(Slot& slot) {
       return;
     case Mode::kBlocking:  // never a reactor's (run_reactor refuses it)
       return;
-    case Mode::kLlbitmap:
-#if LLBM_URING_REACTOR
-    {
+    case Mode::kLlbitmap: {
       std::error_code ec;
       switch (queue_->start_write(off, kBlock, slot, ec)) {
         case Admit::kReady:
@@ -302,7 +282,6 @@ void Reactor::start_op(Slot& slot) {
           return;
       }
     }
-#endif
       return;
   }
 }
@@ -331,10 +310,8 @@ void Reactor::finish(Slot& slot) {
     case Mode::kBlocking:  // never a reactor's (run_reactor refuses it)
       break;
     case Mode::kLlbitmap:
-#if LLBM_URING_REACTOR
       // ReactorOptions::data_flush: the cleaning pass's kDataFlush makes it durable.
       s_.bitmap->end_write(slot.off, kBlock);
-#endif
       break;
   }
   if (slot.err != 0) {
@@ -432,7 +409,6 @@ void Reactor::on_classic_daemon(int res) {
 
 // --- kLlbitmap
 
-#if LLBM_URING_REACTOR
 // One next_ios() call's requests. A kSync marked after_writes follows, in the same call,
 // the kWrites of its round (ReactorOptions::ordered_sync): they are linked to it
 // (IOSQE_IO_LINK), so the kernel starts the sync only once they completed and the round
@@ -531,7 +507,6 @@ void Reactor::on_meta(MetaReq& m, int res) {
     resubmit_.clear();
   }
 }
-#endif
 
 void Reactor::arm_event() {
   if (efd_ < 0 || event_armed_) return;
@@ -549,9 +524,7 @@ void Reactor::handle(std::uint64_t user_data, int res) {
       on_leg(*static_cast<Slot*>(p), res);
       return;
     case kTagMeta:
-#if LLBM_URING_REACTOR
       on_meta(*static_cast<MetaReq*>(p), res);
-#endif
       return;
     case kTagEvent:
       event_armed_ = false;  // q.poll() at the top of the loop drains the eventfd
@@ -595,7 +568,6 @@ void Reactor::run() {
       if (page_buf_ == nullptr) throw std::bad_alloc();
       std::memset(page_buf_, 0, classic_pages_ * kBlock);
     }
-#if LLBM_URING_REACTOR
     if (s_.mode == Mode::kLlbitmap) {
       // The loop polls the queue after every other bitmap call and before it sleeps, so
       // only another reactor's completion needs to write the eventfd.
@@ -606,7 +578,6 @@ void Reactor::run() {
         meta_free_.push_back(meta_pool_.back().get());
       }
     }
-#endif
   }
   // release: pairs with the main thread's acquire load; it prints "running" after it.
   s_.started.fetch_add(1, std::memory_order_release);
@@ -615,9 +586,7 @@ void Reactor::run() {
     // No ring: this reactor writes nothing. acq_rel as below; if it is the last one
     // out, the bitmap is asked to close and the main thread drives it after the join.
     if (s_.writing.fetch_sub(1, std::memory_order_acq_rel) == 1 && s_.bitmap != nullptr) {
-#if LLBM_URING_REACTOR
       s_.bitmap->begin_close();
-#endif
     }
     return;
   }
@@ -636,7 +605,6 @@ void Reactor::run() {
   done.reserve(entries * 2);
   for (;;) {
     const std::uint64_t t = now_ns();
-#if LLBM_URING_REACTOR
     // The step first: a page it reopens makes writes due, which the poll below runs.
     if (s_.bitmap != nullptr && t - last_step >= 1'000'000) {
       s_.bitmap->step();
@@ -648,7 +616,6 @@ void Reactor::run() {
       for (std::size_t n; (n = s_.bitmap->next_ios(batch)) != 0;)
         submit_meta_batch(std::span<const MetaIo>(batch.data(), n));
     }
-#endif
     if (s_.mode == Mode::kClassic && index_ == 0 && t >= next_daemon_ns_) {
       next_daemon_ns_ =
           t + static_cast<std::uint64_t>(std::chrono::nanoseconds(s_.classic_daemon_sleep).count());
@@ -677,14 +644,11 @@ void Reactor::run() {
       // asks the bitmap to close; the others' loads below pair with it.
       if (s_.writing.fetch_sub(1, std::memory_order_acq_rel) == 1 && s_.bitmap != nullptr) {
         closer = true;
-#if LLBM_URING_REACTOR
         s_.bitmap->begin_close();
-#endif
       }
     }
     if (writes_done && daemon_left_ == 0) {
       if (s_.bitmap == nullptr) break;
-#if LLBM_URING_REACTOR
       // acquire: pairs with the fetch_sub above (the close was asked for).
       if (s_.writing.load(std::memory_order_acquire) == 0) {
         std::error_code ec;
@@ -693,10 +657,6 @@ void Reactor::run() {
         if (state == ReactorBitmap::CloseState::kOpen && closer && ec == Errc::busy)
           s_.bitmap->begin_close();  // a write outlived the drain allowance: ask again
       }
-#else
-      (void)closer;
-      break;
-#endif
     }
     arm_event();
     io_uring_cqe* cqe = nullptr;
@@ -711,9 +671,7 @@ void Reactor::run() {
     for (const auto& [data, res] : done) handle(data, res);
   }
   if (!stopping_ && measured_) result_.seconds = static_cast<double>(now_ns() - measure_ns_) / 1e9;
-#if LLBM_URING_REACTOR
   queue_.reset();
-#endif
 }
 
 }  // namespace

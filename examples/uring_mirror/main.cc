@@ -10,6 +10,7 @@
 #include <llbitmap/bitmap.h>
 #include <llbitmap/error.h>
 #include <llbitmap/format.h>
+#include <llbitmap/reactor.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -38,9 +39,6 @@
 #include <liburing.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#if LLBM_URING_REACTOR
-#include <llbitmap/reactor.h>
-#endif
 
 namespace llbitmap::uring_mirror {
 namespace {
@@ -183,7 +181,6 @@ std::error_code open_legs(const Config& cfg, Files& f) {
 
 // --- the bitmap on the main thread (before the reactors start, after they stopped)
 
-#if LLBM_URING_REACTOR
 std::error_code read_file(int fd, std::vector<std::byte>& out) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) return errno_code();
@@ -299,7 +296,6 @@ std::unique_ptr<ReactorBitmap> open_bitmap(const Config& cfg, Files& f, bool cre
   }
   return b;
 }
-#endif
 
 // --- the run
 
@@ -337,9 +333,7 @@ int run_load(const Config& cfg) {
 
   std::unique_ptr<bench::ClassicBitmap> classic;
   std::unique_ptr<BlockingMirror> blocking;
-#if LLBM_URING_REACTOR
   std::unique_ptr<ReactorBitmap> bitmap;
-#endif
   switch (cfg.mode) {
     case Mode::kNone:
       break;
@@ -357,7 +351,6 @@ int run_load(const Config& cfg) {
       break;
     }
     case Mode::kLlbitmap: {
-#if LLBM_URING_REACTOR
       std::string error;
       bitmap = open_bitmap(cfg, f, /*create=*/true, error);
       if (!bitmap) return fail(error);
@@ -365,9 +358,6 @@ int run_load(const Config& cfg) {
       shared.bitmap_fd = f.bitmap;
       shared.chunk_bytes = bitmap->chunk_bytes();
       break;
-#else
-      return fail("--mode llbitmap: this build has no ReactorBitmap (src/bitmap/reactor.cc)");
-#endif
     }
     case Mode::kBlocking: {
       std::string error;
@@ -453,7 +443,6 @@ int run_load(const Config& cfg) {
     }
     blocking_stats = blocking->stats();
   }
-#if LLBM_URING_REACTOR
   ReactorStats stats{};
   if (bitmap) {
     std::error_code result;
@@ -469,7 +458,6 @@ int run_load(const Config& cfg) {
     }
     stats = bitmap->stats();
   }
-#endif
 
   const double us = 1e-3;
   if (cfg.json) {
@@ -500,11 +488,9 @@ int run_load(const Config& cfg) {
       j.member("pending_admissions", pending);
       j.member("meta_ios", meta_ios);
       j.member("linked_sync", !cfg.unlinked_sync);
-#if LLBM_URING_REACTOR
       j.member("persist_rounds", stats.persist_rounds);
       j.member("data_flushes", stats.data_flushes);
       j.member("pages_cleaned", stats.pages_cleaned);
-#endif
     }
     if (cfg.mode == Mode::kBlocking) {
       j.member("workers", std::uint64_t{blocking->workers()});
@@ -541,7 +527,6 @@ int run_load(const Config& cfg) {
 // --- resync after a crash
 
 int run_resync(const Config& cfg) {
-#if LLBM_URING_REACTOR
   Files f;
   std::error_code ec;
   if ((ec = open_legs(cfg, f))) return fail("opening the legs", ec);
@@ -608,10 +593,6 @@ int run_resync(const Config& cfg) {
                   static_cast<unsigned long long>(cmp.first_difference));
   }
   return cmp.identical ? kExitOk : kExitError;
-#else
-  (void)cfg;
-  return fail("--resync: this build has no ReactorBitmap (src/bitmap/reactor.cc)");
-#endif
 }
 
 // --- the medium's own write + flush

@@ -93,6 +93,7 @@
 
 #include "bitmap_fixture.h"
 #include "crash_images.h"
+#include "crash_knobs.h"
 #include "image_states.h"
 #include "start_gate.h"
 
@@ -111,49 +112,33 @@ using namespace std::chrono_literals;
 using test::CrashImageOptions;
 using test::CrashSelection;
 
-bool g_exhaustive = false;  // set by main (--exhaustive) or LLBM_CRASH_EXHAUSTIVE=1
-
 // ------------------------------------------------------------------ run size
 
 struct RunSize {
   int workloads = 0;
   int ops_min = 0, ops_max = 0;
   CrashImageOptions images;
-  std::uint64_t base_seed = 0x6c6c626d5f63726dULL;
+  std::uint64_t base_seed = 0;
   std::optional<std::uint64_t> only;  // replay one workload seed
 };
 
 RunSize run_size() {
-  RunSize r;
 #if defined(LLBM_CRASH_SANITIZED)
-  r.workloads = 30;
+  const int workloads = 30;
 #elif !defined(NDEBUG)
-  r.workloads = 80;
+  const int workloads = 80;
 #else
-  r.workloads = 600;
+  const int workloads = 600;
 #endif
-  r.ops_min = 20;
-  r.ops_max = 45;
-  r.images.exhaustive_writes = 6;
-  r.images.samples = 64;
-  if (const char* e = std::getenv("LLBM_CRASH_EXHAUSTIVE");
-      e != nullptr && std::strcmp(e, "1") == 0)
-    g_exhaustive = true;
-  if (g_exhaustive) {
-    r.workloads *= 10;
-    r.ops_min = 40;
-    r.ops_max = 90;
-    r.images.exhaustive_writes = 10;
-    r.images.samples = 1000;
-  }
-  if (const char* e = std::getenv("LLBM_CRASH_SCALE"); e != nullptr) {
-    const double f = std::strtod(e, nullptr);
-    if (f > 0) r.workloads = std::max(1, static_cast<int>(r.workloads * f));
-  }
-  if (const char* e = std::getenv("LLBM_CRASH_SEED"); e != nullptr)
-    r.base_seed = std::strtoull(e, nullptr, 0);
-  if (const char* e = std::getenv("LLBM_CRASH_ONLY"); e != nullptr)
-    r.only = std::strtoull(e, nullptr, 0);
+  const test::CrashKnobs k = test::crash_knobs(workloads, 0x6c6c626d5f63726dULL);
+  RunSize r;
+  r.workloads = k.workloads;
+  r.base_seed = k.base_seed;
+  r.only = k.only;
+  r.ops_min = k.exhaustive ? 40 : 20;
+  r.ops_max = k.exhaustive ? 90 : 45;
+  r.images.exhaustive_writes = k.exhaustive ? 10 : 6;
+  r.images.samples = k.exhaustive ? 1000 : 64;
   return r;
 }
 
@@ -1077,7 +1062,7 @@ TEST(CrashEnum, EveryCrashImageRecoversEveryWriteInFlight) {
   Totals totals;
   const auto t0 = std::chrono::steady_clock::now();
   std::printf("crash-enum: base seed 0x%" PRIx64 "%s\n", size.base_seed,
-              g_exhaustive ? " (exhaustive)" : "");
+              test::crash_exhaustive() ? " (exhaustive)" : "");
   if (size.only) {
     Workload(*size.only, size, totals, DiskMode::kHonest).run();
   } else {
@@ -1160,17 +1145,5 @@ TEST(CrashEnum, CheckerCatchesADiskThatSkipsFlushes) {
 }  // namespace llbitmap
 
 int main(int argc, char** argv) {
-  // --exhaustive: the long variant (also LLBM_CRASH_EXHAUSTIVE=1). Stripped before gtest
-  // parses the rest.
-  int out = 1;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--exhaustive") == 0)
-      llbitmap::g_exhaustive = true;
-    else
-      argv[out++] = argv[i];
-  }
-  argc = out;
-  argv[argc] = nullptr;
-  ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
+  return llbitmap::test::crash_test_main(argc, argv);
 }

@@ -64,6 +64,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "crash_knobs.h"
 #include "image_states.h"
 #include "meta_disk.h"
 #include "meta_engine.h"
@@ -83,43 +84,33 @@ using namespace std::chrono_literals;
 using test::MetaDisk;
 using test::MetaEngine;
 
-bool g_exhaustive = false;
-
 struct RunSize {
   int workloads = 0;
   int ops_min = 60, ops_max = 160;
   test::CrashImageLimits images;
-  std::uint64_t base_seed = 0x72656163745f6372ULL;
+  std::uint64_t base_seed = 0;
   std::optional<std::uint64_t> only;
 };
 
 RunSize run_size() {
-  RunSize r;
 #if defined(LLBM_RCRASH_SANITIZED)
-  r.workloads = 60;
+  const int workloads = 60;
 #elif !defined(NDEBUG)
-  r.workloads = 200;
+  const int workloads = 200;
 #else
-  r.workloads = 1000;
+  const int workloads = 1000;
 #endif
-  if (const char* e = std::getenv("LLBM_CRASH_EXHAUSTIVE");
-      e != nullptr && std::strcmp(e, "1") == 0)
-    g_exhaustive = true;
-  if (g_exhaustive) {
-    r.workloads *= 10;
+  const test::CrashKnobs k = test::crash_knobs(workloads, 0x72656163745f6372ULL);
+  RunSize r;
+  r.workloads = k.workloads;
+  r.base_seed = k.base_seed;
+  r.only = k.only;
+  if (k.exhaustive) {
     r.ops_min = 120;
     r.ops_max = 300;
     r.images.exhaustive_writes = 10;
     r.images.samples = 1000;
   }
-  if (const char* e = std::getenv("LLBM_CRASH_SCALE"); e != nullptr) {
-    const double f = std::strtod(e, nullptr);
-    if (f > 0) r.workloads = std::max(1, static_cast<int>(r.workloads * f));
-  }
-  if (const char* e = std::getenv("LLBM_CRASH_SEED"); e != nullptr)
-    r.base_seed = std::strtoull(e, nullptr, 0);
-  if (const char* e = std::getenv("LLBM_CRASH_ONLY"); e != nullptr)
-    r.only = std::strtoull(e, nullptr, 0);
   return r;
 }
 
@@ -596,15 +587,5 @@ TEST(ReactorCrash, SelfTestADiskThatSkipsSyncsIsCaught) {
 }  // namespace llbitmap
 
 int main(int argc, char** argv) {
-  int out = 1;
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--exhaustive") == 0)
-      llbitmap::g_exhaustive = true;
-    else
-      argv[out++] = argv[i];
-  }
-  argc = out;
-  argv[argc] = nullptr;
-  ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
+  return llbitmap::test::crash_test_main(argc, argv);
 }
