@@ -102,13 +102,11 @@ bool ReactorCore::start_pass(Clock::time_point now) {
   const bool cleanable =
       (refused & kFailing) == 0 && !degraded_.load(std::memory_order_relaxed);  // relaxed: a flag
   cand_.clear();
-  for (std::uint64_t p = 0; p < pages_.size(); ++p) {
-    if (closing) {
+  // A close suspends every page; a pass, the cleanable ones that hold Dirty chunks and
+  // are expired (or all of those, when forced).
+  for (std::uint64_t p = 0; p < pages_.size(); ++p)
+    if (closing || (cleanable && image_.page_has_dirty(p) && (forced || pages_[p]->expired(now))))
       cand_.push_back(p);
-    } else if (cleanable && image_.page_has_dirty(p) && (forced || pages_[p]->expired(now))) {
-      cand_.push_back(p);
-    }
-  }
   if (cand_.empty()) {
     end_pass(now, forced && !cleanable && (refused & kFailing) != 0
                       ? make_error_code(Errc::bitmap_failed)
@@ -151,7 +149,8 @@ void ReactorCore::poll_suspends(Clock::time_point now) {
   }
   if (waiting) return;
   std::size_t suspended = 0;
-  for (const std::uint8_t st : cand_state_) suspended += static_cast<SP>(st) == SP::kSuspended;
+  for (const std::uint8_t st : cand_state_)
+    if (static_cast<SP>(st) == SP::kSuspended) ++suspended;
   if (pass_closing_ && suspended != cand_.size()) {
     // A write is still in flight: nothing changed, the bitmap stays open.
     for (std::size_t i = 0; i < cand_.size(); ++i)
