@@ -83,7 +83,7 @@ for dir in $dirs; do
   d=$dir/llbm-uring-bench
   mkdir -p "$d"
   made+=("$d")
-  fstype=$(stat -f -c %T "$dir")
+  fstype=$(findmnt -n -o FSTYPE -T "$dir" 2>/dev/null || stat -f -c %T "$dir")
   if [[ $fstype != tmpfs ]]; then
     # Fill the legs once: a write into a hole allocates, and no mode should pay that.
     bytes=$(numfmt --from=iec "$size")

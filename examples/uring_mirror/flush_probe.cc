@@ -45,10 +45,12 @@ std::error_code by_syscall(int fd, const std::byte* buf) {
 
 // The same through the ring: the fsync linked behind the write, both waited for.
 std::error_code by_ring(io_uring& ring, int fd, const std::byte* buf) {
+  // The ring is empty between samples: both entries are free.
   io_uring_sqe* w = io_uring_get_sqe(&ring);
+  io_uring_sqe* f = w != nullptr ? io_uring_get_sqe(&ring) : nullptr;
+  if (w == nullptr || f == nullptr) return std::make_error_code(std::errc::device_or_resource_busy);
   io_uring_prep_write(w, fd, buf, 4096, 0);
   w->flags |= IOSQE_IO_LINK;
-  io_uring_sqe* f = io_uring_get_sqe(&ring);
   io_uring_prep_fsync(f, fd, IORING_FSYNC_DATASYNC);
   int r = io_uring_submit_and_wait(&ring, 2);
   if (r < 0) return {-r, std::generic_category()};
