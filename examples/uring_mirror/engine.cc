@@ -123,6 +123,7 @@ struct Slot : ReactorWrite {
 // A metadata IO of the bitmap on its way through the ring.
 struct MetaReq {
   MetaIo io;
+  int fd = -1;             // kWrite: where it goes (the bitmap file; see fail_meta_write)
   std::uint64_t done = 0;  // kWrite: bytes written so far
   int left = 0;            // completions still expected
   int err = 0;             // the first error (errno)
@@ -440,11 +441,15 @@ void Reactor::submit_meta(const MetaIo& io, bool link) {
   m.io = io;
   ++meta_inflight_;
   switch (io.kind) {
-    case MetaIo::Kind::kWrite:
+    case MetaIo::Kind::kWrite: {
       m.left = 1;
       ++meta_writes_;
+      // relaxed: a ticket counter.
+      const std::uint64_t n = s_.meta_writes.fetch_add(1, std::memory_order_relaxed) + 1;
+      m.fd = n == s_.fail_meta_write ? s_.bitmap_ro_fd : s_.bitmap_fd;
       submit_meta_write(m, link);
       return;
+    }
     case MetaIo::Kind::kSync:
       m.left = 1;
       submit_meta_sync(m);
@@ -462,7 +467,7 @@ void Reactor::submit_meta(const MetaIo& io, bool link) {
 
 void Reactor::submit_meta_write(MetaReq& m, bool link) {
   io_uring_sqe* e = sqe();
-  io_uring_prep_write(e, s_.bitmap_fd, m.io.bytes.data() + m.done,
+  io_uring_prep_write(e, m.fd, m.io.bytes.data() + m.done,
                       static_cast<unsigned>(m.io.bytes.size() - m.done), m.io.offset + m.done);
   io_uring_sqe_set_data64(e, tagged(&m, kTagMeta));
   if (link) e->flags |= IOSQE_IO_LINK;
@@ -480,6 +485,7 @@ void Reactor::on_meta(MetaReq& m, int res) {
     // sync again once this reactor's bitmap writes completed (the failed one reports
     // its own error; a short one is being finished).
     resubmit_.push_back(&m);
+    ++result_.syncs_restarted;
     if (meta_writes_ == 0) {
       for (MetaReq* r : resubmit_) submit_meta_sync(*r);
       resubmit_.clear();

@@ -63,7 +63,12 @@ struct Shared {
   std::uint64_t device_bytes = 0;
   std::uint64_t chunk_bytes = 0;
   int leg_fd[2] = {-1, -1};
-  int bitmap_fd = -1;                                    // kLlbitmap: the bitmap file
+  int bitmap_fd = -1;  // kLlbitmap: the bitmap file
+  // kLlbitmap, --fail-meta-write N: the N-th bitmap write the reactors submit (counted over
+  // all of them, from 1) goes to bitmap_ro_fd, the file opened read-only, and fails with
+  // EBADF: the failure path of a linked round, end to end. 0: off.
+  std::uint64_t fail_meta_write = 0;
+  int bitmap_ro_fd = -1;
   int classic_fd = -1;                                   // kClassic: the classic bitmap's file
   ReactorBitmap* bitmap = nullptr;                       // kLlbitmap
   bench::ClassicBitmap* classic = nullptr;               // kClassic
@@ -90,6 +95,8 @@ struct Shared {
   // kFirst: the next chunk to touch (relaxed: a ticket counter, nothing is published
   // through it).
   std::atomic<std::uint64_t> next_chunk{0};
+  // kLlbitmap: bitmap writes submitted so far (relaxed: a ticket counter, as next_chunk).
+  std::atomic<std::uint64_t> meta_writes{0};
 };
 
 // What one reactor (kBlocking: one worker thread) reports at its end.
@@ -99,7 +106,10 @@ struct ReactorResult {
   double seconds = 0;          // from its start to the stop it saw
   std::uint64_t pending = 0;   // kLlbitmap: admissions that were kPending
   std::uint64_t meta_ios = 0;  // kLlbitmap: MetaIo requests it performed
-  std::uint64_t errors = 0;    // failed leg writes and refused admissions
+  // kLlbitmap: linked syncs the kernel cancelled (a write before them failed or was
+  // short) and the reactor started again.
+  std::uint64_t syncs_restarted = 0;
+  std::uint64_t errors = 0;  // failed leg writes and refused admissions
   pid_t tid = 0;
   std::string error;  // set when the reactor could not run
 };

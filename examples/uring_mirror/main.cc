@@ -87,6 +87,9 @@ Options:
   --daemon-sleep MS   the bitmap's cleaning interval (default: the file's; a new file
                       gets the library default); also the classic daemon's (default 5000)
   --barrier-idle MS   llbitmap: how long a page must be idle before it is cleaned
+  --fail-meta-write N llbitmap: make the N-th bitmap write of the run fail (it goes to
+                      a read-only descriptor: EBADF), to test the failure path; the
+                      bitmap then fails, later writes are refused, the exit status is 1
   --unlinked-sync     llbitmap: take a persist round's sync from the bitmap only once
                       its writes completed (two trips through the ring per round)
                       instead of linked behind them (ReactorOptions::ordered_sync)
@@ -118,6 +121,7 @@ struct Config {
   bool resync = false;
   bool unlinked_sync = false;
   bool probe_flush = false;
+  std::uint64_t fail_meta_write = 0;  // 0: off
 };
 
 int fail(const std::string& what) {
@@ -137,13 +141,14 @@ std::error_code errno_code() {
 struct Files {
   int leg[2] = {-1, -1};
   int bitmap = -1;
+  int bitmap_ro = -1;  // --fail-meta-write
   int classic = -1;
   bool direct = true;  // both legs opened with O_DIRECT
   Files() = default;
   Files(const Files&) = delete;
   Files& operator=(const Files&) = delete;
   ~Files() {
-    for (const int fd : {leg[0], leg[1], bitmap, classic})
+    for (const int fd : {leg[0], leg[1], bitmap, bitmap_ro, classic})
       if (fd >= 0) ::close(fd);
   }
 };
@@ -356,6 +361,12 @@ int run_load(const Config& cfg) {
       if (!bitmap) return fail(error);
       shared.bitmap = bitmap.get();
       shared.bitmap_fd = f.bitmap;
+      if (cfg.fail_meta_write != 0) {
+        f.bitmap_ro = ::open((cfg.dir / "bitmap").c_str(), O_RDONLY | O_CLOEXEC);
+        if (f.bitmap_ro < 0) return fail("opening the bitmap read-only", errno_code());
+        shared.bitmap_ro_fd = f.bitmap_ro;
+        shared.fail_meta_write = cfg.fail_meta_write;
+      }
       shared.chunk_bytes = bitmap->chunk_bytes();
       break;
     }
@@ -416,7 +427,7 @@ int run_load(const Config& cfg) {
 
   int rc = kExitOk;
   Histogram latency;
-  std::uint64_t ops = 0, pending = 0, meta_ios = 0, errors = 0;
+  std::uint64_t ops = 0, pending = 0, meta_ios = 0, errors = 0, syncs_restarted = 0;
   double iops = 0, seconds = 0;
   for (const auto& r : results) {
     if (!r.error.empty()) {
@@ -428,6 +439,7 @@ int run_load(const Config& cfg) {
     ops += r.ops;
     pending += r.pending;
     meta_ios += r.meta_ios;
+    syncs_restarted += r.syncs_restarted;
     errors += r.errors;
     if (r.seconds > 0) iops += static_cast<double>(r.ops) / r.seconds;
     seconds = std::max(seconds, r.seconds);
@@ -488,6 +500,8 @@ int run_load(const Config& cfg) {
       j.member("pending_admissions", pending);
       j.member("meta_ios", meta_ios);
       j.member("linked_sync", !cfg.unlinked_sync);
+      j.member("syncs_restarted", syncs_restarted);
+      j.member("bitmap_failed", bitmap->failed());
       j.member("persist_rounds", stats.persist_rounds);
       j.member("data_flushes", stats.data_flushes);
       j.member("pages_cleaned", stats.pages_cleaned);
@@ -652,6 +666,11 @@ int run(int argc, char** argv) {
       cfg.json = true;
     } else if (args.flag("--resync")) {
       cfg.resync = true;
+    } else if (args.option("--fail-meta-write", v, missing)) {
+      const auto n = tool::parse_uint(v);
+      if (!missing && (!n || *n == 0))
+        return tool::usage_error("--fail-meta-write: a count from 1 expected");
+      if (!missing) cfg.fail_meta_write = *n;
     } else if (args.flag("--unlinked-sync")) {
       cfg.unlinked_sync = true;
     } else if (args.flag("--probe-flush")) {

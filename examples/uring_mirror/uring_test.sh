@@ -16,6 +16,11 @@
 #                                   --unlinked-sync, which must work as well.
 #   uring_test.sh probe ENGINE      --probe-flush: the medium's write + fdatasync by
 #                                   syscalls and through a ring, p50 <= p99, all > 0.
+#   uring_test.sh fault ENGINE      llbitmap mode with --fail-meta-write 2: the first round's
+#                                   second write fails (EBADF), its linked sync is cancelled
+#                                   and started again, the bitmap fails (exit status 1, the
+#                                   library's message, refused writes); --resync must then
+#                                   exit 0 with the legs identical.
 #   uring_test.sh crash ENGINE      llbitmap mode, hot workload, SIGKILLed about 1 s after
 #                                   its "running" line; --resync must then exit 0 with the
 #                                   legs identical, having resynced some chunks but fewer
@@ -28,7 +33,7 @@
 # here (the engine's own exit status 77), or strace / ptrace is not available.
 set -euo pipefail
 
-case_name=${1:?usage: uring_test.sh run|probe|crash|strace ENGINE [MODE]}
+case_name=${1:?usage: uring_test.sh run|probe|fault|crash|strace ENGINE [MODE]}
 engine=${2:?engine binary required}
 mode=${3:-llbitmap}
 
@@ -132,6 +137,28 @@ for way in ("syscall", "ring"):
 EOF
     [[ ! -e $work/d/flush-probe ]] || die "the probe file was left behind"
     say "ok: probe"
+    ;;
+
+  fault)
+    rc=0
+    "$engine" --dir "$work/d" --size 256M --mode llbitmap --workload uniform --seconds 1 \
+      --fail-meta-write 2 --json >"$work/out.json" 2>"$work/err" || rc=$?
+    [[ $rc -eq 77 ]] && skip "io_uring is not permitted here"
+    cat "$work/out.json"
+    ((rc == 1)) || { cat "$work/err" >&2; die "exit status $rc, not 1, after a failed bitmap write"; }
+    grep -q 'a bitmap write or sync failed' "$work/err" || die "no message of the failed write"
+    python3 - "$work/out.json" <<'EOF' || die "bad JSON after a failed bitmap write"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["bitmap_failed"] is True, r
+assert r["errors"] > 0, "no write was refused"
+assert r["syncs_restarted"] >= 1, "the cancelled linked sync was not started again"
+EOF
+    engine_or_skip --dir "$work/d" --resync --json >"$work/resync.json" ||
+      { cat "$work/resync.json"; die "--resync after a failed bitmap failed"; }
+    cat "$work/resync.json"
+    [[ $(json_field "$work/resync.json" identical) == True ]] || die "the legs differ"
+    say "ok: the failed write failed the bitmap, and the resync made the legs identical"
     ;;
 
   crash)
