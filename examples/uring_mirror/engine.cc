@@ -193,7 +193,9 @@ class Reactor {
   void arm_event();
   void handle(std::uint64_t user_data, int res);
   void submit_meta_batch(std::span<const MetaIo> batch);
-  void submit_meta(const MetaIo& io, bool link);
+  // link: IOSQE_IO_LINK on a kWrite; hold: a kSync that must wait for this reactor's
+  // bitmap writes (resubmit_).
+  void submit_meta(const MetaIo& io, bool link, bool hold);
   void submit_meta_write(MetaReq& m, bool link);
   void submit_meta_sync(MetaReq& m);
   void on_meta(MetaReq& m, int res);
@@ -216,8 +218,10 @@ class Reactor {
   std::unique_ptr<ReactorQueue> queue_;
   std::vector<std::unique_ptr<MetaReq>> meta_pool_;
   std::vector<MetaReq*> meta_free_;
-  unsigned meta_writes_ = 0;        // kWrite requests not completed yet
-  std::vector<MetaReq*> resubmit_;  // linked syncs cancelled: started again at 0 writes
+  unsigned meta_writes_ = 0;  // kWrite requests not completed yet
+  // After_writes syncs not linked (cancelled by the kernel, or held for want of room):
+  // started once meta_writes_ is 0.
+  std::vector<MetaReq*> resubmit_;
   unsigned meta_inflight_ = 0;
   int efd_ = -1;
   bool event_armed_ = false;
@@ -419,6 +423,9 @@ void Reactor::submit_meta_batch(std::span<const MetaIo> batch) {
   unsigned need = 0;
   for (const MetaIo& io : batch) need += io.kind == MetaIo::Kind::kDataFlush ? 2 : 1;
   if (io_uring_sq_space_left(&ring_) < need) io_uring_submit(&ring_);
+  // Should the ring still lack room (the kernel took fewer entries than asked), nothing is
+  // linked and the sync waits, unsubmitted, until this reactor's bitmap writes are back.
+  const bool chain = io_uring_sq_space_left(&ring_) >= need;
   std::size_t sync_at = batch.size();  // the after_writes sync, if any
   for (std::size_t i = 0; i < batch.size(); ++i)
     if (batch[i].after_writes) sync_at = i;
@@ -427,10 +434,10 @@ void Reactor::submit_meta_batch(std::span<const MetaIo> batch) {
          batch[chain_from - 1].kind == MetaIo::Kind::kWrite)
     --chain_from;
   for (std::size_t i = 0; i < batch.size(); ++i)
-    submit_meta(batch[i], i >= chain_from && i < sync_at);
+    submit_meta(batch[i], chain && i >= chain_from && i < sync_at, !chain && i == sync_at);
 }
 
-void Reactor::submit_meta(const MetaIo& io, bool link) {
+void Reactor::submit_meta(const MetaIo& io, bool link, bool hold) {
   if (meta_free_.empty()) {
     meta_pool_.push_back(std::make_unique<MetaReq>());
     meta_free_.push_back(meta_pool_.back().get());
@@ -452,7 +459,10 @@ void Reactor::submit_meta(const MetaIo& io, bool link) {
     }
     case MetaIo::Kind::kSync:
       m.left = 1;
-      submit_meta_sync(m);
+      if (hold && meta_writes_ != 0)
+        resubmit_.push_back(&m);  // started once the writes before it are back
+      else
+        submit_meta_sync(m);
       return;
     case MetaIo::Kind::kDataFlush:
       m.left = 2;  // both legs
