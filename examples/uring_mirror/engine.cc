@@ -222,6 +222,7 @@ class Reactor {
   // After_writes syncs not linked (cancelled by the kernel, or held for want of room):
   // started once meta_writes_ is 0.
   std::vector<MetaReq*> resubmit_;
+  bool meta_write_failed_ = false;  // a bitmap write failed (the bitmap is failed for good)
   unsigned meta_inflight_ = 0;
   int efd_ = -1;
   bool event_armed_ = false;
@@ -491,9 +492,20 @@ void Reactor::submit_meta_sync(MetaReq& m) {
 
 void Reactor::on_meta(MetaReq& m, int res) {
   if (m.io.kind == MetaIo::Kind::kSync && m.io.after_writes && res == -ECANCELED) {
-    // A write linked before it failed or was short, which broke the chain: start the
-    // sync again once this reactor's bitmap writes completed (the failed one reports
-    // its own error; a short one is being finished).
+    ++result_.syncs_cancelled;
+    // A write linked before it failed or was short, which broke the chain. After a
+    // failure the sync is completed cancelled, not performed (the round fails with the
+    // write's error); after a short write, which is being finished, it is started again
+    // once this reactor's bitmap writes completed.
+    if (meta_write_failed_) {
+      m.err = ECANCELED;
+      --m.left;
+      s_.bitmap->complete(m.io.id, std::error_code(ECANCELED, std::generic_category()));
+      --meta_inflight_;
+      ++result_.meta_ios;
+      meta_free_.push_back(&m);
+      return;
+    }
     resubmit_.push_back(&m);
     ++result_.syncs_restarted;
     if (meta_writes_ == 0) {
@@ -512,6 +524,7 @@ void Reactor::on_meta(MetaReq& m, int res) {
     if (m.err == 0) m.err = res < 0 ? -res : EIO;
   }
   if (--m.left > 0) return;
+  if (m.io.kind == MetaIo::Kind::kWrite && m.err != 0) meta_write_failed_ = true;
   const std::error_code ec =
       m.err != 0 ? std::error_code(m.err, std::generic_category()) : std::error_code();
   s_.bitmap->complete(m.io.id, ec);

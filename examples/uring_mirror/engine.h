@@ -107,7 +107,8 @@ struct ReactorResult {
   std::uint64_t pending = 0;   // kLlbitmap: admissions that were kPending
   std::uint64_t meta_ios = 0;  // kLlbitmap: MetaIo requests it performed
   // kLlbitmap: linked syncs the kernel cancelled (a write before them failed or was
-  // short) and the reactor started again.
+  // short), and those of them the reactor started again (after a short write).
+  std::uint64_t syncs_cancelled = 0;
   std::uint64_t syncs_restarted = 0;
   std::uint64_t errors = 0;  // failed leg writes and refused admissions
   pid_t tid = 0;

@@ -427,7 +427,8 @@ int run_load(const Config& cfg) {
 
   int rc = kExitOk;
   Histogram latency;
-  std::uint64_t ops = 0, pending = 0, meta_ios = 0, errors = 0, syncs_restarted = 0;
+  std::uint64_t ops = 0, pending = 0, meta_ios = 0, errors = 0, syncs_cancelled = 0,
+                syncs_restarted = 0;
   double iops = 0, seconds = 0;
   for (const auto& r : results) {
     if (!r.error.empty()) {
@@ -439,6 +440,7 @@ int run_load(const Config& cfg) {
     ops += r.ops;
     pending += r.pending;
     meta_ios += r.meta_ios;
+    syncs_cancelled += r.syncs_cancelled;
     syncs_restarted += r.syncs_restarted;
     errors += r.errors;
     if (r.seconds > 0) iops += static_cast<double>(r.ops) / r.seconds;
@@ -500,6 +502,7 @@ int run_load(const Config& cfg) {
       j.member("pending_admissions", pending);
       j.member("meta_ios", meta_ios);
       j.member("linked_sync", !cfg.unlinked_sync);
+      j.member("syncs_cancelled", syncs_cancelled);
       j.member("syncs_restarted", syncs_restarted);
       j.member("bitmap_failed", bitmap->failed());
       j.member("persist_rounds", stats.persist_rounds);

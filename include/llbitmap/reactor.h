@@ -147,8 +147,11 @@ struct MetaIo {
   // same next_ios() call as the kWrites of its round, directly behind them, before they
   // completed. Start it only once every one of those kWrites has completed (io_uring:
   // IOSQE_IO_LINK on each of them; a linked sync cancelled by a short write is started
-  // again once the write is finished). Completing it while one of them is outstanding
-  // aborts with a message.
+  // again once the write is finished). If one of them failed, complete the sync with an
+  // error without performing it (as io_uring's link does: ECANCELED); performing it is
+  // safe too, but makes the round's other writes durable without the failed one, so a
+  // block can read as unverifiable (its chunks resynced) until the stale mark is durable.
+  // Completing it while one of them is outstanding aborts with a message.
   bool after_writes = false;
 };
 

@@ -26,7 +26,8 @@
 // finds broken in violations(): ids unique among the outstanding requests; a kSync
 // handed out only once every kWrite handed out before it completed, or (after_writes)
 // directly behind all of them in one next_ios() call; a kWrite with bytes. An
-// after_writes kSync is completed by complete_one() only once its writes have.
+// after_writes kSync is completed by complete_one() only once its writes have, and, as
+// io_uring's link does, not performed (operation_canceled) if one of them failed.
 //
 // Single-threaded: one thread drives the engine (the bitmap's other callers may run on
 // other threads).
@@ -34,6 +35,7 @@
 
 #include <llbitmap/reactor.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -116,8 +118,10 @@ class MetaEngine {
   // How many requests pull() asks for per call: 1 uses next_io, more next_ios (an
   // ordered_sync bitmap then hands a round's sync out behind its writes).
   void set_batch(std::size_t n) { batch_ = n == 0 ? 1 : n; }
-  // after_writes syncs handed out so far.
+  // after_writes syncs handed out so far, and those completed with operation_canceled
+  // without being performed because a write they follow failed.
   [[nodiscard]] std::uint64_t after_writes_syncs() const noexcept { return after_writes_; }
+  [[nodiscard]] std::uint64_t cancelled_syncs() const noexcept { return cancelled_syncs_; }
   // True if the i-th outstanding request may start now: not an after_writes kSync whose
   // writes are still outstanding.
   [[nodiscard]] bool startable(std::size_t i) const {
@@ -143,15 +147,27 @@ class MetaEngine {
   // Performs and reports the i-th outstanding request.
   Done complete(std::size_t i) {
     const MetaIo io = outstanding_.at(i);
+    const std::vector<std::uint64_t> after = after_.at(i);
     outstanding_.erase(outstanding_.begin() + static_cast<std::ptrdiff_t>(i));
     after_.erase(after_.begin() + static_cast<std::ptrdiff_t>(i));
     Done d{io.kind, io.id, io.offset, io.bytes.size(), {}};
+    bool cancelled = false;
+    for (const std::uint64_t w : after)
+      if (std::find(failed_writes_.begin(), failed_writes_.end(), w) != failed_writes_.end())
+        cancelled = true;
     switch (io.kind) {
       case MetaIo::Kind::kWrite:
         d.result = disk_.write(io.offset, io.bytes);
+        if (d.result) failed_writes_.push_back(io.id);
         ++writes_;
         break;
       case MetaIo::Kind::kSync:
+        if (cancelled) {
+          // As io_uring's link: a write the sync follows failed, so it is not performed.
+          d.result = std::make_error_code(std::errc::operation_canceled);
+          ++cancelled_syncs_;
+          break;
+        }
         // A lying disk (crash tests' self-test) acknowledges every other sync undone.
         d.result = skip_syncs_ && syncs_ % 2 == 1 ? std::error_code{} : disk_.sync();
         ++syncs_;
@@ -214,6 +230,8 @@ class MetaEngine {
   std::vector<std::vector<std::uint64_t>> after_;  // per outstanding_: the writes it follows
   std::size_t batch_ = 1;
   std::uint64_t after_writes_ = 0;
+  std::vector<std::uint64_t> failed_writes_;  // ids of kWrites that failed
+  std::uint64_t cancelled_syncs_ = 0;
   std::vector<MetaIo::Kind> handed_;
   std::vector<std::string> violations_;
   std::error_code data_flush_result_;
