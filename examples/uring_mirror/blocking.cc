@@ -22,12 +22,6 @@ namespace llbitmap::uring_mirror {
 
 namespace {
 
-std::uint64_t now_ns() noexcept {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::steady_clock::now().time_since_epoch())
-                                        .count());
-}
-
 constexpr std::uint64_t kIdle = std::numeric_limits<std::uint64_t>::max();  // no write
 
 }  // namespace

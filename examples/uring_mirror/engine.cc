@@ -79,14 +79,6 @@ const char* workload_name(Workload w) noexcept {
 
 namespace {
 
-using SteadyClock = std::chrono::steady_clock;
-
-std::uint64_t now_ns() noexcept {
-  return static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(SteadyClock::now().time_since_epoch())
-          .count());
-}
-
 // What a completion belongs to: the low bits of its user_data (every object is at
 // least 8-byte aligned).
 enum Tag : std::uintptr_t {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "histogram.h"
 #include <fcntl.h>
 #include <liburing.h>
 #include <unistd.h>
@@ -16,12 +17,6 @@
 namespace llbitmap::uring_mirror {
 
 namespace {
-
-std::uint64_t now_ns() noexcept {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::steady_clock::now().time_since_epoch())
-                                        .count());
-}
 
 std::error_code errno_code() {
   return {errno, std::generic_category()};

@@ -4,13 +4,22 @@
 // nanoseconds) below 32 have a bucket each; above, every power of two is split into 16
 // buckets, so a percentile is within about 3 % of the value it stands for. One per
 // reactor thread (no sharing, no atomics); merged on the main thread at the end.
+// now_ns() is the clock every latency it records is read from.
 #pragma once
 
 #include <array>
 #include <bit>
+#include <chrono>
 #include <cstdint>
 
 namespace llbitmap::uring_mirror {
+
+// The steady clock in nanoseconds.
+inline std::uint64_t now_ns() noexcept {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::steady_clock::now().time_since_epoch())
+                                        .count());
+}
 
 class Histogram {
  public:
