@@ -132,7 +132,9 @@ class ReactorQueue;
 struct MetaIo {
   enum class Kind : std::uint8_t {
     kWrite,      // write `bytes` at byte `offset` of the bitmap file
-    kSync,       // make every completed kWrite durable (fdatasync of the bitmap file)
+    kSync,       // make every completed kWrite durable (fdatasync of the bitmap file);
+                 // with ReactorOptions::pipelined_rounds several may be outstanding,
+                 // to be completed in any order
     kDataFlush,  // make every data write that end_write was called for durable (what
                  // BitmapOptions::data_flush does for Bitmap: the legs' fdatasync)
   };
@@ -217,6 +219,14 @@ struct ReactorOptions {
   // engine's IO path instead of two. false: a round's kSync is handed out only after all
   // its kWrites were completed (next_io and next_ios hand out the same requests).
   bool ordered_sync = false;
+  // true: the next persist round may begin once every write of the current one has
+  // completed, while its kSync is outstanding, so a write that arrives during a round's
+  // sync waits for one round instead of the rest of that one and then its own. Several
+  // kSyncs may then be outstanding together and may complete in any order. A crash while
+  // a later round's block write is durable without its checksum-table write leaves that
+  // block unverifiable, so recovery resyncs all its chunks, as after a crash in the
+  // middle of any round (docs/design.md#pipelined-rounds). false: one round at a time.
+  bool pipelined_rounds = false;
 };
 
 // Counters for tests, benchmarks and the tools (relaxed snapshots).

@@ -11,8 +11,8 @@
 //     that loads a byte and then the block's dirty_seq sees a change number at least as
 //     new as the change that stored that byte; if durable_seq has reached it, the byte it
 //     saw is on stable storage.
-//   - durable_seq is published only by the Persister's round leader (publish_durable,
-//     release) after a sync that covered a snapshot taken at that change number.
+//   - durable_seq is published only by the persist driver (publish_durable, release,
+//     monotonic) after a sync that covered a snapshot taken at that change number.
 //   - snapshot_block copies a block (and encodes the superblock into block 0) under the
 //     block's stripe lock, so the copy holds every change up to the change number it
 //     returns and none after it.
@@ -70,6 +70,9 @@ class ChunkImage {
   ChunkImage(const Superblock& sb, std::span<const std::byte> image);
   ChunkImage(const ChunkImage&) = delete;
   ChunkImage& operator=(const ChunkImage&) = delete;
+  ChunkImage(ChunkImage&&) = delete;
+  ChunkImage& operator=(ChunkImage&&) = delete;
+  ~ChunkImage() = default;
 
   [[nodiscard]] const Geometry& geometry() const noexcept { return geo_; }
   [[nodiscard]] const Uuid& uuid() const noexcept { return uuid_; }
@@ -96,10 +99,16 @@ class ChunkImage {
     const std::uint64_t seq = b.dirty_seq.load(std::memory_order_acquire);
     return b.durable_seq.load(std::memory_order_acquire) >= seq;
   }
-  // Persister only, after a sync that covered a snapshot with change number seq.
-  // release: pairs with the acquire loads in durable_seq.
+  // The persist driver only, after a sync that covered a snapshot with change number
+  // seq. Raises the number, never lowers it: rounds may complete out of order.
+  // release: pairs with the acquire loads in durable_seq (relaxed on failure: nothing
+  // was published).
   void publish_durable(std::uint64_t block, std::uint64_t seq) noexcept {
-    blocks_[block].durable_seq.store(seq, std::memory_order_release);
+    std::atomic<std::uint64_t>& d = blocks_[block].durable_seq;
+    std::uint64_t cur = d.load(std::memory_order_relaxed);
+    while (cur < seq && !d.compare_exchange_weak(cur, seq, std::memory_order_release,
+                                                 std::memory_order_relaxed)) {
+    }
   }
 
   // The stripe lock of a block. The analysis cannot tell which stripe a block number

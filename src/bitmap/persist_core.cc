@@ -7,9 +7,10 @@
 // copied under its stripe lock, together with its change number, when its write is asked
 // for; after the last block come the checksum-table blocks that hold the entries of the
 // blocks just copied, then one sync. Completing the round successfully publishes each
-// copy's change number as durable. Only one round is open at a time, so a block changed
-// while a round is open waits, queued, for the next one, and its older copy can never
-// be written after the newer one.
+// copy's change number as durable. Only one round writes at a time, so a block changed
+// while a round writes waits, queued, for the next one, and its older copy can never
+// be written after the newer one. A driver may let the next round begin once every
+// write of the current one has completed (writes_done), while its sync is outstanding.
 #include "persist_core.h"
 
 #include <llbitmap/detail/check.h>
@@ -54,8 +55,9 @@ std::optional<PersistCore::Round> PersistCore::begin_round() {
   std::vector<std::uint64_t> blocks;
   {
     detail::SpinLockGuard lock(qmu_);
-    if (open_) return std::nullopt;
-    open_ = true;
+    if (writing_) return std::nullopt;
+    writing_ = true;
+    ++open_;
     blocks.swap(pending_);
     for (std::uint64_t b : blocks) queued_[b] = false;
   }
@@ -93,6 +95,15 @@ PersistCore::Request PersistCore::next_request(Round& round) noexcept {
   return Request{};
 }
 
+void PersistCore::writes_done(Round& round) {
+  LLBM_CHECK(round.sync_planned_ && !round.writes_done_,
+             "PersistCore %p: writes_done of a round %s", static_cast<void*>(this),
+             round.writes_done_ ? "twice" : "before its sync was planned");
+  round.writes_done_ = true;
+  detail::SpinLockGuard lock(qmu_);
+  writing_ = false;
+}
+
 bool PersistCore::complete_round(Round round, std::error_code ec) {
   if (!ec) {
     LLBM_CHECK(round.sync_planned_, "PersistCore %p: a round completed before its sync",
@@ -101,8 +112,10 @@ bool PersistCore::complete_round(Round round, std::error_code ec) {
       image_.publish_durable(round.blocks_[i], round.seqs_[i]);
   }
   detail::SpinLockGuard lock(qmu_);
-  LLBM_CHECK(open_, "PersistCore %p: a round completed with none open", static_cast<void*>(this));
-  open_ = false;
+  LLBM_CHECK(open_ != 0, "PersistCore %p: a round completed with none open",
+             static_cast<void*>(this));
+  --open_;
+  if (!round.writes_done_) writing_ = false;
   return !ec;
 }
 

@@ -10,9 +10,9 @@
 //   - enqueue / enqueue_target: called by whoever changed a block, once its stripe lock
 //     is dropped. Take qmu_ briefly. Queuing is idempotent.
 //   - begin_round(): takes every queued block (ascending) into a new round; std::nullopt
-//     while another round is open, so two rounds are never open together and two
-//     snapshots of one block are never in flight together (S3). A block queued while a
-//     round is open goes to the next round.
+//     while another round is writing (opened, and writes_done not yet called for it), so
+//     two snapshots of one block are never in flight together (S3). A block queued while
+//     a round is writing goes to the next round.
 //   - next_request(round): the round's requests, one per call, in the order they must be
 //     issued: one kBlock write per block (the snapshot through ChunkImage::snapshot_block
 //     is taken by this call, so a block's copy is as new as the moment its write is
@@ -20,8 +20,13 @@
 //     of a written block, then one kSync. Every write must have completed before the
 //     sync is issued, and the sync before complete_round(round, {}). A driver whose
 //     write failed stops asking and completes the round with the error.
+//   - writes_done(round): optional; says that the round's sync was planned and every
+//     write of it has completed. The next round may then begin while this one's sync is
+//     outstanding (pipelined rounds, docs/design.md#pipelined-rounds). A driver that never
+//     calls it runs one round at a time (the round stays writing until completed).
 //   - complete_round(round, ec): closes the round. On success (ec empty) publishes each
-//     block's durable change number (the snapshot's) and returns true; on failure
+//     block's durable change number (the snapshot's; a number is only ever raised, so
+//     rounds may complete in any order) and returns true; on failure
 //     publishes nothing and returns false: the caller enters the failed state
 //     (docs/design.md#failure-rule), whose stale mark is stale_mark_requests().
 //   - stale_mark_requests(): sets kSbStale | kSbWriteError in the superblock and returns
@@ -32,9 +37,10 @@
 //     snapshot_block and mark_superblock_and_snapshot. qmu_ is never held while another
 //     lock is taken, so it may be taken under any lock that is not a stripe lock.
 //   - The round itself, and the checksum state (crc_), belong to the one driver thread
-//     that holds the open round: next_request, complete_round and stale_mark_requests are
-//     called by it only (the open flag under qmu_ orders one round's driver before the
-//     next one's).
+//     that holds the writing round: next_request, writes_done, complete_round and
+//     stale_mark_requests are called by it only (the writing flag under qmu_ orders one
+//     round's driver before the next one's). A round that is no longer writing touches
+//     neither (complete_round only publishes).
 #pragma once
 
 #include <llbitmap/detail/cacheline.h>
@@ -80,6 +86,7 @@ class PersistCore {
     Round& operator=(Round&&) noexcept = default;
     Round(const Round&) = delete;
     Round& operator=(const Round&) = delete;
+    ~Round() = default;
 
     // The blocks the round writes, ascending.
     [[nodiscard]] const std::vector<std::uint64_t>& blocks() const noexcept { return blocks_; }
@@ -98,6 +105,7 @@ class PersistCore {
     std::size_t next_entry_ = 0;  // blocks_ whose table block is planned
     std::uint64_t last_table_block_ = UINT64_MAX;
     bool sync_planned_ = false;
+    bool writes_done_ = false;  // writes_done() was called: no longer the writing round
   };
 
   // `crc` holds the checksum the file stores for every block. Every block is queued: the
@@ -105,6 +113,9 @@ class PersistCore {
   PersistCore(ChunkImage& image, std::vector<std::uint32_t> crc);
   PersistCore(const PersistCore&) = delete;
   PersistCore& operator=(const PersistCore&) = delete;
+  PersistCore(PersistCore&&) = delete;
+  PersistCore& operator=(PersistCore&&) = delete;
+  ~PersistCore() = default;
 
   void enqueue(std::uint64_t block) noexcept LLBM_EXCLUDES(qmu_);
   // Queues the target's block unless its change number `seq` is durable already.
@@ -113,6 +124,7 @@ class PersistCore {
 
   [[nodiscard]] std::optional<Round> begin_round() LLBM_EXCLUDES(qmu_);
   [[nodiscard]] Request next_request(Round& round) noexcept;
+  void writes_done(Round& round) LLBM_EXCLUDES(qmu_);
   bool complete_round(Round round, std::error_code ec) LLBM_EXCLUDES(qmu_);
 
   [[nodiscard]] std::array<OwnedWrite, 2> stale_mark_requests();
@@ -126,7 +138,8 @@ class PersistCore {
 
   // Taken by every change of a block (enqueue): on a line of its own.
   alignas(detail::kCacheLine) mutable detail::SpinLock qmu_;
-  bool open_ LLBM_GUARDED_BY(qmu_) = false;                   // a round is open
+  bool writing_ LLBM_GUARDED_BY(qmu_) = false;                // a round is writing
+  std::size_t open_ LLBM_GUARDED_BY(qmu_) = 0;                // rounds not completed
   std::vector<std::uint64_t> pending_ LLBM_GUARDED_BY(qmu_);  // queued blocks
   std::vector<bool> queued_ LLBM_GUARDED_BY(qmu_);            // per block: in pending_
 };

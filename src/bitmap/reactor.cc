@@ -56,6 +56,7 @@ ReactorCore::ReactorCore(const Superblock& sb, Recovered recovered, const Reacto
       parity_(opt.parity),
       data_flush_(opt.data_flush),
       ordered_sync_(opt.ordered_sync),
+      pipelined_(opt.pipelined_rounds),
       invalid_bytes_(recovered.invalid_bytes),
       bad_blocks_(recovered.bad_blocks),
       out_of_date_(recovered.out_of_date),

@@ -11,7 +11,7 @@
 // What it owns: one PageBarrier per page, the ChunkImage (states, change numbers, stripe
 // locks, superblock), the PersistCore (the persist queue, the plan of each round, the
 // checksums), and three groups of driver state, each under its own spin lock:
-//   io_lock_     the metadata IO: the open round and its outstanding requests, the
+//   io_lock_     the metadata IO: the open rounds and their outstanding requests, the
 //                failed state's stale mark, the data-flush request, the open phases.
 //   wait_lock_   the writes parked until a round completes (persist_waiters_) or until a
 //                page reopens or open completes (retry_).
@@ -75,7 +75,19 @@ class ReactorCore final : public ReactorBitmap {
   struct Slot {
     std::uint64_t id = 0;  // 0: free
     Role role = Role::kRoundWrite;
+    std::uint64_t round = 0;  // kRoundWrite, kRoundSync: the OpenRound's number
     std::vector<std::byte> bytes;
+  };
+  // A persist round between begin_round and complete_round. It is writing until its sync
+  // was handed out and every write of it completed; then (pipelined rounds) the next round
+  // may begin while its sync is outstanding.
+  struct OpenRound {
+    PersistCore::Round round;
+    std::uint64_t number = 0;
+    std::size_t out = 0;     // its writes not completed
+    bool sync_next = false;  // next_request gave the sync
+    bool sync_out = false;   // the sync was handed out
+    std::error_code error;   // a write of it failed
   };
 
   // Open's two rounds (finish_round): the recovered states, then the superblock.
@@ -131,7 +143,10 @@ class ReactorCore final : public ReactorBitmap {
   // (every write of that round is then in the call, before the sync).
   bool next_io_locked(MetaIo& io, bool& began) LLBM_REQUIRES(io_lock_);
   bool next_round_io(MetaIo& io, bool& began) LLBM_REQUIRES(io_lock_);
-  void finish_round(std::error_code ec) LLBM_REQUIRES(io_lock_);
+  // The writing round's sync is out and its writes completed: it moves to syncing_.
+  void writes_done() LLBM_REQUIRES(io_lock_);
+  // Completes `r` (the writing round, or one taken out of syncing_).
+  void finish_round(OpenRound r, std::error_code ec) LLBM_REQUIRES(io_lock_);
   void fail(std::error_code ec) LLBM_REQUIRES(io_lock_);
 
   // The cleaning pass (step_lock_ held).
@@ -150,6 +165,7 @@ class ReactorCore final : public ReactorBitmap {
   const bool parity_;
   const bool data_flush_;
   const bool ordered_sync_;
+  const bool pipelined_;
   const std::uint64_t invalid_bytes_;
   const std::uint64_t bad_blocks_;
   const bool out_of_date_;
@@ -174,11 +190,9 @@ class ReactorCore final : public ReactorBitmap {
   PersistCore core_;
 
   alignas(detail::kCacheLine) mutable detail::SpinLock io_lock_;
-  std::optional<PersistCore::Round> round_ LLBM_GUARDED_BY(io_lock_);
-  std::size_t round_out_ LLBM_GUARDED_BY(io_lock_) = 0;     // its writes not completed
-  bool round_sync_next_ LLBM_GUARDED_BY(io_lock_) = false;  // next_request gave the sync
-  bool round_sync_out_ LLBM_GUARDED_BY(io_lock_) = false;   // the sync is outstanding
-  std::error_code round_error_ LLBM_GUARDED_BY(io_lock_);   // a write of it failed
+  std::optional<OpenRound> writing_ LLBM_GUARDED_BY(io_lock_);  // the round being written
+  std::vector<OpenRound> syncing_ LLBM_GUARDED_BY(io_lock_);    // writes done, sync out
+  std::uint64_t next_round_ LLBM_GUARDED_BY(io_lock_) = 1;
   OpenPhase open_phase_ LLBM_GUARDED_BY(io_lock_) = OpenPhase::kStates;
   StalePhase stale_phase_ LLBM_GUARDED_BY(io_lock_) = StalePhase::kNone;
   std::size_t stale_out_ LLBM_GUARDED_BY(io_lock_) = 0;

@@ -48,8 +48,10 @@ std::size_t ReactorBitmap::next_ios(std::span<MetaIo> out) {
 }
 
 bool ReactorCore::next_io_locked(MetaIo& io, bool& began) {
-  // The failed state's stale mark: its two writes, then its sync.
-  if (stale_phase_ == StalePhase::kWritesToHand) {
+  // The failed state's stale mark: its two writes, then its sync. Not before the writes
+  // of a round still being written have completed: a later write of block 0 or of its
+  // table block must not land over the mark.
+  if (stale_phase_ == StalePhase::kWritesToHand && (!writing_ || writing_->out == 0)) {
     Slot& slot = new_slot(Role::kStaleWrite);
     PersistCore::OwnedWrite& w = stale_writes_.back();
     slot.bytes = std::move(w.bytes);
@@ -78,38 +80,48 @@ bool ReactorCore::next_io_locked(MetaIo& io, bool& began) {
 }
 
 bool ReactorCore::next_round_io(MetaIo& io, bool& began) {
-  if (!round_) {
+  if (!writing_) {
     if (!core_.has_queued()) return false;
-    round_ = core_.begin_round();
-    LLBM_CHECK(round_.has_value(), "ReactorBitmap %p: a persist round is open outside the driver",
+    // Open's rounds run one at a time: the superblock's round must not begin before the
+    // recovered states are durable.
+    if (!syncing_.empty() && (!pipelined_ || open_phase_ != OpenPhase::kReady)) return false;
+    std::optional<PersistCore::Round> r = core_.begin_round();
+    LLBM_CHECK(r.has_value(), "ReactorBitmap %p: a persist round is open outside the driver",
                static_cast<void*>(this));
-    round_out_ = 0;
-    round_sync_next_ = false;
-    round_sync_out_ = false;
-    round_error_.clear();
+    writing_.emplace(OpenRound{std::move(*r), next_round_++, 0, false, false, {}});
     began = true;
   }
-  if (round_error_ || round_sync_out_) return false;
-  if (!round_sync_next_) {
-    const PersistCore::Request r = core_.next_request(*round_);
+  OpenRound& w = *writing_;
+  if (w.error || w.sync_out) return false;
+  if (!w.sync_next) {
+    const PersistCore::Request r = core_.next_request(w.round);
     if (r.kind == PersistCore::Request::Kind::kSync) {
-      round_sync_next_ = true;
+      w.sync_next = true;
     } else {
       Slot& slot = new_slot(Role::kRoundWrite);
+      slot.round = w.number;
       slot.bytes.assign(r.bytes.begin(), r.bytes.end());
       io = MetaIo{MetaIo::Kind::kWrite, slot.id, r.offset, slot.bytes};
-      ++round_out_;
+      ++w.out;
       return true;
     }
   }
   // The sync once every write of the round has completed, or, when the engine orders it
   // behind them (ordered_sync), right behind them in the call that handed them all out.
-  if (round_out_ != 0 && !(ordered_sync_ && began)) return false;
+  if (w.out != 0 && !(ordered_sync_ && began)) return false;
   Slot& slot = new_slot(Role::kRoundSync);
+  slot.round = w.number;
   io = MetaIo{MetaIo::Kind::kSync, slot.id, 0, {}};
-  io.after_writes = round_out_ != 0;
-  round_sync_out_ = true;
+  io.after_writes = w.out != 0;
+  w.sync_out = true;
+  if (w.out == 0) writes_done();
   return true;
+}
+
+void ReactorCore::writes_done() {
+  core_.writes_done(writing_->round);
+  syncing_.push_back(std::move(*writing_));
+  writing_.reset();
 }
 
 void ReactorBitmap::complete(std::uint64_t id, std::error_code result) {
@@ -130,29 +142,51 @@ void ReactorBitmap::complete(std::uint64_t id, std::error_code result) {
                "handed out by next_io, or completed already)",
                static_cast<void*>(this), static_cast<ull>(id));
     const ReactorCore::Role role = slot->role;
+    const std::uint64_t number = slot->round;
     slot->id = 0;
     slot->bytes.clear();
     s.outstanding_.fetch_sub(1, std::memory_order_relaxed);  // relaxed: a count for queries
     switch (role) {
-      case ReactorCore::Role::kRoundWrite:
-        --s.round_out_;
+      case ReactorCore::Role::kRoundWrite: {
+        // Only the writing round has writes outstanding.
+        ReactorCore::OpenRound& w = *s.writing_;
+        --w.out;
         if (!result) s.blocks_written_.fetch_add(1, std::memory_order_relaxed);
-        if (result && !s.round_error_) s.round_error_ = result;
-        // A failed write ends its round once no write of it is outstanding, unless its
-        // sync was handed out (after_writes): then the sync's completion ends it.
-        if (s.round_error_ && s.round_out_ == 0 && !s.round_sync_out_) {
-          s.finish_round(s.round_error_);
+        if (result && !w.error) w.error = result;
+        if (w.out != 0) break;
+        if (w.sync_out) {
+          // An after_writes sync is out: its completion ends the round (with w.error if a
+          // write failed).
+          s.writes_done();
+        } else if (w.error ||
+                   (s.refused_.load(std::memory_order_relaxed) & ReactorCore::kFailing) != 0) {
+          // A failed write ends its round once no write of it is outstanding; so does the
+          // failed state (whose stale mark waited for these writes), as no sync is handed
+          // out any more. relaxed: io_lock_ orders the flag (fail() sets it under it).
+          const std::error_code ec = w.error ? w.error : make_error_code(Errc::bitmap_failed);
+          ReactorCore::OpenRound r = std::move(w);
+          s.writing_.reset();
+          s.finish_round(std::move(r), ec);
           settle = retries = true;
         }
         break;
+      }
       case ReactorCore::Role::kRoundSync: {
-        LLBM_CHECK(s.round_out_ == 0,
+        LLBM_CHECK(!s.writing_ || s.writing_->number != number,
                    "ReactorBitmap %p: complete(%llu) of a kSync while %zu kWrite(s) of its round "
                    "are outstanding (an after_writes sync starts only once they completed)",
-                   static_cast<void*>(this), static_cast<ull>(id), s.round_out_);
+                   static_cast<void*>(this), static_cast<ull>(id),
+                   s.writing_ ? s.writing_->out : std::size_t{0});
+        auto it =
+            std::find_if(s.syncing_.begin(), s.syncing_.end(),
+                         [number](const ReactorCore::OpenRound& r) { return r.number == number; });
+        LLBM_CHECK(it != s.syncing_.end(), "ReactorBitmap %p: complete(%llu): its round is gone",
+                   static_cast<void*>(this), static_cast<ull>(id));
+        ReactorCore::OpenRound r = std::move(*it);
+        s.syncing_.erase(it);
         const ReactorCore::OpenPhase phase = s.open_phase_;
-        const std::error_code ec = s.round_error_ ? s.round_error_ : result;
-        s.finish_round(ec);
+        const std::error_code ec = r.error ? r.error : result;
+        s.finish_round(std::move(r), ec);
         settle = true;
         retries = ec || phase != s.open_phase_;
         break;
@@ -179,11 +213,14 @@ void ReactorBitmap::complete(std::uint64_t id, std::error_code result) {
   if (retries) s.release_retries();
 }
 
-void ReactorCore::finish_round(std::error_code ec) {
-  PersistCore::Round round = std::move(*round_);
-  round_.reset();
-  if (!core_.complete_round(std::move(round), ec)) {
-    fail(ec ? ec : make_error_code(Errc::bitmap_failed));
+void ReactorCore::finish_round(OpenRound r, std::error_code ec) {
+  // relaxed: io_lock_ orders the flag (fail() sets it under it).
+  const bool failing = (refused_.load(std::memory_order_relaxed) & kFailing) != 0;
+  // Once failed, a round publishes nothing, even if its sync succeeded: its waiters are
+  // refused, and the stale mark says every chunk needs a resync.
+  if (failing && !ec) ec = make_error_code(Errc::bitmap_failed);
+  if (!core_.complete_round(std::move(r.round), ec)) {
+    if (!failing) fail(ec);
     return;
   }
   rounds_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics only
@@ -218,6 +255,14 @@ void ReactorCore::fail(std::error_code ec) {
   // Handed out from the back: the superblock's block first, then its table block.
   stale_writes_.assign(marks.rbegin(), marks.rend());
   stale_phase_ = StalePhase::kWritesToHand;
+  // A round being written whose writes have all completed, its sync not handed out: no
+  // sync is handed out any more, so it ends now (its writes' completions ended it
+  // otherwise).
+  if (writing_ && writing_->out == 0 && !writing_->sync_out) {
+    OpenRound w = std::move(*writing_);
+    writing_.reset();
+    finish_round(std::move(w), ec);
+  }
 }
 
 bool ReactorBitmap::io_outstanding() const noexcept {

@@ -185,6 +185,9 @@ class Workload {
     // Half the seeds hand a round's sync out behind its writes (after_writes, completed
     // only once they have); a quarter take requests in batches without it.
     ro.ordered_sync = (seed_ & 2) != 0;
+    // Half the seeds let the next round begin while a round's sync is outstanding.
+    ro.pipelined_rounds = (seed_ & 8) != 0;
+    pipelined_ = ro.pipelined_rounds;
     bm_ = ReactorBitmap::open(file, ro, ec);
     ASSERT_TRUE(bm_) << ec.message();
     chunk_ = cfg_->chunk;
@@ -363,6 +366,10 @@ class Workload {
     ++totals_.admissions;
     const auto st = test::image_states(disk_->durable_image());
     for (std::uint64_t c = s.first; c < s.first + s.count; ++c) {
+      // With pipelined rounds a later round's block write may be durable (through an
+      // earlier round's sync) without its checksum-table write: the block is then
+      // unverifiable, and a crash now resyncs every chunk of it, this one included.
+      if (pipelined_ && c < st.size() && !st[c]) continue;
       if (c >= st.size() || !st[c] || !is_dirty_like(static_cast<ChunkState>(*st[c]))) {
         violation("write-ahead: a write of chunks [" + std::to_string(s.first) + ", " +
                   std::to_string(s.first + s.count) + ") admitted while chunk " +
@@ -530,6 +537,7 @@ class Workload {
   const Config* cfg_ = nullptr;
   FakeClock clock_;
   bool data_flush_ = false;
+  bool pipelined_ = false;  // ReactorOptions::pipelined_rounds
   std::unique_ptr<MetaDisk> disk_;
   std::unique_ptr<ReactorBitmap> bm_;
   std::unique_ptr<MetaEngine> io_;

@@ -261,6 +261,38 @@ TEST(PersistCoreTest, BlockChangedDuringARoundGoesToTheNextRound) {
   EXPECT_TRUE(f.image->block_durable(block));
 }
 
+TEST(PersistCoreTest, AfterWritesDoneTheNextRoundBeginsAndRoundsCompleteInAnyOrder) {
+  Fixture f;
+  f.run_round();
+  const Geometry& g = f.geo();
+  const std::uint64_t chunk = 100;
+  const std::uint64_t block = g.block_of_chunk(chunk);
+  const std::uint64_t first = f.change(chunk, Action::kStartwrite);
+  std::optional<PersistCore::Round> r1 = f.core->begin_round();
+  ASSERT_TRUE(r1.has_value());
+  f.drain(*r1);
+  // Its sync is planned but its writes are not reported done: still the writing round.
+  const std::uint64_t second = f.change(chunk + 1, Action::kStartwrite);
+  ASSERT_GT(second, first);
+  EXPECT_FALSE(f.core->begin_round().has_value());
+  f.core->writes_done(*r1);
+  std::optional<PersistCore::Round> r2 = f.core->begin_round();
+  ASSERT_TRUE(r2.has_value()) << "no round begins while the last one only syncs";
+  ASSERT_EQ(r2->blocks(), std::vector<std::uint64_t>{block});
+  f.drain(*r2);
+  EXPECT_EQ(r2->snapshot_seq(0), second);
+  // The later round completes first; the earlier one's completion must not lower the
+  // block's durable number.
+  EXPECT_TRUE(f.core->complete_round(std::move(*r2), {}));
+  EXPECT_EQ(f.image->durable_seq(block), second);
+  EXPECT_TRUE(f.core->complete_round(std::move(*r1), {}));
+  EXPECT_EQ(f.image->durable_seq(block), second);
+  EXPECT_TRUE(f.image->block_durable(block));
+  // Both are closed: a round begins again (none queued, so an empty one).
+  f.change(chunk + 2, Action::kStartwrite);
+  EXPECT_TRUE(f.core->begin_round().has_value());
+}
+
 TEST(PersistCoreTest, StaleMarkDecodesAsAStaleSuperblockWithItsChecksum) {
   Fixture f;
   f.run_round();

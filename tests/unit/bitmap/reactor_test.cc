@@ -464,6 +464,163 @@ TEST_F(ReactorTest, OrderedSyncAfterAFailedWriteFailsTheRoundWhenTheSyncComplete
   EXPECT_TRUE(test::image_is_stale(disk_->durable_image())) << "the stale mark is not durable";
 }
 
+// --- pipelined_rounds: the next round begins while a round's sync is outstanding
+
+// Completes every outstanding kWrite, in the order they were handed out.
+void complete_writes(MetaEngine& io) {
+  while (io.count(MetaIo::Kind::kWrite) > 0) io.complete(io.find(MetaIo::Kind::kWrite));
+}
+// The index of the last outstanding kSync (the latest round's).
+std::size_t last_sync(const MetaEngine& io) {
+  std::size_t k = io.outstanding().size();
+  for (std::size_t i = 0; i < io.outstanding().size(); ++i)
+    if (io.outstanding()[i].kind == MetaIo::Kind::kSync) k = i;
+  return k;
+}
+
+TEST_F(ReactorTest, WithoutPipelinedRoundsNoRoundBeginsWhileASyncIsOutstanding) {
+  open_ready();
+  ReactorQueue q(*bm_);
+  Probe a, b;
+  ASSERT_EQ(start(q, 5, a), Admit::kPending);
+  io_->pull();
+  complete_writes(*io_);
+  io_->pull();
+  ASSERT_EQ(io_->count(MetaIo::Kind::kSync), 1u);
+  ASSERT_EQ(start(q, 5000, b), Admit::kPending);
+  io_->pull();
+  EXPECT_EQ(io_->count(MetaIo::Kind::kWrite), 0u);
+  io_->complete(io_->find(MetaIo::Kind::kSync));
+  EXPECT_EQ(poll_queue(q), 1u);
+  EXPECT_EQ(a.calls.load(), 1);
+  io_->pull();
+  EXPECT_EQ(io_->count(MetaIo::Kind::kWrite), 2u);
+  ASSERT_TRUE(run_until([&] { return b.calls.load() > 0; }, &q));
+  EXPECT_FALSE(b.ec) << b.ec.message();
+  end(5);
+  end(5000);
+}
+
+TEST_F(ReactorTest, APipelinedRoundBeginsDuringASyncAndEachWriteWaitsForItsOwnRound) {
+  ReactorOptions ro;
+  ro.pipelined_rounds = true;
+  open_ready(ro);
+  ReactorQueue q(*bm_);
+  Probe a, b;  // chunk 5 is in block 0, chunk 5000 in block 1
+  a.hook = [&](Probe&) { EXPECT_TRUE(durably_dirty(5)) << "admitted before Dirty was durable"; };
+  b.hook = [&](Probe&) { EXPECT_TRUE(durably_dirty(5000)) << "admitted before Dirty was durable"; };
+  ASSERT_EQ(start(q, 5, a), Admit::kPending);
+  io_->pull();
+  ASSERT_EQ(io_->count(MetaIo::Kind::kWrite), 2u);
+  complete_writes(*io_);
+  io_->pull();
+  ASSERT_EQ(io_->count(MetaIo::Kind::kSync), 1u);
+  // The first round's sync is outstanding: the next round begins at once.
+  ASSERT_EQ(start(q, 5000, b), Admit::kPending);
+  io_->pull();
+  ASSERT_EQ(io_->count(MetaIo::Kind::kWrite), 2u) << "the next round did not begin";
+  EXPECT_EQ(io_->count(MetaIo::Kind::kSync), 1u) << "a sync handed out before its writes";
+  complete_writes(*io_);
+  io_->pull();
+  ASSERT_EQ(io_->count(MetaIo::Kind::kSync), 2u);
+  // The later round's sync completes first: its write is admitted, the other still waits
+  // for its own round.
+  io_->complete(last_sync(*io_));
+  EXPECT_EQ(poll_queue(q), 1u);
+  EXPECT_EQ(b.calls.load(), 1);
+  EXPECT_EQ(a.calls.load(), 0) << "admitted by a round that did not write its block";
+  io_->complete(io_->find(MetaIo::Kind::kSync));
+  EXPECT_EQ(poll_queue(q), 1u);
+  EXPECT_EQ(a.calls.load(), 1);
+  EXPECT_FALSE(a.ec || b.ec);
+  EXPECT_EQ(bm_->stats().persist_rounds, 2u + 2u);  // open's two rounds, then these
+  end(5);
+  end(5000);
+}
+
+TEST_F(ReactorTest, ARoundCompletingLateNeverLowersTheDurableNumberOfALaterOne) {
+  ReactorOptions ro;
+  ro.pipelined_rounds = true;
+  open_ready(ro);
+  ReactorQueue q(*bm_);
+  Probe a, b;  // chunks 5 and 6 share block 0
+  ASSERT_EQ(start(q, 5, a), Admit::kPending);
+  io_->pull();
+  complete_writes(*io_);
+  io_->pull();
+  ASSERT_EQ(start(q, 6, b), Admit::kPending);
+  io_->pull();
+  complete_writes(*io_);
+  io_->pull();
+  ASSERT_EQ(io_->count(MetaIo::Kind::kSync), 2u);
+  // The later round's sync made the newer copy of block 0 durable: both writes go.
+  io_->complete(last_sync(*io_));
+  EXPECT_EQ(poll_queue(q), 2u);
+  // The earlier round completes last. Had it published its older change number, a new
+  // write of chunk 6 would wait for a persist.
+  io_->complete(io_->find(MetaIo::Kind::kSync));
+  Probe c;
+  EXPECT_EQ(start(q, 6, c), Admit::kReady);
+  EXPECT_TRUE(io_->outstanding().empty());
+  end(6);
+  end(6);
+  end(5);
+}
+
+TEST_F(ReactorTest, APipelinedRoundWaitsForTheWritesOfTheRoundBeforeIt) {
+  ReactorOptions ro;
+  ro.pipelined_rounds = true;
+  ro.ordered_sync = true;
+  open_ready(ro);
+  io_->set_batch(16);
+  ReactorQueue q(*bm_);
+  Probe a, b;
+  ASSERT_EQ(start(q, 5, a), Admit::kPending);
+  io_->pull();
+  ASSERT_EQ(io_->outstanding().size(), 3u);  // two writes, their sync
+  ASSERT_EQ(start(q, 5000, b), Admit::kPending);
+  // Two copies of the table block must never be in flight together.
+  EXPECT_EQ(io_->pull(), 0u) << "a round began while the last one's writes were outstanding";
+  complete_writes(*io_);
+  EXPECT_EQ(io_->pull(), 3u);
+  EXPECT_EQ(io_->count(MetaIo::Kind::kSync), 2u);
+  EXPECT_EQ(io_->after_writes_syncs(), 2u);
+  ASSERT_TRUE(run_until([&] { return a.calls.load() + b.calls.load() == 2; }, &q));
+  EXPECT_FALSE(a.ec || b.ec);
+  end(5);
+  end(5000);
+}
+
+TEST_F(ReactorTest, AFailedSyncHoldsTheStaleMarkUntilThePipelinedRoundsWritesComplete) {
+  ReactorOptions ro;
+  ro.pipelined_rounds = true;
+  open_ready(ro);
+  ReactorQueue q(*bm_);
+  Probe a, b;
+  ASSERT_EQ(start(q, 5000, a), Admit::kPending);
+  io_->pull();
+  complete_writes(*io_);
+  io_->pull();
+  // The next round writes block 0 (the superblock's) while the first round's sync is out.
+  ASSERT_EQ(start(q, 0, b), Admit::kPending);
+  io_->pull();
+  ASSERT_EQ(io_->count(MetaIo::Kind::kWrite), 2u);
+  disk_->fail_sync(1);
+  ASSERT_TRUE(io_->complete(io_->find(MetaIo::Kind::kSync)).result);
+  // The failed state refuses every write waiting for a persist, the later round's too.
+  EXPECT_EQ(poll_queue(q), 2u);
+  EXPECT_EQ(a.ec, Errc::bitmap_failed);
+  EXPECT_EQ(b.ec, Errc::bitmap_failed);
+  // A block-0 write of the later round is outstanding: the stale mark must not go out
+  // before it, or that write could land over the mark.
+  EXPECT_EQ(io_->pull(), 0u) << "the stale mark was handed out before the writes it must follow";
+  complete_writes(*io_);
+  EXPECT_EQ(io_->pull(), 2u) << "the stale mark's writes";
+  io_->drain();
+  EXPECT_TRUE(bm_->failed());
+  EXPECT_TRUE(test::image_is_stale(disk_->durable_image())) << "the stale mark is not durable";
+}
+
 TEST_F(ReactorTest, AnOutOfRangeWriteIsRefused) {
   open_ready();
   ReactorQueue q(*bm_);
