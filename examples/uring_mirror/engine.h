@@ -14,9 +14,10 @@
 //   kLlbitmap  ReactorBitmap (include/llbitmap/reactor.h): each reactor has a
 //              ReactorQueue, asks it to admit every write, polls it, hands the bitmap's
 //              metadata IO (MetaIo) to its own ring (a round's writes linked to its
-//              sync: ReactorOptions::ordered_sync, unless --unlinked-sync) and steps the
-//              cleaning pass; it sleeps only in io_uring_enter, with the queue's eventfd
-//              polled on the ring.
+//              sync: ReactorOptions::ordered_sync, unless --unlinked-sync; the next
+//              round's writes while a round's sync is out: ReactorOptions::
+//              pipelined_rounds, unless --serial-rounds) and steps the cleaning pass; it
+//              sleeps only in io_uring_enter, with the queue's eventfd polled on the ring.
 //   kClassic   the old md bitmap (mirror/classic_bitmap.h): one lock over all chunks, and
 //              a write that set a bit waits for the bitmap page's write and fdatasync
 //              (linked on the ring) before its data writes go, as md's raid1 unplugs

@@ -93,6 +93,9 @@ Options:
   --unlinked-sync     llbitmap: take a persist round's sync from the bitmap only once
                       its writes completed (two trips through the ring per round)
                       instead of linked behind them (ReactorOptions::ordered_sync)
+  --serial-rounds     llbitmap: begin a persist round only once the last one's sync
+                      completed, instead of as soon as its writes completed
+                      (ReactorOptions::pipelined_rounds)
   --json              print one JSON object (the "running" line then goes to stderr)
   --resync            reopen D/bitmap after a crash, copy leg0 to leg1 for every chunk
                       it says needs it, compare the legs; exit 0 only if identical
@@ -120,6 +123,7 @@ struct Config {
   bool json = false;
   bool resync = false;
   bool unlinked_sync = false;
+  bool serial_rounds = false;
   bool probe_flush = false;
   std::uint64_t fail_meta_write = 0;  // 0: off
 };
@@ -274,6 +278,8 @@ std::unique_ptr<ReactorBitmap> open_bitmap(const Config& cfg, Files& f, bool cre
       true;  // end_write once the leg writes completed; kDataFlush makes them durable
   // A round's sync is linked behind its writes on the reactor's ring (engine.cc).
   ropts.ordered_sync = !cfg.unlinked_sync;
+  // The next round's writes go while a round's sync is out (several syncs in flight).
+  ropts.pipelined_rounds = !cfg.serial_rounds;
   std::unique_ptr<ReactorBitmap> b;
   if (!ec) b = ReactorBitmap::open(bytes, ropts, ec);
   if (ec) {
@@ -502,6 +508,7 @@ int run_load(const Config& cfg) {
       j.member("pending_admissions", pending);
       j.member("meta_ios", meta_ios);
       j.member("linked_sync", !cfg.unlinked_sync);
+      j.member("pipelined_rounds", !cfg.serial_rounds);
       j.member("syncs_cancelled", syncs_cancelled);
       j.member("syncs_restarted", syncs_restarted);
       j.member("bitmap_failed", bitmap->failed());
@@ -676,6 +683,8 @@ int run(int argc, char** argv) {
       if (!missing) cfg.fail_meta_write = *n;
     } else if (args.flag("--unlinked-sync")) {
       cfg.unlinked_sync = true;
+    } else if (args.flag("--serial-rounds")) {
+      cfg.serial_rounds = true;
     } else if (args.flag("--probe-flush")) {
       cfg.probe_flush = true;
     } else if (args.option("--dir", v, missing)) {

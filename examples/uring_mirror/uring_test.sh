@@ -107,6 +107,15 @@ r = json.load(open(sys.argv[1]))
 assert r["linked_sync"] is False and r["iops"] > 0 and r["errors"] == 0, r
 EOF
       say "ok: --unlinked-sync"
+      [[ $(json_field "$work/out.json" pipelined_rounds) == True ]] || die "rounds are not pipelined"
+      engine_or_skip --dir "$work/d" --size 256M --mode llbitmap --serial-rounds --seconds 0.5 \
+        --json >"$work/serial.json" || die "the engine failed with --serial-rounds"
+      python3 - "$work/serial.json" <<'EOF' || die "bad JSON output with --serial-rounds"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["pipelined_rounds"] is False and r["iops"] > 0 and r["errors"] == 0, r
+EOF
+      say "ok: --serial-rounds"
     fi
     if [[ $mode == blocking ]]; then
       rc=0
