@@ -83,7 +83,8 @@ for dir in $dirs; do
   d=$dir/llbm-uring-bench
   mkdir -p "$d"
   made+=("$d")
-  fstype=$(findmnt -n -o FSTYPE -T "$dir" 2>/dev/null || stat -f -c %T "$dir")
+  # The first line: a directory can have several mounts stacked on it.
+  fstype=$(findmnt -n -o FSTYPE -T "$dir" 2>/dev/null | head -n 1 || stat -f -c %T "$dir")
   if [[ $fstype != tmpfs ]]; then
     # Fill the legs once: a write into a hole allocates, and no mode should pay that.
     bytes=$(numfmt --from=iec "$size")

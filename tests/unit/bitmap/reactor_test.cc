@@ -42,6 +42,9 @@ using test::MetaEngine;
 // failure, never an ordering tool.
 constexpr int kCap = 2'000'000;
 
+// The fixture's chunk size (ReactorTest::kChunk), for helpers outside it.
+constexpr std::uint64_t kTestChunk = 64 << 10;
+
 // True while the test is inside a ReactorQueue::poll() call (on any thread).
 std::atomic<int> g_polls{0};
 
@@ -78,7 +81,7 @@ bool readable(int fd) {
 
 class ReactorTest : public ::testing::Test {
  protected:
-  static constexpr std::uint64_t kChunk = 64 << 10;
+  static constexpr std::uint64_t kChunk = kTestChunk;
 
   static BitmapOptions options() {
     BitmapOptions o;
@@ -632,56 +635,84 @@ TEST_F(ReactorTest, AnOutOfRangeWriteIsRefused) {
 
 // --- threads
 
+// A second reactor thread with a queue of its own. It starts a write of chunk 9000 (left
+// pending: the test's thread completes the round it waits for), then, once go() is
+// called, notes whether its eventfd is readable, polls its queue once and notes it
+// again. Its fields are written before a Flag is set and read after it was waited for.
+class OtherReactor {
+ public:
+  static constexpr std::uint64_t kChunkNo = 9000;
+  OtherReactor(ReactorBitmap& bm, ReactorQueue::Wake wake)
+      : bm_(bm), thread_([this, wake] { run(wake); }) {
+    started_.wait();
+  }
+  OtherReactor(const OtherReactor&) = delete;
+  OtherReactor& operator=(const OtherReactor&) = delete;
+  ~OtherReactor() {
+    go_.set();
+    finish_.set();
+    thread_.join();
+  }
+  // Lets the thread look at its eventfd and poll; returns once it has.
+  void go() {
+    go_.set();
+    polled_.wait();
+  }
+
+  Probe probe;
+  Admit admit = Admit::kRefused;
+  int fd = -1;
+  bool readable_before = true, readable_at_go = false, readable_after = true;
+  std::size_t ran = 0;
+  std::thread::id id;
+
+ private:
+  void run(ReactorQueue::Wake wake) {
+    id = std::this_thread::get_id();
+    ReactorQueue q(bm_, wake);
+    fd = q.event_fd();
+    std::error_code ec;
+    admit = q.start_write(kChunkNo * kTestChunk, kTestChunk, probe, ec);
+    readable_before = fd >= 0 && readable(fd);
+    started_.set();
+    go_.wait();
+    readable_at_go = fd >= 0 && readable(fd);
+    ran = poll_queue(q);
+    readable_after = fd >= 0 && readable(fd);
+    polled_.set();
+    finish_.wait();
+    if (probe.calls.load() == 1 && !probe.ec) bm_.end_write(kChunkNo * kTestChunk, kTestChunk);
+  }
+
+  ReactorBitmap& bm_;
+  test::Flag started_, go_, polled_, finish_;
+  std::thread thread_;  // last: it starts once every other member is built
+};
+
 TEST_F(ReactorTest, ACompletionOnOneReactorWakesAnotherThroughItsEventfd) {
   open_ready();
   ReactorQueue qa(*bm_);
-  test::Flag started, go, polled, finish;
-  Probe pb;
-  std::atomic<int> b_admit{-1};
-  std::atomic<bool> b_readable_before{true}, b_readable{false}, b_readable_after{true};
-  std::atomic<std::size_t> b_ran{0};
-  std::atomic<int> b_fd{-1};
-  std::thread::id b_id;
-  std::thread b([&] {
-    ReactorQueue qb(*bm_);
-    b_fd = qb.event_fd();
-    std::error_code ec;
-    b_admit = static_cast<int>(qb.start_write(9000 * kChunk, kChunk, pb, ec));
-    b_readable_before = qb.event_fd() >= 0 && readable(qb.event_fd());
-    started.set();
-    go.wait();
-    b_readable = qb.event_fd() >= 0 && readable(qb.event_fd());
-    b_ran = poll_queue(qb);
-    b_readable_after = qb.event_fd() >= 0 && readable(qb.event_fd());
-    polled.set();
-    finish.wait();
-    bm_->end_write(9000 * kChunk, kChunk);
-  });
-  b_id = b.get_id();
-  started.wait();
-  ASSERT_EQ(b_admit.load(), static_cast<int>(Admit::kPending));
+  OtherReactor b(*bm_, ReactorQueue::Wake::kAlways);
+  ASSERT_EQ(b.admit, Admit::kPending);
   Probe pa;
   ASSERT_EQ(start(qa, 1, pa), Admit::kPending);
   io_->drain();  // this thread completes the sync both writes wait for
   EXPECT_EQ(pa.calls.load(), 0) << "a callback ran from complete()";
-  EXPECT_EQ(pb.calls.load(), 0) << "a callback ran from complete()";
+  EXPECT_EQ(b.probe.calls.load(), 0) << "a callback ran from complete()";
   EXPECT_EQ(poll_queue(qa), 1u);
   EXPECT_EQ(pa.calls.load(), 1);
-  EXPECT_EQ(pb.calls.load(), 0) << "another queue's poll() ran this queue's callback";
-  go.set();
-  polled.wait();
-  EXPECT_NE(b_fd.load(), -1);
-  EXPECT_FALSE(b_readable_before.load()) << "the eventfd was readable before any work was due";
-  EXPECT_TRUE(b_readable.load()) << "the eventfd did not become readable on the admission";
-  EXPECT_EQ(b_ran.load(), 1u);
-  EXPECT_FALSE(b_readable_after.load()) << "poll() did not drain the eventfd";
-  EXPECT_EQ(pb.calls.load(), 1);
-  EXPECT_FALSE(pb.ec) << pb.ec.message();
-  EXPECT_TRUE(pb.from_poll);
-  EXPECT_EQ(pb.thread, b_id) << "the callback ran on another thread than its queue's";
+  EXPECT_EQ(b.probe.calls.load(), 0) << "another queue's poll() ran this queue's callback";
+  b.go();
+  EXPECT_NE(b.fd, -1);
+  EXPECT_FALSE(b.readable_before) << "the eventfd was readable before any work was due";
+  EXPECT_TRUE(b.readable_at_go) << "the eventfd did not become readable on the admission";
+  EXPECT_EQ(b.ran, 1u);
+  EXPECT_FALSE(b.readable_after) << "poll() did not drain the eventfd";
+  EXPECT_EQ(b.probe.calls.load(), 1);
+  EXPECT_FALSE(b.probe.ec) << b.probe.ec.message();
+  EXPECT_TRUE(b.probe.from_poll);
+  EXPECT_EQ(b.probe.thread, b.id) << "the callback ran on another thread than its queue's";
   EXPECT_EQ(pa.thread, std::this_thread::get_id());
-  finish.set();
-  b.join();
   end(1);
 }
 
@@ -703,26 +734,8 @@ TEST_F(ReactorTest, WakeOtherThreadsSignalsOnlyAWriteMadeDueByAnotherThread) {
   open_ready();
   ReactorQueue qa(*bm_, ReactorQueue::Wake::kOtherThreads);
   ASSERT_NE(qa.event_fd(), -1);
-  test::Flag started, go, polled, finish;
-  Probe pb;
-  std::atomic<int> b_admit{-1};
-  std::atomic<bool> b_readable{false}, b_readable_after{true};
-  std::atomic<std::size_t> b_ran{0};
-  std::thread b([&] {
-    ReactorQueue qb(*bm_, ReactorQueue::Wake::kOtherThreads);
-    std::error_code ec;
-    b_admit = static_cast<int>(qb.start_write(9000 * kChunk, kChunk, pb, ec));
-    started.set();
-    go.wait();
-    b_readable = qb.event_fd() >= 0 && readable(qb.event_fd());
-    b_ran = poll_queue(qb);
-    b_readable_after = qb.event_fd() >= 0 && readable(qb.event_fd());
-    polled.set();
-    finish.wait();
-    bm_->end_write(9000 * kChunk, kChunk);
-  });
-  started.wait();
-  ASSERT_EQ(b_admit.load(), static_cast<int>(Admit::kPending));
+  OtherReactor b(*bm_, ReactorQueue::Wake::kOtherThreads);
+  ASSERT_EQ(b.admit, Admit::kPending);
   Probe pa;
   ASSERT_EQ(start(qa, 1, pa), Admit::kPending);
   io_->drain();  // this thread completes the sync both writes wait for
@@ -730,14 +743,11 @@ TEST_F(ReactorTest, WakeOtherThreadsSignalsOnlyAWriteMadeDueByAnotherThread) {
   EXPECT_EQ(pa.calls.load(), 0);
   EXPECT_EQ(poll_queue(qa), 1u) << "the owner's poll() did not find its due write";
   EXPECT_EQ(pa.calls.load(), 1);
-  go.set();
-  polled.wait();
-  EXPECT_TRUE(b_readable.load()) << "a write made due by another thread did not signal";
-  EXPECT_EQ(b_ran.load(), 1u);
-  EXPECT_FALSE(b_readable_after.load()) << "poll() did not drain the eventfd";
-  EXPECT_EQ(pb.calls.load(), 1);
-  finish.set();
-  b.join();
+  b.go();
+  EXPECT_TRUE(b.readable_at_go) << "a write made due by another thread did not signal";
+  EXPECT_EQ(b.ran, 1u);
+  EXPECT_FALSE(b.readable_after) << "poll() did not drain the eventfd";
+  EXPECT_EQ(b.probe.calls.load(), 1);
   end(1);
 }
 
