@@ -44,6 +44,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -110,6 +111,9 @@ struct Slot : ReactorWrite {
   int err = 0;
   bool busy = false;
   Slot* next = nullptr;  // kClassic: the list of writes waiting for a bitmap flush
+  // kClassic: per reactor, the ticket its flushes must have done before this write's legs
+  // go (see ClassicPeer; this reactor's own entry is unused).
+  std::vector<std::uint64_t> tickets;
 };
 
 // A metadata IO of the bitmap on its way through the ring.
@@ -126,6 +130,7 @@ struct ClassicFlush {
   int left = 0;
   int err = 0;
   Slot* waiters = nullptr;
+  std::uint64_t ticket = 0;  // the highest ticket whose page marks it carries
 };
 
 class Reactor {
@@ -133,6 +138,10 @@ class Reactor {
   Reactor(Shared& shared, unsigned index, ReactorResult& result)
       : s_(shared), index_(index), result_(result), picker_(shared, index) {}
   ~Reactor() {
+    if (classic_efd_ >= 0) {  // no other reactor writes it once it is -1
+      s_.classic_peers[index_].efd.store(-1, std::memory_order_relaxed);
+      ::close(classic_efd_);
+    }
     if (ring_ok_) io_uring_queue_exit(&ring_);
     std::free(buffers_);
     std::free(page_buf_);
@@ -179,6 +188,14 @@ class Reactor {
     --busy_;
   }
   void classic_admit(Slot& slot);
+  // After its own reactor's flush (if it waited for one): the legs, once the other
+  // reactors' flushes it must follow are done, or parked in foreign_waiters_ until then.
+  void classic_go(Slot& slot);
+  [[nodiscard]] bool others_done(const Slot& slot) const;
+  // This reactor's tickets up to `ticket` are done: publish, and wake the reactors with
+  // writes parked on them.
+  void classic_done(std::uint64_t ticket);
+  void classic_recheck();  // the eventfd fired: release the parked writes that may go
   void submit_classic_pages(std::uint64_t user_data, std::size_t pages);
   void on_classic_flush(int res);
   void on_classic_daemon(int res);
@@ -225,6 +242,9 @@ class Reactor {
   bool flush_inflight_ = false;
   Slot* next_waiters_ = nullptr;
   std::size_t next_pages_ = 0;
+  std::uint64_t next_ticket_ = 0;       // the ticket the next flush will carry
+  std::vector<Slot*> foreign_waiters_;  // waiting for other reactors' flushes only
+  int classic_efd_ = -1;                // kClassic: efd_, owned here
   int daemon_left_ = 0;
   std::uint64_t next_daemon_ns_ = 0;
 };
@@ -335,14 +355,22 @@ void Reactor::finish(Slot& slot) {
 // the writes queued meanwhile. Here a write that set a bit starts a flush of the pages
 // (write + fdatasync, linked) or, with one in flight, waits for the next; a write that
 // set none but finds a flush of this reactor in flight waits for that one (its bit may
-// be in it). A write on another reactor whose bit is in this reactor's flush does not
-// wait for it: each reactor unplugs its own writes (the model's one gap).
+// be in it). Each reactor unplugs its own writes, so the page holding a write's bit may
+// have been taken by another reactor's unplug: every write also waits until the other
+// reactors' flushes that were started or planned when it unplugged have completed (their
+// tickets, ClassicPeer), woken through its eventfd when one completes elsewhere.
 void Reactor::classic_admit(Slot& slot) {
+  ClassicPeer& me = s_.classic_peers[index_];
+  // The ticket is taken before the unplug, so a reactor whose unplug comes later (the
+  // model's lock orders them) sees it taken. seq_cst: pairs with other_done's loads.
+  const std::uint64_t ticket = me.started.fetch_add(1) + 1;
   s_.classic->start_write(slot.off, kBlock);  // one lock for the whole bitmap
   const std::size_t pages = s_.classic->unplug();
+  for (unsigned r = 0; r < s_.reactors; ++r)
+    slot.tickets[r] = r == index_ ? 0 : s_.classic_peers[r].started.load();
   if (pages > 0 && !flush_inflight_) {
     flush_inflight_ = true;
-    flush_ = ClassicFlush{2, 0, nullptr};
+    flush_ = ClassicFlush{2, 0, nullptr, ticket};
     slot.next = flush_.waiters;
     flush_.waiters = &slot;
     submit_classic_pages(tagged(&flush_, kTagClassicFlush), pages);
@@ -350,12 +378,65 @@ void Reactor::classic_admit(Slot& slot) {
     slot.next = next_waiters_;
     next_waiters_ = &slot;
     next_pages_ = std::max(next_pages_, pages);
+    next_ticket_ = ticket;
   } else if (flush_inflight_) {
+    // The ticket carries nothing: done with the flushes already planned.
+    if (next_waiters_ != nullptr)
+      next_ticket_ = ticket;
+    else
+      flush_.ticket = ticket;
     slot.next = flush_.waiters;
     flush_.waiters = &slot;
   } else {
-    submit_legs(slot);
+    classic_done(ticket);
+    classic_go(slot);
   }
+}
+
+bool Reactor::others_done(const Slot& slot) const {
+  for (unsigned r = 0; r < s_.reactors; ++r)
+    if (r != index_ && s_.classic_peers[r].done.load() < slot.tickets[r]) return false;
+  return true;
+}
+
+void Reactor::classic_go(Slot& slot) {
+  if (others_done(slot)) {
+    submit_legs(slot);
+    return;
+  }
+  foreign_waiters_.push_back(&slot);
+  // seq_cst, then the check again: either the other reactor's done store comes before
+  // this recheck, or its load of `waiting` after it sees true and writes the eventfd.
+  s_.classic_peers[index_].waiting.store(true);
+  classic_recheck();
+}
+
+void Reactor::classic_done(std::uint64_t ticket) {
+  ClassicPeer& me = s_.classic_peers[index_];
+  if (ticket <= me.done.load(std::memory_order_relaxed)) return;  // only this thread stores
+  me.done.store(ticket);  // seq_cst: pairs with classic_go's store of `waiting`
+  for (unsigned r = 0; r < s_.reactors; ++r) {
+    if (r == index_ || !s_.classic_peers[r].waiting.load()) continue;
+    const int fd = s_.classic_peers[r].efd.load(std::memory_order_relaxed);
+    const std::uint64_t one = 1;
+    if (fd >= 0 && ::write(fd, &one, sizeof one) < 0 && errno != EAGAIN) {
+      std::fprintf(stderr, "llbitmap-uring-mirror: reactor %u: eventfd write: %s\n", index_,
+                   std::strerror(errno));
+      std::abort();
+    }
+  }
+}
+
+void Reactor::classic_recheck() {
+  std::size_t kept = 0;
+  for (Slot* w : foreign_waiters_) {
+    if (others_done(*w))
+      submit_legs(*w);
+    else
+      foreign_waiters_[kept++] = w;
+  }
+  foreign_waiters_.resize(kept);
+  if (foreign_waiters_.empty()) s_.classic_peers[index_].waiting.store(false);
 }
 
 void Reactor::submit_classic_pages(std::uint64_t user_data, std::size_t pages) {
@@ -374,15 +455,19 @@ void Reactor::on_classic_flush(int res) {
   if (--flush_.left > 0) return;
   Slot* w = flush_.waiters;
   const int err = flush_.err;
+  const std::uint64_t ticket = flush_.ticket;
   flush_inflight_ = false;
   flush_.waiters = nullptr;
   if (next_waiters_ != nullptr) {
     flush_inflight_ = true;
-    flush_ = ClassicFlush{2, 0, next_waiters_};
+    flush_ = ClassicFlush{2, 0, next_waiters_, next_ticket_};
     next_waiters_ = nullptr;
     submit_classic_pages(tagged(&flush_, kTagClassicFlush), next_pages_);
     next_pages_ = 0;
   }
+  // A failed flush counts as done too: its writes fail below, and the other reactors'
+  // writes waiting on it are no worse off than md's after a failed bitmap write.
+  classic_done(ticket);
   while (w != nullptr) {
     Slot* next = w->next;
     if (err != 0) {  // the bit is not durable: the write fails without touching the legs
@@ -390,7 +475,7 @@ void Reactor::on_classic_flush(int res) {
       w->legs_left = 0;
       finish(*w);
     } else {
-      submit_legs(*w);
+      classic_go(*w);
     }
     w = next;
   }
@@ -549,6 +634,15 @@ void Reactor::handle(std::uint64_t user_data, int res) {
       return;
     case kTagEvent:
       event_armed_ = false;  // q.poll() at the top of the loop drains the eventfd
+      if (s_.mode == Mode::kClassic) {
+        std::uint64_t n = 0;
+        if (::read(efd_, &n, sizeof n) < 0 && errno != EAGAIN) {
+          std::fprintf(stderr, "llbitmap-uring-mirror: reactor %u: eventfd read: %s\n", index_,
+                       std::strerror(errno));
+          std::abort();
+        }
+        classic_recheck();
+      }
       return;
     case kTagClassicFlush:
       on_classic_flush(res);
@@ -588,6 +682,16 @@ void Reactor::run() {
       page_buf_ = static_cast<std::byte*>(std::aligned_alloc(kBlock, classic_pages_ * kBlock));
       if (page_buf_ == nullptr) throw std::bad_alloc();
       std::memset(page_buf_, 0, classic_pages_ * kBlock);
+      for (auto& slot : slots_) slot->tickets.assign(s_.reactors, 0);
+      // Another reactor's completed flush wakes this one (classic_done) when it has writes
+      // parked on it; polled on the ring like llbitmap's queue eventfd.
+      efd_ = classic_efd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+      if (efd_ < 0) {
+        std::fprintf(stderr, "llbitmap-uring-mirror: reactor %u: eventfd: %s\n", index_,
+                     std::strerror(errno));
+        std::abort();
+      }
+      s_.classic_peers[index_].efd.store(efd_, std::memory_order_relaxed);
     }
     if (s_.mode == Mode::kLlbitmap) {
       // The loop polls the queue after every other bitmap call and before it sleeps, so

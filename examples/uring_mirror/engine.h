@@ -21,7 +21,9 @@
 //   kClassic   the old md bitmap (mirror/classic_bitmap.h): one lock over all chunks, and
 //              a write that set a bit waits for the bitmap page's write and fdatasync
 //              (linked on the ring) before its data writes go, as md's raid1 unplugs
-//              its bitmap before it submits the writes.
+//              its bitmap before it submits the writes. Each reactor unplugs on its own,
+//              so a write also waits for the other reactors' flushes that may carry its
+//              bit (ClassicPeer), woken by their completion through its eventfd.
 //   kBlocking  not a reactor mode: reactors x iodepth threads on the blocking Bitmap API
 //              (blocking.h); it shares Shared, ReactorResult and the offsets
 //              (workload.h) with the reactors, and run_reactor refuses it.
@@ -33,6 +35,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "histogram.h"
@@ -55,6 +58,19 @@ const char* workload_name(Workload w) noexcept;
 
 inline constexpr std::uint64_t kBlock = 4096;  // every data write is one 4 KiB block
 
+// kClassic: one reactor's bitmap flushes as the other reactors see them. Every unplug
+// takes a ticket (started); a ticket is done once the flush that carries the page marks
+// taken at that unplug has completed (done: the highest such ticket). A write waits for
+// the tickets the other reactors had taken when it unplugged, since one of them may have
+// taken its bit's page. waiting: the reactor has writes parked on another's tickets; a
+// reactor whose flush completes then writes its eventfd (efd).
+struct ClassicPeer {
+  std::atomic<std::uint64_t> started{0};
+  std::atomic<std::uint64_t> done{0};
+  std::atomic<bool> waiting{false};
+  std::atomic<int> efd{-1};
+};
+
 // What the reactors share. Set up by the main thread before they start.
 struct Shared {
   Mode mode = Mode::kNone;
@@ -73,6 +89,7 @@ struct Shared {
   int classic_fd = -1;                                   // kClassic: the classic bitmap's file
   ReactorBitmap* bitmap = nullptr;                       // kLlbitmap
   bench::ClassicBitmap* classic = nullptr;               // kClassic
+  std::unique_ptr<ClassicPeer[]> classic_peers;          // kClassic: one per reactor
   std::chrono::milliseconds classic_daemon_sleep{5000};  // md's default daemon_sleep
 
   // Set by the main thread at the end of the run (release; the reactors' acquire loads

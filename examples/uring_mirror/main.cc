@@ -358,6 +358,7 @@ int run_load(const Config& cfg) {
                                   bench::ClassicBitmap::kFilePageBits;
       if ((ec = grow(f.classic, pages * kBlock))) return fail(path.string(), ec);
       shared.classic = classic.get();
+      shared.classic_peers = std::make_unique<ClassicPeer[]>(cfg.reactors);
       shared.classic_fd = f.classic;
       break;
     }
