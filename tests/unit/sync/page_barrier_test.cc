@@ -274,6 +274,17 @@ TEST(PageBarrierTest, BarrierIdleMayBeSetFromTwoThreadsAtOnce) {
 
 TEST(PageBarrierTest, SuspendManySharesOneGracePeriod) {
   FakeClock clock;
+  // The switch thread is started by the first kill of the process. Started inside the
+  // batch below, it could take the kills queued so far before the batch ends, and do it
+  // more than once while the rest are queued (seen under tsan): start it, and let it go
+  // idle, first.
+  {
+    PageBarrier warm(clock);
+    std::array<PageBarrier*, 1> one{&warm};
+    std::array<bool, 1> warm_ok{};
+    ASSERT_EQ(PageBarrier::suspend_many(one, 5000ms, warm_ok), 1u);
+    warm.resume();
+  }
   std::vector<std::unique_ptr<PageBarrier>> pages;
   std::vector<PageBarrier*> ptrs;
   for (int i = 0; i < 32; ++i) {
