@@ -148,6 +148,12 @@ class ReactorCore final : public ReactorBitmap {
   // Completes `r` (the writing round, or one taken out of syncing_).
   void finish_round(OpenRound r, std::error_code ec) LLBM_REQUIRES(io_lock_);
   void fail(std::error_code ec) LLBM_REQUIRES(io_lock_);
+  // The failed state's flag, as the IO side reads it (set by fail() under io_lock_).
+  [[nodiscard]] bool failing() const LLBM_REQUIRES(io_lock_);
+  // Ends the writing round when no sync will be handed out for it: its writes have all
+  // completed, its sync is not out, and one of them failed or the bitmap failed. Returns
+  // true if it ended one.
+  bool end_unsyncable_round() LLBM_REQUIRES(io_lock_);
 
   // The cleaning pass (step_lock_ held).
   void step_locked(Clock::time_point now) LLBM_REQUIRES(step_lock_);

@@ -74,8 +74,7 @@ bool ReactorCore::next_io_locked(MetaIo& io, bool& began) {
     flush_out_ = true;
     return true;
   }
-  // relaxed: io_lock_ orders the failed flag for the IO side (fail() sets it under it).
-  if ((refused_.load(std::memory_order_relaxed) & kFailing) != 0) return false;
+  if (failing()) return false;
   return next_round_io(io, began);
 }
 
@@ -158,15 +157,7 @@ void ReactorBitmap::complete(std::uint64_t id, std::error_code result) {
           // An after_writes sync is out: its completion ends the round (with w.error if a
           // write failed).
           s.writes_done();
-        } else if (w.error ||
-                   (s.refused_.load(std::memory_order_relaxed) & ReactorCore::kFailing) != 0) {
-          // A failed write ends its round once no write of it is outstanding; so does the
-          // failed state (whose stale mark waited for these writes), as no sync is handed
-          // out any more. relaxed: io_lock_ orders the flag (fail() sets it under it).
-          const std::error_code ec = w.error ? w.error : make_error_code(Errc::bitmap_failed);
-          ReactorCore::OpenRound r = std::move(w);
-          s.writing_.reset();
-          s.finish_round(std::move(r), ec);
+        } else if (s.end_unsyncable_round()) {
           settle = retries = true;
         }
         break;
@@ -213,14 +204,29 @@ void ReactorBitmap::complete(std::uint64_t id, std::error_code result) {
   if (retries) s.release_retries();
 }
 
-void ReactorCore::finish_round(OpenRound r, std::error_code ec) {
+bool ReactorCore::failing() const {
   // relaxed: io_lock_ orders the flag (fail() sets it under it).
-  const bool failing = (refused_.load(std::memory_order_relaxed) & kFailing) != 0;
+  return (refused_.load(std::memory_order_relaxed) & kFailing) != 0;
+}
+
+bool ReactorCore::end_unsyncable_round() {
+  if (!writing_ || writing_->out != 0 || writing_->sync_out) return false;
+  if (!writing_->error && !failing()) return false;
+  const std::error_code ec =
+      writing_->error ? writing_->error : make_error_code(Errc::bitmap_failed);
+  OpenRound r = std::move(*writing_);
+  writing_.reset();
+  finish_round(std::move(r), ec);
+  return true;
+}
+
+void ReactorCore::finish_round(OpenRound r, std::error_code ec) {
+  const bool was_failing = failing();
   // Once failed, a round publishes nothing, even if its sync succeeded: its waiters are
   // refused, and the stale mark says every chunk needs a resync.
-  if (failing && !ec) ec = make_error_code(Errc::bitmap_failed);
+  if (was_failing && !ec) ec = make_error_code(Errc::bitmap_failed);
   if (!core_.complete_round(std::move(r.round), ec)) {
-    if (!failing) fail(ec);
+    if (!was_failing) fail(ec);
     return;
   }
   rounds_.fetch_add(1, std::memory_order_relaxed);  // relaxed: statistics only
@@ -255,14 +261,9 @@ void ReactorCore::fail(std::error_code ec) {
   // Handed out from the back: the superblock's block first, then its table block.
   stale_writes_.assign(marks.rbegin(), marks.rend());
   stale_phase_ = StalePhase::kWritesToHand;
-  // A round being written whose writes have all completed, its sync not handed out: no
-  // sync is handed out any more, so it ends now (its writes' completions ended it
-  // otherwise).
-  if (writing_ && writing_->out == 0 && !writing_->sync_out) {
-    OpenRound w = std::move(*writing_);
-    writing_.reset();
-    finish_round(std::move(w), ec);
-  }
+  // A round being written whose writes have all completed ends now: no sync is handed
+  // out any more (one with writes outstanding ends as the last of them completes).
+  end_unsyncable_round();
 }
 
 bool ReactorBitmap::io_outstanding() const noexcept {
