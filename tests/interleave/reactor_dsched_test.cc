@@ -50,6 +50,7 @@ struct Disk {
 struct SeedResult {
   int violations = 0;
   bool live = true;
+  int refused = 0;  // writes refused with an error: none is injected, so none may be
   std::size_t steps = 0;
   std::uint64_t cleaned = 0, pending = 0;
 };
@@ -84,6 +85,7 @@ SeedResult run_seed(std::uint64_t seed) {
   std::mutex mu;
   std::multiset<std::uint64_t> issued;  // guarded by mu
   std::atomic<int> violations{0};
+  std::atomic<int> refused{0};
   auto check = [&](const std::vector<std::byte>& img) {
     std::lock_guard lk(mu);
     for (std::uint64_t c : issued)
@@ -114,7 +116,8 @@ SeedResult run_seed(std::uint64_t seed) {
           static thread_local int result = 0;  // 0 waiting, 1 admitted, 2 refused
           result = 0;
           ReactorWrite rw(+[](ReactorWrite&, std::error_code e) { result = e ? 2 : 1; });
-          const Admit a = q.start_write(c * kChunk, 4096, rw, ec);
+          std::error_code wec;  // this writer's own: the other writer runs concurrently
+          const Admit a = q.start_write(c * kChunk, 4096, rw, wec);
           int turns = 0;
           if (a == Admit::kPending) {
             while (result == 0 && ++turns < kCap) {
@@ -128,7 +131,10 @@ SeedResult run_seed(std::uint64_t seed) {
             }
           }
           const bool admitted = a == Admit::kReady || (a == Admit::kPending && result == 1);
-          if (!admitted) continue;
+          if (!admitted) {
+            if (a == Admit::kRefused || result == 2) refused.fetch_add(1);
+            continue;
+          }
           {
             std::lock_guard lk(mu);
             issued.insert(c);
@@ -217,6 +223,7 @@ SeedResult run_seed(std::uint64_t seed) {
     r.steps = sched.run([&](const std::string&) { check_durable(); });
   }
   r.violations = violations.load();
+  r.refused = refused.load();
   r.live = live.load();
   r.cleaned = bm->stats().pages_cleaned;
   r.pending = bm->stats().pending_persist + bm->stats().pending_page;
@@ -240,6 +247,7 @@ TEST(ReactorScheduleTest, NoSeedViolatesWriteAheadAndEverySeedFinishes) {
   for (int seed = 1; seed <= n; ++seed) {
     const SeedResult r = run_seed(static_cast<std::uint64_t>(seed));
     ASSERT_EQ(r.violations, 0) << "seed " << seed;
+    ASSERT_EQ(r.refused, 0) << "seed " << seed << ": a write was refused with an error";
     ASSERT_TRUE(r.live) << "seed " << seed << ": a write or the close did not finish";
     steps += r.steps;
     cleaned += r.cleaned;
