@@ -93,6 +93,8 @@ class PersistCore {
     // The change number of block blocks()[i]'s snapshot; 0 until its kBlock request was
     // handed out.
     [[nodiscard]] std::uint64_t snapshot_seq(std::size_t i) const noexcept { return seqs_[i]; }
+    // True once next_request returned the round's kSync: every write was handed out.
+    [[nodiscard]] bool sync_planned() const noexcept { return sync_planned_; }
 
    private:
     friend class PersistCore;

@@ -84,10 +84,9 @@ class ReactorCore final : public ReactorBitmap {
   struct OpenRound {
     PersistCore::Round round;
     std::uint64_t number = 0;
-    std::size_t out = 0;     // its writes not completed
-    bool sync_next = false;  // next_request gave the sync
-    bool sync_out = false;   // the sync was handed out
-    std::error_code error;   // a write of it failed
+    std::size_t out = 0;    // its writes not completed
+    bool sync_out = false;  // the sync was handed out
+    std::error_code error;  // a write of it failed
   };
 
   // Open's two rounds (finish_round): the recovered states, then the superblock.

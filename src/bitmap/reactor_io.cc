@@ -87,16 +87,14 @@ bool ReactorCore::next_round_io(MetaIo& io, bool& began) {
     std::optional<PersistCore::Round> r = core_.begin_round();
     LLBM_CHECK(r.has_value(), "ReactorBitmap %p: a persist round is open outside the driver",
                static_cast<void*>(this));
-    writing_.emplace(OpenRound{std::move(*r), next_round_++, 0, false, false, {}});
+    writing_.emplace(OpenRound{std::move(*r), next_round_++, 0, false, {}});
     began = true;
   }
   OpenRound& w = *writing_;
   if (w.error || w.sync_out) return false;
-  if (!w.sync_next) {
+  if (!w.round.sync_planned()) {
     const PersistCore::Request r = core_.next_request(w.round);
-    if (r.kind == PersistCore::Request::Kind::kSync) {
-      w.sync_next = true;
-    } else {
+    if (r.kind != PersistCore::Request::Kind::kSync) {
       Slot& slot = new_slot(Role::kRoundWrite);
       slot.round = w.number;
       slot.bytes.assign(r.bytes.begin(), r.bytes.end());
