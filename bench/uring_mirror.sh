@@ -31,6 +31,7 @@
 #                     a first touch with no queue in front of it)
 #   --iodepth N       writes in flight per reactor (default 32)
 #   --out FILE        also keep the raw results (TSV) in FILE
+#   --engine-args "A" more options for every run of the engine (for example --busy-poll)
 set -euo pipefail
 
 engine=build/release/examples/uring_mirror/llbitmap-uring-mirror
@@ -43,6 +44,7 @@ reactors="1 2"
 workloads="uniform hot first first@1"
 iodepth=32
 out=""
+engine_args=""
 while [[ $# -gt 0 ]]; do
   case $1 in
     --rounds) rounds=$2; shift 2 ;;
@@ -54,6 +56,7 @@ while [[ $# -gt 0 ]]; do
     --workloads) workloads=$2; shift 2 ;;
     --iodepth) iodepth=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
+    --engine-args) engine_args=$2; shift 2 ;;
     -h | --help)
       awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
       exit 0
@@ -62,6 +65,7 @@ while [[ $# -gt 0 ]]; do
     *) engine=$1; shift ;;
   esac
 done
+read -ra extra <<<"$engine_args"
 [[ -x $engine ]] || { echo "uring_mirror.sh: no engine at $engine (build the release preset)" >&2; exit 1; }
 
 raw=$(mktemp)
@@ -112,7 +116,8 @@ for dir in $dirs; do
         for ((k = 0; k < ${#modes[@]}; k++)); do
           m=${modes[$(((i + k) % ${#modes[@]}))]}
           if ! json=$("$engine" --dir "$d" --size "$size" --mode "$m" --workload "$wl" \
-            --reactors "$r" --iodepth "$qd" --seconds "$seconds" --warmup "$wu" --json 2>/dev/null); then
+            --reactors "$r" --iodepth "$qd" --seconds "$seconds" --warmup "$wu" "${extra[@]}" \
+            --json 2>/dev/null); then
             echo "# failed: $dir r=$r $w $m" >&2
             continue
           fi

@@ -15,7 +15,8 @@
 //   3. io_uring_submit_and_wait_timeout: submits what the iteration queued and sleeps in
 //      io_uring_enter until a completion arrives (a leg write, a metadata IO, or the
 //      queue's eventfd becoming readable: another reactor admitted one of our writes),
-//      or 1 ms passed (the next step of the cleaning pass).
+//      or 1 ms passed (the next step of the cleaning pass). With --busy-poll it only
+//      submits (io_uring_enter only when something was queued) and goes on at once.
 //   4. The completions are handled: a write whose two leg writes completed ends
 //      (end_write), is recorded, and its slot starts the next write.
 // Nothing on this thread blocks outside io_uring_enter in kNone and kLlbitmap mode;
@@ -786,7 +787,10 @@ void Reactor::run() {
     arm_event();
     io_uring_cqe* cqe = nullptr;
     __kernel_timespec ts{0, 1'000'000};  // the next step of the cleaning pass
-    io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
+    if (s_.busy_poll)
+      io_uring_submit(&ring_);
+    else
+      io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, &ts, nullptr);
     done.clear();
     unsigned head = 0;
     io_uring_for_each_cqe(&ring_, head, cqe) {

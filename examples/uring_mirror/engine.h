@@ -17,7 +17,8 @@
 //              sync: ReactorOptions::ordered_sync, unless --unlinked-sync; the next
 //              round's writes while a round's sync is out: ReactorOptions::
 //              pipelined_rounds, unless --serial-rounds) and steps the cleaning pass; it
-//              sleeps only in io_uring_enter, with the queue's eventfd polled on the ring.
+//              sleeps only in io_uring_enter, with the queue's eventfd polled on the ring
+//              (with --busy-poll it never sleeps).
 //   kClassic   the old md bitmap (mirror/classic_bitmap.h): one lock over all chunks, and
 //              a write that set a bit waits for the bitmap page's write and fdatasync
 //              (linked on the ring) before its data writes go, as md's raid1 unplugs
@@ -77,6 +78,9 @@ struct Shared {
   Workload workload = Workload::kUniform;
   unsigned reactors = 1;
   unsigned iodepth = 32;
+  // --busy-poll: a reactor never sleeps in io_uring_enter; it submits and reaps in a loop,
+  // as an SPDK reactor polls (one core per reactor, busy even when idle).
+  bool busy_poll = false;
   std::uint64_t device_bytes = 0;
   std::uint64_t chunk_bytes = 0;
   int leg_fd[2] = {-1, -1};

@@ -96,6 +96,10 @@ Options:
   --serial-rounds     llbitmap: begin a persist round only once the last one's sync
                       completed, instead of as soon as its writes completed
                       (ReactorOptions::pipelined_rounds)
+  --busy-poll         the reactors never sleep: each submits and reaps its ring in a
+                      loop, as an SPDK reactor polls (a core each, busy even when
+                      idle); without it a reactor sleeps in io_uring_enter until a
+                      completion or its eventfd wakes it. Ignored by blocking
   --json              print one JSON object (the "running" line then goes to stderr)
   --resync            reopen D/bitmap after a crash, copy leg0 to leg1 for every chunk
                       it says needs it, compare the legs; exit 0 only if identical
@@ -124,6 +128,7 @@ struct Config {
   bool resync = false;
   bool unlinked_sync = false;
   bool serial_rounds = false;
+  bool busy_poll = false;
   bool probe_flush = false;
   std::uint64_t fail_meta_write = 0;  // 0: off
 };
@@ -331,6 +336,7 @@ int run_load(const Config& cfg) {
   shared.workload = cfg.workload;
   shared.reactors = cfg.reactors;
   shared.iodepth = cfg.iodepth;
+  shared.busy_poll = cfg.busy_poll;
   shared.device_bytes = cfg.size;
   shared.leg_fd[0] = f.leg[0];
   shared.leg_fd[1] = f.leg[1];
@@ -503,6 +509,7 @@ int run_load(const Config& cfg) {
     j.value_fixed(static_cast<double>(latency.quantile(0.999)) * us, 1);
     j.member("errors", errors);
     j.member("o_direct", f.direct);
+    j.member("busy_poll", cfg.busy_poll && cfg.mode != Mode::kBlocking);  // blocking: no reactors
     j.member("device_bytes", cfg.size);
     j.member("chunk_bytes", shared.chunk_bytes);
     if (cfg.mode == Mode::kLlbitmap) {
@@ -686,6 +693,8 @@ int run(int argc, char** argv) {
       cfg.unlinked_sync = true;
     } else if (args.flag("--serial-rounds")) {
       cfg.serial_rounds = true;
+    } else if (args.flag("--busy-poll")) {
+      cfg.busy_poll = true;
     } else if (args.flag("--probe-flush")) {
       cfg.probe_flush = true;
     } else if (args.option("--dir", v, missing)) {

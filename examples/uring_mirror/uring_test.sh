@@ -11,9 +11,12 @@
 #                                   (blocking's Bitmap::create -> llbitmap's ReactorBitmap
 #                                   -> blocking's Bitmap::open), each closing it cleanly
 #                                   (--resync then finds nothing to copy, legs identical).
-#                                   MODE llbitmap also: a persist round's sync linked
-#                                   behind its writes (linked_sync), and 0.5 s with
-#                                   --unlinked-sync, which must work as well.
+#                                   Every mode also: 0.5 s with --busy-poll and 2
+#                                   reactors (busy_poll in the JSON; blocking ignores
+#                                   it). MODE llbitmap also: a persist round's sync linked
+#                                   behind its writes (linked_sync) and pipelined rounds,
+#                                   and 0.5 s each with --unlinked-sync and
+#                                   --serial-rounds, which must work as well.
 #   uring_test.sh probe ENGINE      --probe-flush: the medium's write + fdatasync by
 #                                   syscalls and through a ring, p50 <= p99, all > 0.
 #   uring_test.sh fault ENGINE      llbitmap mode with --fail-meta-write 2: the first round's
@@ -77,6 +80,21 @@ wait_for_line() {
   return 1
 }
 
+# variant FIELD VALUE ARGS...: 0.5 s in $mode with ARGS; the JSON's FIELD must read VALUE,
+# with writes done and no errors.
+variant() {
+  local field=$1 want=$2
+  shift 2
+  engine_or_skip --dir "$work/d" --size 256M --mode "$mode" "$@" --seconds 0.5 --json \
+    >"$work/variant.json" || die "the engine failed with $*"
+  python3 - "$work/variant.json" "$field" "$want" <<'EOF' || die "bad JSON output with $*"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert str(r[sys.argv[2]]) == sys.argv[3] and r["iops"] > 0 and r["errors"] == 0, r
+EOF
+  say "ok: $*"
+}
+
 json_field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
 case $case_name in
@@ -97,25 +115,17 @@ assert r["lat_p50_us"] <= r["lat_p99_us"] <= r["lat_p999_us"]
 if r["mode"] == "blocking":
     assert r["workers"] == r["reactors"] * r["iodepth"], r["workers"]
 EOF
+    [[ $(json_field "$work/out.json" busy_poll) == False ]] || die "busy_poll without --busy-poll"
+    if [[ $mode == blocking ]]; then
+      variant busy_poll False --busy-poll # no reactors to poll
+    else
+      variant busy_poll True --busy-poll --reactors 2
+    fi
     if [[ $mode == llbitmap ]]; then
       [[ $(json_field "$work/out.json" linked_sync) == True ]] || die "the round's sync is not linked"
-      engine_or_skip --dir "$work/d" --size 256M --mode llbitmap --unlinked-sync --seconds 0.5 \
-        --json >"$work/unlinked.json" || die "the engine failed with --unlinked-sync"
-      python3 - "$work/unlinked.json" <<'EOF' || die "bad JSON output with --unlinked-sync"
-import json, sys
-r = json.load(open(sys.argv[1]))
-assert r["linked_sync"] is False and r["iops"] > 0 and r["errors"] == 0, r
-EOF
-      say "ok: --unlinked-sync"
+      variant linked_sync False --unlinked-sync
       [[ $(json_field "$work/out.json" pipelined_rounds) == True ]] || die "rounds are not pipelined"
-      engine_or_skip --dir "$work/d" --size 256M --mode llbitmap --serial-rounds --seconds 0.5 \
-        --json >"$work/serial.json" || die "the engine failed with --serial-rounds"
-      python3 - "$work/serial.json" <<'EOF' || die "bad JSON output with --serial-rounds"
-import json, sys
-r = json.load(open(sys.argv[1]))
-assert r["pipelined_rounds"] is False and r["iops"] > 0 and r["errors"] == 0, r
-EOF
-      say "ok: --serial-rounds"
+      variant pipelined_rounds False --serial-rounds
     fi
     if [[ $mode == blocking ]]; then
       rc=0
