@@ -139,9 +139,11 @@ class Reactor {
   Reactor(Shared& shared, unsigned index, ReactorResult& result)
       : s_(shared), index_(index), result_(result), picker_(shared, index) {}
   ~Reactor() {
-    if (classic_efd_ >= 0) {  // no other reactor writes it once it is -1
+    // kClassic owns its eventfd (kLlbitmap's is the queue's). No other reactor writes it
+    // once it is -1.
+    if (s_.mode == Mode::kClassic && efd_ >= 0) {
       s_.classic_peers[index_].efd.store(-1, std::memory_order_relaxed);
-      ::close(classic_efd_);
+      ::close(efd_);
     }
     if (ring_ok_) io_uring_queue_exit(&ring_);
     std::free(buffers_);
@@ -173,6 +175,13 @@ class Reactor {
       std::abort();
     }
     return e;
+  }
+
+  // A system call that cannot fail in a working process did: says which, and aborts.
+  [[noreturn]] void die_errno(const char* what) const {
+    std::fprintf(stderr, "llbitmap-uring-mirror: reactor %u: %s: %s\n", index_, what,
+                 std::strerror(errno));
+    std::abort();
   }
 
   bool in_flight(std::uint64_t off) const noexcept {
@@ -245,7 +254,6 @@ class Reactor {
   std::size_t next_pages_ = 0;
   std::uint64_t next_ticket_ = 0;       // the ticket the next flush will carry
   std::vector<Slot*> foreign_waiters_;  // waiting for other reactors' flushes only
-  int classic_efd_ = -1;                // kClassic: efd_, owned here
   int daemon_left_ = 0;
   std::uint64_t next_daemon_ns_ = 0;
 };
@@ -363,7 +371,7 @@ void Reactor::finish(Slot& slot) {
 void Reactor::classic_admit(Slot& slot) {
   ClassicPeer& me = s_.classic_peers[index_];
   // The ticket is taken before the unplug, so a reactor whose unplug comes later (the
-  // model's lock orders them) sees it taken. seq_cst: pairs with other_done's loads.
+  // model's lock orders them) sees it taken. seq_cst: pairs with others_done's loads.
   const std::uint64_t ticket = me.started.fetch_add(1) + 1;
   s_.classic->start_write(slot.off, kBlock);  // one lock for the whole bitmap
   const std::size_t pages = s_.classic->unplug();
@@ -420,11 +428,7 @@ void Reactor::classic_done(std::uint64_t ticket) {
     if (r == index_ || !s_.classic_peers[r].waiting.load()) continue;
     const int fd = s_.classic_peers[r].efd.load(std::memory_order_relaxed);
     const std::uint64_t one = 1;
-    if (fd >= 0 && ::write(fd, &one, sizeof one) < 0 && errno != EAGAIN) {
-      std::fprintf(stderr, "llbitmap-uring-mirror: reactor %u: eventfd write: %s\n", index_,
-                   std::strerror(errno));
-      std::abort();
-    }
+    if (fd >= 0 && ::write(fd, &one, sizeof one) < 0 && errno != EAGAIN) die_errno("eventfd write");
   }
 }
 
@@ -637,11 +641,7 @@ void Reactor::handle(std::uint64_t user_data, int res) {
       event_armed_ = false;  // q.poll() at the top of the loop drains the eventfd
       if (s_.mode == Mode::kClassic) {
         std::uint64_t n = 0;
-        if (::read(efd_, &n, sizeof n) < 0 && errno != EAGAIN) {
-          std::fprintf(stderr, "llbitmap-uring-mirror: reactor %u: eventfd read: %s\n", index_,
-                       std::strerror(errno));
-          std::abort();
-        }
+        if (::read(efd_, &n, sizeof n) < 0 && errno != EAGAIN) die_errno("eventfd read");
         classic_recheck();
       }
       return;
@@ -686,12 +686,8 @@ void Reactor::run() {
       for (auto& slot : slots_) slot->tickets.assign(s_.reactors, 0);
       // Another reactor's completed flush wakes this one (classic_done) when it has writes
       // parked on it; polled on the ring like llbitmap's queue eventfd.
-      efd_ = classic_efd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-      if (efd_ < 0) {
-        std::fprintf(stderr, "llbitmap-uring-mirror: reactor %u: eventfd: %s\n", index_,
-                     std::strerror(errno));
-        std::abort();
-      }
+      efd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+      if (efd_ < 0) die_errno("eventfd");
       s_.classic_peers[index_].efd.store(efd_, std::memory_order_relaxed);
     }
     if (s_.mode == Mode::kLlbitmap) {
