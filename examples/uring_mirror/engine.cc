@@ -506,8 +506,9 @@ void Reactor::submit_meta_batch(std::span<const MetaIo> batch) {
   unsigned need = 0;
   for (const MetaIo& io : batch) need += io.kind == MetaIo::Kind::kDataFlush ? 2 : 1;
   if (io_uring_sq_space_left(&ring_) < need) io_uring_submit(&ring_);
-  // Should the ring still lack room (the kernel took fewer entries than asked), nothing is
-  // linked and the sync waits, unsubmitted, until this reactor's bitmap writes are back.
+  // Should the ring still lack room (a ring smaller than the chain, --ring-entries, or a
+  // kernel that took fewer entries than asked), nothing is linked and the sync waits,
+  // unsubmitted, until this reactor's bitmap writes are back.
   const bool chain = io_uring_sq_space_left(&ring_) >= need;
   std::size_t sync_at = batch.size();  // the after_writes sync, if any
   for (std::size_t i = 0; i < batch.size(); ++i)
@@ -542,6 +543,7 @@ void Reactor::submit_meta(const MetaIo& io, bool link, bool hold) {
     }
     case MetaIo::Kind::kSync:
       m.left = 1;
+      if (hold) ++result_.syncs_held;
       if (hold && meta_writes_ != 0)
         resubmit_.push_back(&m);  // started once the writes before it are back
       else
@@ -665,6 +667,7 @@ void Reactor::run() {
 
   unsigned entries = 64;
   while (entries < 2 * s_.iodepth + 64) entries *= 2;
+  if (s_.ring_entries != 0) entries = s_.ring_entries;
   const int r = io_uring_queue_init(entries, &ring_, 0);
   bool ok = r == 0;
   if (!ok) result_.error = std::string("io_uring_queue_init: ") + std::strerror(-r);

@@ -81,6 +81,10 @@ struct Shared {
   // --busy-poll: a reactor never sleeps in io_uring_enter; it submits and reaps in a loop,
   // as an SPDK reactor polls (one core per reactor, busy even when idle).
   bool busy_poll = false;
+  // kLlbitmap, --ring-entries N: each ring's submission queue has N entries instead of
+  // room for every write in flight, so a persist round's linked chain may not fit and its
+  // sync is held back, unlinked, until the round's writes are back. 0: the default size.
+  unsigned ring_entries = 0;
   std::uint64_t device_bytes = 0;
   std::uint64_t chunk_bytes = 0;
   int leg_fd[2] = {-1, -1};
@@ -132,6 +136,9 @@ struct ReactorResult {
   // short), and those of them the reactor started again (after a short write).
   std::uint64_t syncs_cancelled = 0;
   std::uint64_t syncs_restarted = 0;
+  // kLlbitmap: after_writes syncs held back, unlinked, because the ring had no room for
+  // their whole chain (submitted once this reactor's bitmap writes were back).
+  std::uint64_t syncs_held = 0;
   std::uint64_t errors = 0;  // failed leg writes and refused admissions
   pid_t tid = 0;
   std::string error;  // set when the reactor could not run

@@ -96,6 +96,11 @@ Options:
   --serial-rounds     llbitmap: begin a persist round only once the last one's sync
                       completed, instead of as soon as its writes completed
                       (ReactorOptions::pipelined_rounds)
+  --ring-entries N    llbitmap: give each reactor's ring N submission entries (2 to
+                      4096) instead of room for every write in flight; with fewer than
+                      a round's linked chain needs, the engine holds the round's sync
+                      back, unlinked, until the round's writes are back (syncs_held),
+                      the path a kernel that takes fewer entries than asked would take
   --busy-poll         the reactors never sleep: each submits and reaps its ring in a
                       loop, as an SPDK reactor polls (a core each, busy even when
                       idle); without it a reactor sleeps in io_uring_enter until a
@@ -129,6 +134,7 @@ struct Config {
   bool unlinked_sync = false;
   bool serial_rounds = false;
   bool busy_poll = false;
+  unsigned ring_entries = 0;  // 0: the default size
   bool probe_flush = false;
   std::uint64_t fail_meta_write = 0;  // 0: off
 };
@@ -337,6 +343,7 @@ int run_load(const Config& cfg) {
   shared.reactors = cfg.reactors;
   shared.iodepth = cfg.iodepth;
   shared.busy_poll = cfg.busy_poll;
+  shared.ring_entries = cfg.ring_entries;
   shared.device_bytes = cfg.size;
   shared.leg_fd[0] = f.leg[0];
   shared.leg_fd[1] = f.leg[1];
@@ -441,7 +448,7 @@ int run_load(const Config& cfg) {
   int rc = kExitOk;
   Histogram latency;
   std::uint64_t ops = 0, pending = 0, meta_ios = 0, errors = 0, syncs_cancelled = 0,
-                syncs_restarted = 0;
+                syncs_restarted = 0, syncs_held = 0;
   double iops = 0, seconds = 0;
   for (const auto& r : results) {
     if (!r.error.empty()) {
@@ -455,6 +462,7 @@ int run_load(const Config& cfg) {
     meta_ios += r.meta_ios;
     syncs_cancelled += r.syncs_cancelled;
     syncs_restarted += r.syncs_restarted;
+    syncs_held += r.syncs_held;
     errors += r.errors;
     if (r.seconds > 0) iops += static_cast<double>(r.ops) / r.seconds;
     seconds = std::max(seconds, r.seconds);
@@ -519,6 +527,8 @@ int run_load(const Config& cfg) {
       j.member("pipelined_rounds", !cfg.serial_rounds);
       j.member("syncs_cancelled", syncs_cancelled);
       j.member("syncs_restarted", syncs_restarted);
+      j.member("ring_entries", std::uint64_t{cfg.ring_entries});
+      j.member("syncs_held", syncs_held);
       j.member("bitmap_failed", bitmap->failed());
       j.member("persist_rounds", stats.persist_rounds);
       j.member("data_flushes", stats.data_flushes);
@@ -697,6 +707,11 @@ int run(int argc, char** argv) {
       cfg.busy_poll = true;
     } else if (args.flag("--probe-flush")) {
       cfg.probe_flush = true;
+    } else if (args.option("--ring-entries", v, missing)) {
+      const auto n = parse_count(v);
+      if (!missing && (!n || *n < 2))
+        return tool::usage_error("--ring-entries: a count from 2 to 4096 expected");
+      if (!missing) cfg.ring_entries = *n;
     } else if (args.option("--dir", v, missing)) {
       if (!missing) cfg.dir = v;
     } else if (args.option("--size", v, missing)) {
@@ -752,6 +767,9 @@ int run(int argc, char** argv) {
     if (missing) return tool::usage_error(arg + ": a value is required");
   }
   if (cfg.dir.empty()) return tool::usage_error("--dir is required");
+  // The other modes link chains the engine does not split: they keep the default size.
+  if (cfg.ring_entries != 0 && cfg.mode != Mode::kLlbitmap)
+    return tool::usage_error("--ring-entries: only with --mode llbitmap");
   if (const std::error_code ec = probe_uring()) {
     const bool refused = ec == std::errc::operation_not_permitted ||
                          ec == std::errc::function_not_supported ||

@@ -16,7 +16,10 @@
 #                                   it). MODE llbitmap also: a persist round's sync linked
 #                                   behind its writes (linked_sync) and pipelined rounds,
 #                                   and 0.5 s each with --unlinked-sync and
-#                                   --serial-rounds, which must work as well.
+#                                   --serial-rounds, which must work as well; and 0.5 s
+#                                   with --ring-entries 2, rings too small for a round's
+#                                   linked chain: syncs are held back (syncs_held > 0, 0
+#                                   by default) and a clean close leaves nothing to resync.
 #   uring_test.sh probe ENGINE      --probe-flush: the medium's write + fdatasync by
 #                                   syscalls and through a ring, p50 <= p99, all > 0.
 #   uring_test.sh fault ENGINE      llbitmap mode with --fail-meta-write 2: the first round's
@@ -24,10 +27,11 @@
 #                                   and not performed, the bitmap fails (exit status 1, the
 #                                   library's message, refused writes); --resync must then
 #                                   exit 0 with the legs identical.
-#   uring_test.sh crash ENGINE      llbitmap mode, hot workload, SIGKILLed about 1 s after
-#                                   its "running" line; --resync must then exit 0 with the
-#                                   legs identical, having resynced some chunks but fewer
-#                                   than all.
+#   uring_test.sh crash ENGINE [ARGS...]
+#                                   llbitmap mode, hot workload (and ARGS), SIGKILLed about
+#                                   1 s after its "running" line; --resync must then exit 0
+#                                   with the legs identical, having resynced some chunks but
+#                                   fewer than all.
 #   uring_test.sh strace ENGINE     llbitmap mode, hot workload, ~2 s under strace -f; no
 #                                   thread named llbm-reactor may make a futex wait,
 #                                   fdatasync, fsync, pwrite64, pread64 or (clock_)nanosleep.
@@ -126,6 +130,14 @@ EOF
       variant linked_sync False --unlinked-sync
       [[ $(json_field "$work/out.json" pipelined_rounds) == True ]] || die "rounds are not pipelined"
       variant pipelined_rounds False --serial-rounds
+      [[ $(json_field "$work/out.json" syncs_held) == 0 ]] || die "a sync was held back by default"
+      variant ring_entries 2 --ring-entries 2
+      (($(json_field "$work/variant.json" syncs_held) > 0)) ||
+        die "no sync was held back with --ring-entries 2"
+      engine_or_skip --dir "$work/d" --resync --json >"$work/resync.json" || die "--resync failed"
+      [[ $(json_field "$work/resync.json" chunks_needing_sync) == 0 ]] ||
+        die "a clean close with held syncs left chunks needing a resync"
+      say "ok: syncs held back in rings too small for a chain, closed clean"
     fi
     if [[ $mode == blocking ]]; then
       rc=0
@@ -184,7 +196,7 @@ EOF
   crash)
     # 4 GiB sparse legs, 64 KiB chunks: in a second the hot workload's cold 10 % touches
     # far fewer than the 65536 chunks.
-    "$engine" --dir "$work/d" --size 4G --mode llbitmap --workload hot --seconds 60 \
+    "$engine" --dir "$work/d" --size 4G --mode llbitmap --workload hot --seconds 60 "${@:3}" \
       >"$work/out" 2>"$work/err" &
     pid=$!
     pids+=("$pid")
