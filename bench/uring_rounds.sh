@@ -37,7 +37,8 @@ done
 }
 
 raw=$(mktemp)
-trap 'rm -f "$raw"' EXIT
+err=$(mktemp)
+trap 'rm -f "$raw" "$err"' EXIT
 echo "# $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) CPUs, kernel $(uname -r)"
 for dir in $dirs; do
   d=$dir/llbm-uring-rounds
@@ -50,8 +51,13 @@ for dir in $dirs; do
         rm -f "$d/bitmap"
         extra=()
         [[ $mode == serial ]] && extra=(--serial-rounds)
-        json=$("$engine" --dir "$d" --size 1G --mode llbitmap "${extra[@]}" --workload first \
-          --reactors "$r" --seconds 2 --json 2>/dev/null)
+        if ! json=$("$engine" --dir "$d" --size 1G --mode llbitmap "${extra[@]}" --workload first \
+          --reactors "$r" --seconds 2 --json 2>"$err"); then
+          echo "$0: the engine failed ($mode rounds, $r reactors, in $dir):" >&2
+          cat "$err" >&2
+          rm -rf "$d"
+          exit 1
+        fi
         ((i == 0)) && continue
         python3 -c 'import json,sys; j=json.loads(sys.argv[1]); print("\t".join(sys.argv[2:] + [str(j[k]) for k in ("iops", "lat_p50_us", "lat_p99_us", "persist_rounds")]))' \
           "$json" "$dir($fstype)" "$r" "$i" "$mode" >>"$raw"
