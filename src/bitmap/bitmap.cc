@@ -141,7 +141,9 @@ BitmapImpl::BitmapImpl(std::unique_ptr<Storage> storage, const Superblock& sb, R
       daemon_(Daemon::Env{image_, persister_, pages_, *clock_, data_flush_, degraded_, parity_},
               sb.daemon_sleep) {
 #ifndef NDEBUG
+  // calloc: zeroed pages the kernel hands out lazily, for a debug ledger of every chunk.
   in_flight_.reset(
+      // NOLINTNEXTLINE(cppcoreguidelines-no-malloc): owned by in_flight_ (FreeDeleter)
       static_cast<std::uint32_t*>(std::calloc(sb.geometry.chunks(), sizeof(std::uint32_t))));
   LLBM_CHECK(in_flight_ != nullptr, "Bitmap %p: no memory for the debug ledger of %llu chunks",
              static_cast<void*>(this), static_cast<unsigned long long>(sb.geometry.chunks()));
@@ -259,14 +261,17 @@ std::error_code BitmapImpl::mark_and_persist(std::uint64_t first, std::uint64_t 
   if (LLBM_UNLIKELY(ctx.write_error)) return Errc::bitmap_failed;
   std::vector<Target> targets;
   change_range(first, last, action, ctx, &targets);
+  // Chunks this call found dirty-like and durably covered need no persist, whatever else
+  // of their blocks is waiting for one (the fast path's rule, for any range).
+  if (action == Action::kStartwrite && image_ops::durably_covered(image_, first, last)) return {};
   return persister_.persist(targets.data(), targets.size());
 }
 
 using image_ops::startwrite_keeps;
 
 // The fast path (one chunk, already Dirty or NeedSync, durably so): bounds, the failed
-// flag, one raise, one byte, the block's two change numbers. No lock, no store but the
-// raise's own, no call. Everything else goes to start_write_slow with the pages raised.
+// flag, one raise, one byte, its covered bit. No lock, no store but the raise's own, no
+// call. Everything else goes to start_write_slow with the pages raised.
 // impl(*this) is a static_cast: every field below is at a fixed offset from this.
 std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) {
   BitmapImpl& s = impl(*this);
@@ -312,11 +317,14 @@ std::error_code Bitmap::start_write(std::uint64_t offset, std::uint64_t length) 
   // follows. A close is always seen here: the raise succeeded in percpu mode after
   // finish_close resumed the page, and that resume (release) happens before it (acquire,
   // PercpuRef's mode), as the close's store of the flag happens before the resume.
+  // Durably covered: the chunk's byte in the last durable snapshot of its block was
+  // dirty-like too, whatever other chunks of the block changed since (ChunkImage).
   if (LLBM_LIKELY(startwrite_keeps(s.image_.load_byte(geo.chunk_pos(first))) &&
                   s.persister_.refused(std::memory_order_relaxed) == 0)) {
-    if (LLBM_LIKELY(s.image_.block_durable(geo.block_of_chunk(first)))) {
+    if (LLBM_LIKELY(s.image_.durably_covered(geo.chunk_pos(first)))) {
       s.ledger_add(first, first);
       LLBM_SYNC_POINT("start_write:done");
+      // NOLINTNEXTLINE(modernize-return-braced-init-list): names the type it builds
       return std::error_code(0, *s.ok_category_);
     }
   }
@@ -359,7 +367,7 @@ void Bitmap::end_write(std::uint64_t offset, std::uint64_t length) {
 WriteGuard Bitmap::guard_write(std::uint64_t offset, std::uint64_t length, std::error_code& ec) {
   ec = start_write(offset, length);
   if (ec) return {};
-  return WriteGuard(this, offset, length);
+  return WriteGuard(this, offset, length);  // NOLINT(modernize-return-braced-init-list)
 }
 
 std::error_code Bitmap::start_discard(std::uint64_t offset, std::uint64_t length) {
@@ -515,7 +523,7 @@ void BitmapImpl::check_open(const char* call) const noexcept {
 
 #ifndef NDEBUG
 void BitmapImpl::FreeDeleter::operator()(std::uint32_t* p) const noexcept {
-  std::free(p);
+  std::free(p);  // NOLINT(cppcoreguidelines-no-malloc): the deleter of the calloc above
 }
 
 void BitmapImpl::ledger_add(std::uint64_t first, std::uint64_t last) noexcept {
@@ -549,6 +557,7 @@ bool Bitmap::failed() const noexcept {
 std::uint64_t Bitmap::events() const {
   // The superblock is only read here; superblock() has no const overload because every
   // other caller edits it under the same lock.
+  // NOLINTNEXTLINE(cppcoreguidelines-pro-type-const-cast): read only, under the lock
   ChunkImage& image = const_cast<BitmapImpl&>(impl(*this)).image_;
   detail::SpinLockGuard lock(image.superblock_lock());
   return image.superblock().events;

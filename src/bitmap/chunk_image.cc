@@ -5,6 +5,7 @@
 
 #include <llbitmap/detail/check.h>
 
+#include <bit>
 #include <cstring>
 
 namespace llbitmap {
@@ -14,6 +15,8 @@ ChunkImage::ChunkImage(const Superblock& sb, std::span<const std::byte> image)
       uuid_(sb.uuid),
       bytes_(new std::uint8_t[sb.geometry.image_bytes()]),
       blocks_(new BlockSeq[sb.geometry.blocks()]),
+      covered_(new std::atomic<std::uint64_t>[sb.geometry.image_bytes() / 64]),
+      taken_(new std::uint64_t[sb.geometry.image_bytes() / 64]()),
       page_dirty_(new std::atomic<std::uint32_t>[sb.geometry.pages()]),
       sb_(sb) {
   LLBM_CHECK(image.size() == geo_.image_bytes(), "ChunkImage: image of %zu bytes, expected %llu",
@@ -23,6 +26,10 @@ ChunkImage::ChunkImage(const Superblock& sb, std::span<const std::byte> image)
   // no round has made durable yet (the Persister queues them all).
   for (std::uint64_t b = 0; b < geo_.blocks(); ++b)
     blocks_[b].dirty_seq.store(1, std::memory_order_relaxed);
+  // Nothing is durably covered before the first round: the file may hold other bytes
+  // than the image recovered from it.
+  for (std::uint64_t w = 0; w < geo_.image_bytes() / 64; ++w)
+    covered_[w].store(0, std::memory_order_relaxed);
   // relaxed: no other thread sees the object before its construction is published.
   for (std::uint64_t p = 0; p < geo_.pages(); ++p)
     page_dirty_[p].store(0, std::memory_order_relaxed);
@@ -87,11 +94,75 @@ std::uint64_t ChunkImage::snapshot_block(std::uint64_t block, std::span<std::byt
   const std::uint64_t seq = blocks_[block].dirty_seq.load(std::memory_order_relaxed);
   // Every store to these bytes happens under this lock, so a plain copy is exact.
   std::memcpy(buf.data(), bytes_.get() + block * bs, bs);
+  take_bits(mu, block, seq, buf);
   if (block == 0) {
     superblock_lock().assert_held();  // mu is stripes_[0]
     sb_.encode(std::span<std::byte, kSuperblockBytes>(buf.data(), kSuperblockBytes));
   }
   return seq;
+}
+
+void ChunkImage::dirty_like_bits(std::span<const std::byte> bytes,
+                                 std::span<std::uint64_t> bits) noexcept {
+  LLBM_DCHECK(bytes.size() == bits.size() * 64, "ChunkImage: %zu words of bits for %zu bytes",
+              bits.size(), bytes.size());
+  // Eight bytes at a time: a byte is dirty-like when it is neither 0 (Unwritten) nor 1
+  // (Clean), that is when a bit other than its lowest is set (is_dirty_like; checked
+  // against it in chunk_image_test). The high bit of each byte of `any` says so; the
+  // multiply gathers those eight high bits (byte k's at bit 8k + 7, shifted by 7 (7 - k))
+  // into the top byte, byte k's at bit 56 + k.
+  constexpr std::uint64_t kLow7 = 0x7f7f7f7f7f7f7f7fULL;
+  constexpr std::uint64_t kHigh = 0x8080808080808080ULL;
+  constexpr std::uint64_t kGather = 0x0002040810204081ULL;
+  for (std::size_t w = 0; w < bits.size(); ++w) {
+    std::uint64_t word = 0;
+    for (std::size_t k = 0; k < 8; ++k) {
+      std::uint64_t x = 0;
+      std::memcpy(&x, bytes.data() + w * 64 + k * 8, 8);
+      if constexpr (std::endian::native == std::endian::big) x = __builtin_bswap64(x);
+      const std::uint64_t y = x & ~0x0101010101010101ULL;             // drop each byte's low bit
+      const std::uint64_t any = (((y & kLow7) + kLow7) | y) & kHigh;  // byte != 0
+      word |= ((any * kGather) >> 56) << (k * 8);
+    }
+    bits[w] = word;
+  }
+}
+
+void ChunkImage::take_bits([[maybe_unused]] detail::SpinLock& held, std::uint64_t block,
+                           std::uint64_t seq, std::span<const std::byte> buf) noexcept {
+  LLBM_DCHECK(&held == &block_lock(block),
+              "ChunkImage %p: block %llu copied under another block's stripe lock",
+              static_cast<void*>(this), static_cast<unsigned long long>(block));
+  const std::size_t words = geo_.block_bytes() / 64;
+  std::uint64_t* taken = taken_.get() + block * words;
+  dirty_like_bits(buf, std::span<std::uint64_t>(taken, words));
+  blocks_[block].taken_seq = seq;
+  // A word that does not change is not stored, so the writes that read it keep their
+  // cache line (relaxed load: every store happens under this lock). release: see
+  // publish_durable; clearing needs none, but one order for every store is simpler.
+  for (std::size_t w = 0; w < words; ++w) {
+    std::atomic<std::uint64_t>& c = covered_[block * words + w];
+    const std::uint64_t cur = c.load(std::memory_order_relaxed);
+    if ((cur & taken[w]) != cur) c.store(cur & taken[w], std::memory_order_release);
+  }
+}
+
+void ChunkImage::publish_durable(std::uint64_t block, std::uint64_t seq) noexcept {
+  detail::SpinLockGuard lock(block_lock(block));
+  BlockSeq& b = blocks_[block];
+  // relaxed: every store happens under this lock.
+  if (b.durable_seq.load(std::memory_order_relaxed) >= seq) return;
+  // release: pairs with the acquire load in durable_seq.
+  b.durable_seq.store(seq, std::memory_order_release);
+  if (seq != b.taken_seq) return;  // a newer snapshot may still land: keep the bits narrow
+  const std::size_t words = geo_.block_bytes() / 64;
+  for (std::size_t w = 0; w < words; ++w) {
+    std::atomic<std::uint64_t>& c = covered_[block * words + w];
+    const std::uint64_t bits = taken_[block * words + w];
+    // relaxed load: as in take_bits. release: a set bit is read (acquire) only after the
+    // sync that made it durable.
+    if (c.load(std::memory_order_relaxed) != bits) c.store(bits, std::memory_order_release);
+  }
 }
 
 void ChunkImage::mark_superblock_and_snapshot(std::uint32_t flags,
@@ -102,6 +173,8 @@ void ChunkImage::mark_superblock_and_snapshot(std::uint32_t flags,
   detail::SpinLockGuard lock(stripes_[0]);
   sb_.state |= flags;
   std::memcpy(buf.data(), bytes_.get(), bs);
+  // This copy may land too: it narrows the covered bits like any snapshot.
+  take_bits(stripes_[0], 0, blocks_[0].dirty_seq.load(std::memory_order_relaxed), buf);
   sb_.encode(std::span<std::byte, kSuperblockBytes>(buf.data(), kSuperblockBytes));
 }
 

@@ -13,6 +13,13 @@
 //     saw is on stable storage.
 //   - durable_seq is published only by the persist driver (publish_durable, release,
 //     monotonic) after a sync that covered a snapshot taken at that change number.
+//   - Covered bits, one per image byte (durably_covered): set only while the byte is
+//     dirty-like (a crash would resync the chunk) in the newest durable snapshot of its
+//     block and in every snapshot taken after it, which may still land. snapshot_block
+//     clears the bits its copy holds clean-like; publish_durable sets them from the
+//     snapshot it publishes only if that is the newest one taken. So a write to a chunk
+//     that is dirty-like now and durably covered needs no persist, even while changes to
+//     other chunks of its block are not yet durable (docs/design.md#write-ahead-ordering).
 //   - snapshot_block copies a block (and encodes the superblock into block 0) under the
 //     block's stripe lock, so the copy holds every change up to the change number it
 //     returns and none after it.
@@ -92,24 +99,30 @@ class ChunkImage {
   [[nodiscard]] std::uint64_t durable_seq(std::uint64_t block) const noexcept {
     return blocks_[block].durable_seq.load(std::memory_order_acquire);
   }
-  // The fast path's durability check: true if the block's last change is durable.
+  // True if the block's last change is durable.
   // dirty_seq first, then durable_seq, both acquire (see the two accessors above).
   [[nodiscard]] bool block_durable(std::uint64_t block) const noexcept {
     const BlockSeq& b = blocks_[block];
     const std::uint64_t seq = b.dirty_seq.load(std::memory_order_acquire);
     return b.durable_seq.load(std::memory_order_acquire) >= seq;
   }
-  // The persist driver only, after a sync that covered a snapshot with change number
-  // seq. Raises the number, never lowers it: rounds may complete out of order.
-  // release: pairs with the acquire loads in durable_seq (relaxed on failure: nothing
-  // was published).
-  void publish_durable(std::uint64_t block, std::uint64_t seq) noexcept {
-    std::atomic<std::uint64_t>& d = blocks_[block].durable_seq;
-    std::uint64_t cur = d.load(std::memory_order_relaxed);
-    while (cur < seq && !d.compare_exchange_weak(cur, seq, std::memory_order_release,
-                                                 std::memory_order_relaxed)) {
-    }
+  // True if image position pos is dirty-like in the newest durable snapshot of its block
+  // and in every snapshot of it taken since (see the contract). A write to a chunk whose
+  // byte is dirty-like now and durably covered needs no persist: whatever of its block
+  // lands, the chunk reopens as needing a resync. acquire: pairs with the release stores
+  // of publish_durable, made after the sync returned.
+  [[nodiscard]] bool durably_covered(std::uint64_t pos) const noexcept {
+    return ((covered_[pos >> 6].load(std::memory_order_acquire) >> (pos & 63)) & 1) != 0;
   }
+  // The persist driver only, after a sync that covered a snapshot with change number
+  // seq. Raises the number, never lowers it: rounds may complete out of order. Sets the
+  // block's covered bits from the snapshot if no newer one was taken. Takes the block's
+  // stripe lock. release: pairs with the acquire loads in durable_seq and durably_covered.
+  void publish_durable(std::uint64_t block, std::uint64_t seq) noexcept;
+  // The dirty-like bits of `bytes` (a multiple of 64 long) into bits (bytes.size() / 64
+  // words): bit i of word w set when byte 64 w + i is dirty-like.
+  static void dirty_like_bits(std::span<const std::byte> bytes,
+                              std::span<std::uint64_t> bits) noexcept;
 
   // The stripe lock of a block. The analysis cannot tell which stripe a block number
   // selects, so functions that need one take it by reference (bump_block); see stripes_.
@@ -153,7 +166,14 @@ class ChunkImage {
   struct BlockSeq {
     std::atomic<std::uint64_t> dirty_seq{0};    // change number of the last change
     std::atomic<std::uint64_t> durable_seq{0};  // change number the file has synced
+    std::uint64_t taken_seq = 0;  // of the newest snapshot taken (under the stripe lock)
   };
+
+  // After copying block `block` (change number seq) into buf: the copy's bits become the
+  // block's newest taken bits and clear the covered bits it holds clean-like. Requires:
+  // `held` is the block's stripe lock (checked in debug builds) and is held.
+  void take_bits(detail::SpinLock& held, std::uint64_t block, std::uint64_t seq,
+                 std::span<const std::byte> buf) noexcept LLBM_REQUIRES(held);
 
   // Read by every write; written only at construction.
   const Geometry geo_;
@@ -162,6 +182,11 @@ class ChunkImage {
   // happen under the block's stripe lock; loads need none.
   const std::unique_ptr<std::uint8_t[]> bytes_;
   const std::unique_ptr<BlockSeq[]> blocks_;
+  // Per image byte, one bit (the contract): covered_ is read by every write that finds
+  // its chunk dirty-like and stored under the block's stripe lock; taken_ holds the
+  // dirty-like bits of each block's newest snapshot taken (stripe lock).
+  const std::unique_ptr<std::atomic<std::uint64_t>[]> covered_;
+  const std::unique_ptr<std::uint64_t[]> taken_;
   // Per page: how many of its chunks are Dirty. Changed only in change_chunk, under the
   // stripe lock of the chunk's block (not annotated: which stripe depends on the chunk),
   // so a daemon pass finds the pages to clean and decides to re-arm without reading every

@@ -33,6 +33,15 @@ constexpr bool daemon_changes_only_dirty() {
 static_assert(daemon_changes_only_dirty(), "clean_page() looks for Dirty bytes only");
 }  // namespace
 
+bool durably_covered(const ChunkImage& image, std::uint64_t first, std::uint64_t last) noexcept {
+  const Geometry& geo = image.geometry();
+  for (std::uint64_t c = first; c <= last; ++c) {
+    const std::uint64_t pos = geo.chunk_pos(c);
+    if (!startwrite_keeps(image.load_byte(pos)) || !image.durably_covered(pos)) return false;
+  }
+  return true;
+}
+
 void discard_chunks(const Geometry& geo, std::uint64_t offset, std::uint64_t length,
                     std::uint64_t& first, std::uint64_t& last) noexcept {
   // The caller checked that the range is inside the device, so end <= device_bytes fits;

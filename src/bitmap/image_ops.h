@@ -39,6 +39,11 @@ void discard_chunks(const Geometry& geo, std::uint64_t offset, std::uint64_t len
          raw == to_byte(ChunkState::kSyncing);
 }
 
+// True if every chunk of [first, last] is one Startwrite keeps and is durably covered
+// (ChunkImage::durably_covered): a write that holds their pages needs no persist.
+[[nodiscard]] bool durably_covered(const ChunkImage& image, std::uint64_t first,
+                                   std::uint64_t last) noexcept;
+
 // Which bytes `action` changes in context `ctx`. For a long range (close_sync) the answer
 // for all 256 byte values is computed once, so the scan costs a load and a table lookup
 // per chunk; a short range asks the table directly.

@@ -34,12 +34,21 @@ ReactorWrite::~ReactorWrite() {
 
 bool ReactorCore::persisted(const ReactorWrite& w) const noexcept {
   // A block is covered once its durable change number reaches w's, or the block's own
-  // latest (which is at least the one w's scan saw: change numbers only grow).
+  // latest (which is at least the one w's scan saw: change numbers only grow); or, when
+  // other chunks of the block changed since, once each of w's chunks in it is durably
+  // covered (covered() saw them dirty-like, and w holds their pages).
   const Geometry& geo = image_.geometry();
-  const std::uint64_t lo = geo.block_of_chunk(geo.chunk_of(w.offset_));
-  const std::uint64_t hi = geo.block_of_chunk(geo.chunk_of(w.offset_ + w.length_ - 1));
-  for (std::uint64_t b = lo; b <= hi; ++b)
-    if (image_.durable_seq(b) < std::min(w.seq_, image_.dirty_seq(b))) return false;
+  const std::uint64_t first = geo.chunk_of(w.offset_);
+  const std::uint64_t last = geo.chunk_of(w.offset_ + w.length_ - 1);
+  for (std::uint64_t c = first; c <= last;) {
+    const std::uint64_t b = geo.block_of_chunk(c);
+    std::uint64_t end = c;  // w's last chunk in block b
+    while (end < last && geo.block_of_chunk(end + 1) == b) ++end;
+    if (image_.durable_seq(b) < std::min(w.seq_, image_.dirty_seq(b)) &&
+        !image_ops::durably_covered(image_, c, end))
+      return false;
+    c = end + 1;
+  }
   return true;
 }
 
@@ -191,12 +200,12 @@ Admit ReactorCore::admit(ReactorQueue& q, std::uint64_t offset, std::uint64_t le
     }
     const std::uint64_t lo = geo.page_of_chunk(first);
     const std::uint64_t hi = geo.page_of_chunk(last);
-    // The fast path: one chunk, already covered and durable.
+    // The fast path: one chunk, already dirty-like and durably covered (ChunkImage).
     if (!discard && first == last && detail::PageBarrierFast::try_raise(*pages_[lo])) {
       // relaxed refused_: as Bitmap::start_write (the raise orders a close before it).
       if (image_ops::startwrite_keeps(image_.load_byte(geo.chunk_pos(first))) &&
           refused_.load(std::memory_order_relaxed) == 0 &&
-          image_.block_durable(geo.block_of_chunk(first)))
+          image_.durably_covered(geo.chunk_pos(first)))
         return Admit::kReady;
     } else {
       std::uint64_t p = lo;

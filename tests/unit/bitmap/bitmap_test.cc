@@ -853,6 +853,40 @@ TEST_F(BitmapTest, SecondWriterWaitsForTheFirstWritersPersistOfTheSameBlock) {
   EXPECT_EQ(bad.load(), 0);
 }
 
+TEST_F(BitmapTest, AWriteToADurablyDirtyChunkDoesNotWaitForAnotherChunksPersist) {
+  // Chunk 0 is durably Dirty. While a persist of its block for chunk 1 is inside
+  // fdatasync, a write of chunk 0 returns at once: whatever of that persist lands, chunk
+  // 0 reopens Dirty.
+  make(options());
+  ASSERT_FALSE(bm().start_write(0, 4096));
+  bm().end_write(0, 4096);
+  ASSERT_EQ(durable(0), kD);
+  test::Flag in_sync, release_sync;
+  std::atomic<bool> hold{true};
+  hold_one_sync(hold, in_sync, release_sync);
+  std::thread w1([&] {
+    ASSERT_FALSE(bm().start_write(kChunk, 4096));  // chunk 1, the same block
+    bm().end_write(kChunk, 4096);
+  });
+  in_sync.wait();
+  const auto waits_before = bm().stats().persist_waits;
+  test::Flag w2_done;
+  std::error_code w2_ec = make_error_code(Errc::busy);
+  std::thread w2([&] {
+    w2_ec = bm().start_write(100, 4096);  // chunk 0 again
+    w2_done.set();
+  });
+  // A watchdog only: a write that waited for chunk 1's persist would wait until the
+  // release below.
+  EXPECT_TRUE(w2_done.wait_for(60s)) << "the write of a durably Dirty chunk waited";
+  EXPECT_EQ(bm().stats().persist_waits, waits_before);
+  release_sync.set();
+  w1.join();
+  w2.join();
+  EXPECT_FALSE(w2_ec) << w2_ec.message();
+  bm().end_write(100, 4096);
+}
+
 TEST_F(BitmapTest, ConcurrentWritersToOneBlockShareSyncs) {
   // Group commit: while the first writer's sync is held, three more writers dirty other
   // chunks of the same block; all three are covered by one more sync.

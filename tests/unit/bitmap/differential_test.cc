@@ -18,7 +18,9 @@
 //     writes every block changed so far, and syncs once);
 //   - start_write runs one before it returns if a block its range touches has changes
 //     not yet durable (so every changed state is durable at start_write return, and a
-//     write to chunks that are already durably Dirty does no IO);
+//     write to chunks that are already durably Dirty does no IO), except when every chunk
+//     of the range is durably dirty-like (Dirty, NeedSync, Syncing): then it is covered,
+//     whatever else of its blocks is pending;
 //   - a daemon pass cleans (Dirty -> Clean) the pages that hold a Dirty chunk, have
 //     expired (no raise for barrier_idle; never after a pass resumed them; at once after
 //     end_sync or close_sync) and have no write or discard in flight, then runs one
@@ -108,11 +110,15 @@ class RefBitmap {
     if (!valid(off, len)) return std::make_error_code(std::errc::invalid_argument);
     const std::uint64_t first = off / cfg_.chunk, last = (off + len - 1) / cfg_.chunk;
     raise(first, last, now);
-    bool need_round = false;
+    bool need_round = false, covered = true;
     for (std::uint64_t c = first; c <= last; ++c) {
       apply(c, Action::kStartwrite);
       need_round = need_round || pending_[block_of(c)];
+      covered = covered && is_dirty_like(static_cast<ChunkState>(mem_[c])) &&
+                is_dirty_like(static_cast<ChunkState>(durable_[c]));
     }
+    // Every chunk durably dirty-like: covered, whatever else of their blocks is pending.
+    if (covered) need_round = false;
     if (need_round) round();
     return {};
   }

@@ -293,6 +293,119 @@ TEST(PersistCoreTest, AfterWritesDoneTheNextRoundBeginsAndRoundsCompleteInAnyOrd
   EXPECT_TRUE(f.core->begin_round().has_value());
 }
 
+// The covered bits (ChunkImage::durably_covered): set from a completed round's copy,
+// kept while other chunks of the block change, cleared as soon as a copy holding the
+// chunk clean-like is taken, and never set again by an older round completing late.
+TEST(PersistCoreTest, ACompletedRoundCoversItsDirtyChunksAndOnlyThose) {
+  Fixture f;
+  f.run_round();
+  const Geometry& g = f.geo();
+  const std::uint64_t a = 100, b = 101;  // one block
+  ASSERT_EQ(g.block_of_chunk(a), g.block_of_chunk(b));
+  EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(a)));  // Unwritten
+  f.change(a, Action::kStartwrite);
+  EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(a))) << "covered before any copy";
+  std::optional<PersistCore::Round> r = f.core->begin_round();
+  ASSERT_TRUE(r.has_value());
+  f.drain(*r);
+  EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(a))) << "covered before the sync";
+  EXPECT_TRUE(f.core->complete_round(std::move(*r), {}));
+  EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(a)));
+  EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(b)));
+  // Another chunk of the block changes: the block is no longer durable, chunk a stays
+  // covered, through the next copy and its completion.
+  f.change(b, Action::kStartwrite);
+  EXPECT_FALSE(f.image->block_durable(g.block_of_chunk(a)));
+  EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(a)));
+  f.run_round();
+  EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(a)));
+  EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(b)));
+  // A failed round covers nothing.
+  const std::uint64_t c = 102;
+  f.change(c, Action::kStartwrite);
+  r = f.core->begin_round();
+  ASSERT_TRUE(r.has_value());
+  f.drain(*r);
+  EXPECT_FALSE(f.core->complete_round(std::move(*r), std::make_error_code(std::errc::io_error)));
+  EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(c)));
+}
+
+TEST(PersistCoreTest, ACopyHoldingAChunkCleanUncoversItBeforeItLands) {
+  Fixture f;
+  f.run_round();
+  const Geometry& g = f.geo();
+  const std::uint64_t a = 100, b = 101;
+  f.change(a, Action::kStartwrite);
+  f.run_round();
+  ASSERT_TRUE(f.image->durably_covered(g.chunk_pos(a)));
+  // Discarded (Unwritten in memory): still covered, the file still holds it Dirty.
+  f.change(a, Action::kDiscard);
+  EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(a)));
+  // R1 copies the block with chunk a Unwritten: that copy may land, so a is uncovered
+  // as soon as it is taken.
+  std::optional<PersistCore::Round> r1 = f.core->begin_round();
+  ASSERT_TRUE(r1.has_value());
+  f.drain(*r1);
+  EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(a)));
+  f.core->writes_done(*r1);
+  // Written again (Dirty in memory), and R2 copies that; R2 completes first, then R1.
+  f.change(a, Action::kStartwrite);
+  f.change(b, Action::kStartwrite);
+  std::optional<PersistCore::Round> r2 = f.core->begin_round();
+  ASSERT_TRUE(r2.has_value());
+  f.drain(*r2);
+  EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(a)));
+  EXPECT_TRUE(f.core->complete_round(std::move(*r2), {}));
+  EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(a)));
+  EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(b)));
+  EXPECT_TRUE(f.core->complete_round(std::move(*r1), {}));
+  EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(a))) << "R1's older copy uncovered it again";
+}
+
+TEST(PersistCoreTest, AnOlderRoundCompletingWhileANewerCopyIsOutCoversNothingNew) {
+  Fixture f;
+  f.run_round();
+  const Geometry& g = f.geo();
+  const std::uint64_t a = 100;
+  // R1 copies chunk a Dirty; before it completes, a is discarded and R2 copies it
+  // Unwritten. R1 completing must not cover a: R2's copy may still land over it.
+  f.change(a, Action::kStartwrite);
+  std::optional<PersistCore::Round> r1 = f.core->begin_round();
+  ASSERT_TRUE(r1.has_value());
+  f.drain(*r1);
+  f.core->writes_done(*r1);
+  f.change(a, Action::kDiscard);
+  std::optional<PersistCore::Round> r2 = f.core->begin_round();
+  ASSERT_TRUE(r2.has_value());
+  f.drain(*r2);
+  f.change(a, Action::kStartwrite);  // Dirty in memory again, not yet copied
+  EXPECT_TRUE(f.core->complete_round(std::move(*r1), {}));
+  EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(a)))
+      << "covered by an older copy while a newer one holding it Unwritten was out";
+  EXPECT_TRUE(f.core->complete_round(std::move(*r2), {}));
+  EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(a)));
+  f.run_round();  // the copy with a Dirty again
+  EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(a)));
+
+  // The other way round: R3 copies chunk b still Unwritten (for chunk c), then R4 copies
+  // b Dirty. R3 completing covers nothing of R4's: b is Unwritten in the durable copy.
+  const std::uint64_t b = 101, c = 102;
+  f.change(c, Action::kStartwrite);
+  std::optional<PersistCore::Round> r3 = f.core->begin_round();
+  ASSERT_TRUE(r3.has_value());
+  f.drain(*r3);
+  f.core->writes_done(*r3);
+  f.change(b, Action::kStartwrite);
+  std::optional<PersistCore::Round> r4 = f.core->begin_round();
+  ASSERT_TRUE(r4.has_value());
+  f.drain(*r4);
+  EXPECT_TRUE(f.core->complete_round(std::move(*r3), {}));
+  EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(b))) << "covered by a copy not yet durable";
+  EXPECT_TRUE(f.core->complete_round(std::move(*r4), {}));
+  EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(b)));
+  EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(c)));
+}
+
 TEST(PersistCoreTest, StaleMarkDecodesAsAStaleSuperblockWithItsChecksum) {
   Fixture f;
   f.run_round();
