@@ -28,8 +28,9 @@
 //   - A page's Dirty count changes only in change_chunk, under the stripe lock of the
 //     chunk's block; it is exact whenever no change_chunk is running on that page.
 // The stripe locks are spin locks (spin_lock.h: a reactor thread takes them too) and leaves:
-// held for a few loads and stores or one block copy, never across IO, a wait
-// or another lock. Nothing here blocks otherwise, allocates after construction or does IO.
+// held for a few loads and stores or one block copy (with its covered bits), never across
+// IO, a wait or another lock. Nothing here blocks otherwise, allocates after construction
+// or does IO.
 #pragma once
 
 #include <llbitmap/chunk_state.h>
