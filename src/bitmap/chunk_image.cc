@@ -137,14 +137,20 @@ void ChunkImage::take_bits([[maybe_unused]] detail::SpinLock& held, std::uint64_
   std::uint64_t* taken = taken_.get() + block * words;
   dirty_like_bits(buf, std::span<std::uint64_t>(taken, words));
   blocks_[block].taken_seq = seq;
-  // A word that does not change is not stored, so the writes that read it keep their
-  // cache line (relaxed load: every store happens under this lock). release: see
-  // publish_durable; clearing needs none, but one order for every store is simpler.
   for (std::size_t w = 0; w < words; ++w) {
-    std::atomic<std::uint64_t>& c = covered_[block * words + w];
-    const std::uint64_t cur = c.load(std::memory_order_relaxed);
-    if ((cur & taken[w]) != cur) c.store(cur & taken[w], std::memory_order_release);
+    const std::size_t i = block * words + w;
+    // relaxed: every store happens under this lock.
+    store_covered(i, covered_[i].load(std::memory_order_relaxed) & taken[w]);
   }
+}
+
+void ChunkImage::store_covered(std::size_t i, std::uint64_t bits) noexcept {
+  // A word that does not change is not stored, so the writes that read it keep their
+  // cache line (relaxed load: every store happens under the block's stripe lock, which
+  // the caller holds). release: a set bit is read (acquire) only after the sync that made
+  // it durable; clearing needs none, but one order for every store is simpler.
+  if (covered_[i].load(std::memory_order_relaxed) != bits)
+    covered_[i].store(bits, std::memory_order_release);
 }
 
 void ChunkImage::publish_durable(std::uint64_t block, std::uint64_t seq) noexcept {
@@ -156,13 +162,7 @@ void ChunkImage::publish_durable(std::uint64_t block, std::uint64_t seq) noexcep
   b.durable_seq.store(seq, std::memory_order_release);
   if (seq != b.taken_seq) return;  // a newer snapshot may still land: keep the bits narrow
   const std::size_t words = geo_.block_bytes() / 64;
-  for (std::size_t w = 0; w < words; ++w) {
-    std::atomic<std::uint64_t>& c = covered_[block * words + w];
-    const std::uint64_t bits = taken_[block * words + w];
-    // relaxed load: as in take_bits. release: a set bit is read (acquire) only after the
-    // sync that made it durable.
-    if (c.load(std::memory_order_relaxed) != bits) c.store(bits, std::memory_order_release);
-  }
+  for (std::size_t i = block * words; i < (block + 1) * words; ++i) store_covered(i, taken_[i]);
 }
 
 void ChunkImage::mark_superblock_and_snapshot(std::uint32_t flags,

@@ -175,6 +175,8 @@ class ChunkImage {
   // `held` is the block's stripe lock (checked in debug builds) and is held.
   void take_bits(detail::SpinLock& held, std::uint64_t block, std::uint64_t seq,
                  std::span<const std::byte> buf) noexcept LLBM_REQUIRES(held);
+  // Stores word i of the covered bits, if it changes. Under the stripe lock of its block.
+  void store_covered(std::size_t i, std::uint64_t bits) noexcept;
 
   // Read by every write; written only at construction.
   const Geometry geo_;

@@ -33,22 +33,16 @@ ReactorWrite::~ReactorWrite() {
 }
 
 bool ReactorCore::persisted(const ReactorWrite& w) const noexcept {
-  // A block is covered once its durable change number reaches w's, or the block's own
-  // latest (which is at least the one w's scan saw: change numbers only grow); or, when
-  // other chunks of the block changed since, once each of w's chunks in it is durably
-  // covered (covered() saw them dirty-like, and w holds their pages).
+  // Every chunk of w durably covered (w holds their pages), whatever else of their blocks
+  // is not yet durable: the rule of Bitmap::mark_and_persist. Otherwise a block is
+  // covered once its durable change number reaches w's, or the block's own latest (which
+  // is at least the one w's scan saw: change numbers only grow).
   const Geometry& geo = image_.geometry();
   const std::uint64_t first = geo.chunk_of(w.offset_);
   const std::uint64_t last = geo.chunk_of(w.offset_ + w.length_ - 1);
-  for (std::uint64_t c = first; c <= last;) {
-    const std::uint64_t b = geo.block_of_chunk(c);
-    std::uint64_t end = c;  // w's last chunk in block b
-    while (end < last && geo.block_of_chunk(end + 1) == b) ++end;
-    if (image_.durable_seq(b) < std::min(w.seq_, image_.dirty_seq(b)) &&
-        !image_ops::durably_covered(image_, c, end))
-      return false;
-    c = end + 1;
-  }
+  if (image_ops::durably_covered(image_, first, last)) return true;
+  for (std::uint64_t b = geo.block_of_chunk(first); b <= geo.block_of_chunk(last); ++b)
+    if (image_.durable_seq(b) < std::min(w.seq_, image_.dirty_seq(b))) return false;
   return true;
 }
 

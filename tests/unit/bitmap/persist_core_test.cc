@@ -76,6 +76,14 @@ struct Fixture {
     }
   }
 
+  // A round begun and every request of it handed out (its copies taken), not completed;
+  // nullopt if no round could begin.
+  std::optional<PersistCore::Round> copied_round() {
+    std::optional<PersistCore::Round> round = core->begin_round();
+    if (round) drain(*round);
+    return round;
+  }
+
   // A whole round, completed successfully.
   std::vector<Planned> run_round() {
     std::optional<PersistCore::Round> round = core->begin_round();
@@ -268,9 +276,8 @@ TEST(PersistCoreTest, AfterWritesDoneTheNextRoundBeginsAndRoundsCompleteInAnyOrd
   const std::uint64_t chunk = 100;
   const std::uint64_t block = g.block_of_chunk(chunk);
   const std::uint64_t first = f.change(chunk, Action::kStartwrite);
-  std::optional<PersistCore::Round> r1 = f.core->begin_round();
+  std::optional<PersistCore::Round> r1 = f.copied_round();
   ASSERT_TRUE(r1.has_value());
-  f.drain(*r1);
   // Its sync is planned but its writes are not reported done: still the writing round.
   const std::uint64_t second = f.change(chunk + 1, Action::kStartwrite);
   ASSERT_GT(second, first);
@@ -305,9 +312,8 @@ TEST(PersistCoreTest, ACompletedRoundCoversItsDirtyChunksAndOnlyThose) {
   EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(a)));  // Unwritten
   f.change(a, Action::kStartwrite);
   EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(a))) << "covered before any copy";
-  std::optional<PersistCore::Round> r = f.core->begin_round();
+  std::optional<PersistCore::Round> r = f.copied_round();
   ASSERT_TRUE(r.has_value());
-  f.drain(*r);
   EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(a))) << "covered before the sync";
   EXPECT_TRUE(f.core->complete_round(std::move(*r), {}));
   EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(a)));
@@ -323,9 +329,8 @@ TEST(PersistCoreTest, ACompletedRoundCoversItsDirtyChunksAndOnlyThose) {
   // A failed round covers nothing.
   const std::uint64_t c = 102;
   f.change(c, Action::kStartwrite);
-  r = f.core->begin_round();
+  r = f.copied_round();
   ASSERT_TRUE(r.has_value());
-  f.drain(*r);
   EXPECT_FALSE(f.core->complete_round(std::move(*r), std::make_error_code(std::errc::io_error)));
   EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(c)));
 }
@@ -343,17 +348,15 @@ TEST(PersistCoreTest, ACopyHoldingAChunkCleanUncoversItBeforeItLands) {
   EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(a)));
   // R1 copies the block with chunk a Unwritten: that copy may land, so a is uncovered
   // as soon as it is taken.
-  std::optional<PersistCore::Round> r1 = f.core->begin_round();
+  std::optional<PersistCore::Round> r1 = f.copied_round();
   ASSERT_TRUE(r1.has_value());
-  f.drain(*r1);
   EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(a)));
   f.core->writes_done(*r1);
   // Written again (Dirty in memory), and R2 copies that; R2 completes first, then R1.
   f.change(a, Action::kStartwrite);
   f.change(b, Action::kStartwrite);
-  std::optional<PersistCore::Round> r2 = f.core->begin_round();
+  std::optional<PersistCore::Round> r2 = f.copied_round();
   ASSERT_TRUE(r2.has_value());
-  f.drain(*r2);
   EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(a)));
   EXPECT_TRUE(f.core->complete_round(std::move(*r2), {}));
   EXPECT_TRUE(f.image->durably_covered(g.chunk_pos(a)));
@@ -370,14 +373,12 @@ TEST(PersistCoreTest, AnOlderRoundCompletingWhileANewerCopyIsOutCoversNothingNew
   // R1 copies chunk a Dirty; before it completes, a is discarded and R2 copies it
   // Unwritten. R1 completing must not cover a: R2's copy may still land over it.
   f.change(a, Action::kStartwrite);
-  std::optional<PersistCore::Round> r1 = f.core->begin_round();
+  std::optional<PersistCore::Round> r1 = f.copied_round();
   ASSERT_TRUE(r1.has_value());
-  f.drain(*r1);
   f.core->writes_done(*r1);
   f.change(a, Action::kDiscard);
-  std::optional<PersistCore::Round> r2 = f.core->begin_round();
+  std::optional<PersistCore::Round> r2 = f.copied_round();
   ASSERT_TRUE(r2.has_value());
-  f.drain(*r2);
   f.change(a, Action::kStartwrite);  // Dirty in memory again, not yet copied
   EXPECT_TRUE(f.core->complete_round(std::move(*r1), {}));
   EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(a)))
@@ -391,14 +392,12 @@ TEST(PersistCoreTest, AnOlderRoundCompletingWhileANewerCopyIsOutCoversNothingNew
   // b Dirty. R3 completing covers nothing of R4's: b is Unwritten in the durable copy.
   const std::uint64_t b = 101, c = 102;
   f.change(c, Action::kStartwrite);
-  std::optional<PersistCore::Round> r3 = f.core->begin_round();
+  std::optional<PersistCore::Round> r3 = f.copied_round();
   ASSERT_TRUE(r3.has_value());
-  f.drain(*r3);
   f.core->writes_done(*r3);
   f.change(b, Action::kStartwrite);
-  std::optional<PersistCore::Round> r4 = f.core->begin_round();
+  std::optional<PersistCore::Round> r4 = f.copied_round();
   ASSERT_TRUE(r4.has_value());
-  f.drain(*r4);
   EXPECT_TRUE(f.core->complete_round(std::move(*r3), {}));
   EXPECT_FALSE(f.image->durably_covered(g.chunk_pos(b))) << "covered by a copy not yet durable";
   EXPECT_TRUE(f.core->complete_round(std::move(*r4), {}));
